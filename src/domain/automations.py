@@ -1,0 +1,148 @@
+"""Runs ("automations"): what was asked, its phases, and the one table of legal status changes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+
+import attrs
+
+from domain.errors import IllegalTransition
+from domain.resources import AutomationSpec, VariableValue
+
+MAX_ATTEMPTS = 3
+
+
+class RunStatus(StrEnum):
+    PENDING_APPROVAL = "pending_approval"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED,
+                      RunStatus.TIMED_OUT, RunStatus.REJECTED, RunStatus.EXPIRED})
+
+# The run lifecycle. RUNNING -> QUEUED is a lease that expired: the run goes back to the
+# queue while it has attempts left (see ``requeue``).
+TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.PENDING_APPROVAL: frozenset(
+        {RunStatus.QUEUED, RunStatus.REJECTED, RunStatus.EXPIRED, RunStatus.CANCELLED}),
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED}),
+    RunStatus.RUNNING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED,
+                                  RunStatus.TIMED_OUT, RunStatus.QUEUED}),
+    **{s: frozenset() for s in TERMINAL},
+}
+
+
+class PhaseStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+@attrs.frozen
+class PhaseResult:
+    name: str
+    status: PhaseStatus = PhaseStatus.PENDING
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@attrs.frozen
+class RunEvent:
+    run_id: str
+    previous: RunStatus | None
+    status: RunStatus
+    at: datetime
+    reason: str = ""
+
+
+@attrs.frozen
+class Run:
+    id: str
+    spec: AutomationSpec
+    status: RunStatus
+    created_at: datetime
+    name: str = ""
+    org_id: str | None = None
+    template_id: str | None = None
+    template_version: int | None = None
+    requested_by: str | None = None
+    comment: str = ""
+    variables: Mapping[str, VariableValue] = attrs.field(factory=dict)
+    phases: tuple[PhaseResult, ...] = ()
+    reason: str = ""
+    attempts: int = 0
+    worker_id: str | None = None
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+def new_run(
+    run_id: str, spec: AutomationSpec, at: datetime, *, needs_approval: bool = False, **fields: object
+) -> tuple[Run, RunEvent]:
+    status = RunStatus.PENDING_APPROVAL if needs_approval else RunStatus.QUEUED
+    run = Run(id=run_id, spec=spec, status=status, created_at=at, updated_at=at,
+              phases=tuple(PhaseResult(name=p.name) for p in spec.phases), **fields)  # type: ignore[arg-type]
+    return run, RunEvent(run_id=run_id, previous=None, status=status, at=at)
+
+
+def can_transition(current: RunStatus, target: RunStatus) -> bool:
+    return target in TRANSITIONS[current]
+
+
+def transition(run: Run, target: RunStatus, at: datetime, reason: str = "") -> tuple[Run, RunEvent]:
+    """Move ``run`` to ``target``; raise ``IllegalTransition`` if the table forbids it."""
+    if not can_transition(run.status, target):
+        raise IllegalTransition(
+            f"run {run.id} cannot go from {run.status.value} to {target.value}")
+    if target is RunStatus.QUEUED and run.status is RunStatus.RUNNING:
+        if run.attempts >= MAX_ATTEMPTS:
+            raise IllegalTransition(
+                f"run {run.id} has used its {MAX_ATTEMPTS} attempts; it must fail")
+    changes: dict[str, object] = {"status": target, "updated_at": at, "reason": reason}
+    if target is RunStatus.RUNNING:
+        changes["attempts"] = run.attempts + 1
+        changes["started_at"] = run.started_at or at
+    if target is RunStatus.QUEUED and run.status is RunStatus.RUNNING:
+        changes["worker_id"] = None
+        changes["phases"] = tuple(PhaseResult(name=p.name) for p in run.phases)
+    if target.terminal:
+        changes["finished_at"] = at
+        changes["phases"] = tuple(
+            attrs.evolve(p, status=PhaseStatus.SKIPPED) if p.status is PhaseStatus.PENDING
+            else attrs.evolve(p, status=_PHASE_END.get(target, PhaseStatus.FAILED), finished_at=at)
+            if p.status is PhaseStatus.RUNNING else p
+            for p in run.phases
+        )
+    return attrs.evolve(run, **changes), RunEvent(run.id, run.status, target, at, reason)
+
+
+_PHASE_END = {RunStatus.CANCELLED: PhaseStatus.CANCELLED, RunStatus.TIMED_OUT: PhaseStatus.TIMED_OUT}
+
+
+def record_phase(run: Run, result: PhaseResult) -> Run:
+    """Replace the named phase's result; raise ``IllegalTransition`` unless the run is running."""
+    if run.status is not RunStatus.RUNNING:
+        raise IllegalTransition(f"run {run.id} is {run.status.value}; phase results need it running")
+    names = [p.name for p in run.phases]
+    if result.name not in names:
+        raise IllegalTransition(f"run {run.id} has no phase '{result.name}'")
+    return attrs.evolve(run, phases=tuple(result if p.name == result.name else p for p in run.phases))

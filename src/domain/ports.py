@@ -1,0 +1,481 @@
+"""Every port Opsicle's core depends on, as async protocols with domain types in and out.
+
+Adapters do not inherit these; mypy checks them through factories annotated with the port.
+Each docstring states the contract and the domain errors an adapter raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Generic, Protocol, TypeVar
+
+import attrs
+
+from domain.approvals import Approval
+from domain.audit import AuditEvent, Outcome
+from domain.automations import PhaseResult, PhaseStatus, Run, RunStatus
+from domain.orgs import Membership, Organisation
+from domain.permissions import Role
+from domain.resources import AutomationSpec, Phase
+from domain.templates import Template, TemplateVersion
+from domain.tokens import WorkerToken
+from domain.users import User
+from domain.workers import Worker
+
+# ---------------------------------------------------------------- time and identity
+
+
+class Clock(Protocol):
+    """Wall time (aware, UTC) for records; monotonic seconds for durations and deadlines."""
+
+    def now(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class IdGenerator(Protocol):
+    """New unique identifiers (strings that sort by creation time)."""
+
+    def new_id(self) -> str: ...
+
+
+class PasswordHasher(Protocol):
+    def hash(self, password: str) -> str: ...
+
+    def verify(self, hashed: str, password: str) -> bool:
+        """True when ``password`` matches; never raises for a wrong password."""
+        ...
+
+
+class TokenSigner(Protocol):
+    def sign(self, claims: Mapping[str, Any], ttl_seconds: int) -> str: ...
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The claims of a valid, unexpired token; raises ``Unauthenticated`` otherwise."""
+        ...
+
+
+class HealthCheck(Protocol):
+    """A store or service a role depends on, checked by ``/readyz``."""
+
+    name: str
+
+    async def check(self) -> None:
+        """Return when the dependency answers; raise ``Unavailable`` naming it otherwise."""
+        ...
+
+
+# ---------------------------------------------------------------- platform data
+
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Page(Generic[T]):
+    items: tuple[T, ...]
+    next_cursor: str | None = None
+
+
+class UserRepository(Protocol):
+    async def add(self, user: User) -> None:
+        """Raises ``Conflict`` when the id or the email (case-insensitive) is taken."""
+        ...
+
+    async def get(self, user_id: str) -> User:
+        """Raises ``NotFound``."""
+        ...
+
+    async def by_email(self, email: str) -> User:
+        """Case-insensitive lookup; raises ``NotFound``."""
+        ...
+
+    async def update(self, user: User) -> None:
+        """Raises ``NotFound``; ``Conflict`` when the new email is taken."""
+        ...
+
+
+class OrgRepository(Protocol):
+    async def add(self, org: Organisation) -> None:
+        """Raises ``Conflict`` when the id or the code (case-insensitive) is taken."""
+        ...
+
+    async def get(self, org_id: str) -> Organisation: ...
+
+    async def by_code(self, code: str) -> Organisation: ...
+
+    async def delete(self, org_id: str) -> None:
+        """Removes the org with its members, roles and tokens; raises ``NotFound``."""
+        ...
+
+    async def of_user(self, user_id: str) -> list[Organisation]:
+        """Orgs the user is a member of, by name."""
+        ...
+
+    async def add_member(self, membership: Membership) -> None:
+        """Raises ``Conflict`` when the user is already a member."""
+        ...
+
+    async def member(self, org_id: str, user_id: str) -> Membership: ...
+
+    async def update_member(self, membership: Membership) -> None: ...
+
+    async def remove_member(self, org_id: str, user_id: str) -> None:
+        """Also drops the member's role assignments; raises ``NotFound``."""
+        ...
+
+    async def members(self, org_id: str) -> list[Membership]: ...
+
+
+class RoleRepository(Protocol):
+    async def add(self, role: Role) -> None:
+        """Raises ``Conflict`` when the org already has a role of that name."""
+        ...
+
+    async def get(self, role_id: str) -> Role: ...
+
+    async def update(self, role: Role) -> None: ...
+
+    async def delete(self, role_id: str) -> None:
+        """Removes the role and its assignments; raises ``NotFound``."""
+        ...
+
+    async def of_org(self, org_id: str) -> list[Role]: ...
+
+    async def assign(self, org_id: str, user_id: str, role_id: str) -> None:
+        """Idempotent; raises ``NotFound`` when the member or role does not exist."""
+        ...
+
+    async def unassign(self, org_id: str, user_id: str, role_id: str) -> None: ...
+
+    async def of_member(self, org_id: str, user_id: str) -> list[Role]: ...
+
+
+class TokenRepository(Protocol):
+    async def add(self, token: WorkerToken) -> None: ...
+
+    async def get(self, token_id: str) -> WorkerToken: ...
+
+    async def update(self, token: WorkerToken) -> None: ...
+
+    async def of_org(self, org_id: str) -> list[WorkerToken]: ...
+
+
+class TemplateRepository(Protocol):
+    async def add(self, template: Template, first: TemplateVersion) -> None:
+        """Raises ``Conflict`` when the owner (org or user) already has a template of that name."""
+        ...
+
+    async def add_version(self, version: TemplateVersion) -> None:
+        """Raises ``Conflict`` when that version number exists (a concurrent submit)."""
+        ...
+
+    async def get(self, template_id: str) -> Template: ...
+
+    async def by_name(self, name: str, *, org_id: str | None = None,
+                      owner_id: str | None = None) -> Template: ...
+
+    async def update(self, template: Template) -> None: ...
+
+    async def delete(self, template_id: str) -> None:
+        """Removes the template and every version; raises ``NotFound``."""
+        ...
+
+    async def list(self, *, org_id: str | None = None, owner_id: str | None = None
+                   ) -> list[Template]: ...
+
+    async def versions(self, template_id: str) -> list[TemplateVersion]: ...
+
+    async def version(self, template_id: str, version: int) -> TemplateVersion: ...
+
+
+@attrs.frozen
+class RunFilter:
+    org_id: str | None = None
+    template_id: str | None = None
+    requested_by: str | None = None
+    statuses: tuple[RunStatus, ...] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class RunRepository(Protocol):
+    async def add(self, run: Run) -> None: ...
+
+    async def get(self, run_id: str) -> Run: ...
+
+    async def update(self, run: Run, *, expected: RunStatus | None = None) -> None:
+        """Store ``run``; with ``expected``, raise ``Conflict`` unless the stored status is that."""
+        ...
+
+    async def list(self, flt: RunFilter, *, limit: int = 50, cursor: str | None = None
+                   ) -> Page[Run]:
+        """Newest first; ``next_cursor`` continues where the page ended."""
+        ...
+
+
+class WorkerRepository(Protocol):
+    async def save(self, worker: Worker) -> None:
+        """Insert or replace by id."""
+        ...
+
+    async def get(self, worker_id: str) -> Worker: ...
+
+    async def of_org(self, org_id: str) -> list[Worker]: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction over the platform data: commit makes every change visible at once."""
+
+    users: UserRepository
+    orgs: OrgRepository
+    roles: RoleRepository
+    tokens: TokenRepository
+    templates: TemplateRepository
+    runs: RunRepository
+    workers: WorkerRepository
+
+    async def __aenter__(self) -> UnitOfWork: ...
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        """Rolls back whatever was not committed."""
+        ...
+
+    async def commit(self) -> None:
+        """Raises ``Unavailable`` when the store does not answer (nothing is then stored)."""
+        ...
+
+    async def rollback(self) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+class RunLogStore(Protocol):
+    """Run output as offset-addressed chunks: bounded memory at any size, idempotent appends."""
+
+    async def append(self, run_id: str, offset: int, data: bytes) -> int:
+        """Store ``data`` at ``offset``; return the log's new length.
+
+        A chunk already stored at that offset is ignored (so a resend stores it once); an
+        offset beyond the end raises ``Conflict`` naming the expected offset.
+        """
+        ...
+
+    async def read(self, run_id: str, offset: int = 0, limit: int = 65536) -> bytes: ...
+
+    async def size(self, run_id: str) -> int: ...
+
+
+# ---------------------------------------------------------------- audit, cache, queue, mail
+
+
+@attrs.frozen
+class AuditFilter:
+    actor: str | None = None
+    org_id: str | None = None
+    verb: str | None = None
+    resource_type: str | None = None
+    outcome: Outcome | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class AuditLog(Protocol):
+    async def append(self, event: AuditEvent) -> AuditEvent:
+        """Chain ``event`` to the last one (sets ``previous_hash`` and ``hash``) and store it.
+
+        Appends are serialised so the chain has no forks. Raises ``Unavailable``.
+        """
+        ...
+
+    async def list(self, flt: AuditFilter, *, limit: int = 50, cursor: str | None = None
+                   ) -> Page[AuditEvent]:
+        """Oldest first; ``next_cursor`` continues where the page ended."""
+        ...
+
+    def all(self) -> AsyncIterator[AuditEvent]:
+        """Every event in chain order, for verification."""
+        ...
+
+
+class Cache(Protocol):
+    """Short-lived shared values; never the only copy of anything that must survive."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, *, ttl_seconds: float | None = None,
+                  only_if_absent: bool = False) -> bool:
+        """Store the value; with ``only_if_absent`` return False (and store nothing) if present."""
+        ...
+
+    async def delete(self, key: str) -> bool: ...
+
+    async def incr(self, key: str, *, ttl_seconds: float) -> int:
+        """Add one and return the count; the key expires ``ttl_seconds`` after its first increment."""
+        ...
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds left, or None when the key is absent or has no expiry."""
+        ...
+
+
+@attrs.frozen
+class QueueMessage:
+    id: str
+    body: bytes
+
+
+class Delivery(Protocol):
+    message: QueueMessage
+    attempt: int
+
+    async def ack(self) -> None:
+        """Confirm processing; the message is not delivered again."""
+        ...
+
+    async def nak(self, delay_seconds: float = 0) -> None:
+        """Hand the message back for redelivery after ``delay_seconds``."""
+        ...
+
+
+class Queue(Protocol):
+    """Durable work queue: each message is delivered to one consumer at a time until acked."""
+
+    async def publish(self, message: QueueMessage) -> None:
+        """Returns once the message is stored; a second publish of the same id is dropped."""
+        ...
+
+    async def pull(self, timeout_seconds: float) -> Delivery | None:
+        """The next message, waiting up to ``timeout_seconds``; None when there was none."""
+        ...
+
+    async def depth(self) -> int: ...
+
+
+@attrs.frozen
+class Email:
+    to: str
+    subject: str
+    text: str
+
+
+class Mailer(Protocol):
+    async def send(self, email: Email) -> None:
+        """Raises ``Unavailable`` when the message could not be handed over."""
+        ...
+
+
+class ApprovalChannel(Protocol):
+    """A place humans answer approval requests (Telegram, Slack, in-app)."""
+
+    name: str
+
+    async def announce(self, approval: Approval, run: Run) -> None:
+        """Ask the channel's humans to decide; raises ``Unavailable``."""
+        ...
+
+    async def conclude(self, approval: Approval, run: Run) -> None:
+        """Show the final outcome where the request was asked."""
+        ...
+
+
+# ---------------------------------------------------------------- execution
+
+
+@attrs.frozen
+class Mount:
+    host: str
+    container: str
+    read_only: bool = False
+
+
+@attrs.frozen
+class PhaseJob:
+    """One phase to execute: its commands, environment, working directory and mounts."""
+
+    run_id: str
+    phase: Phase
+    env: Mapping[str, str]
+    workdir: str
+    mounts: tuple[Mount, ...] = ()
+    network: bool = False
+
+
+class Stream(StrEnum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+@attrs.frozen
+class OutputLine:
+    stream: Stream
+    text: str
+
+
+LineSink = Callable[[OutputLine], Awaitable[None]]
+
+
+@attrs.frozen
+class PhaseOutcome:
+    status: PhaseStatus
+    exit_code: int | None
+    detail: str = ""
+
+
+class Runner(Protocol):
+    """Executes phases: commands joined with ``&&`` under ``/bin/sh -c``, output line by line."""
+
+    @property
+    def name(self) -> str: ...
+
+    def describe(self) -> str:
+        """One line saying how phases run (sandboxed or not, which engine)."""
+        ...
+
+    async def prepare(self, spec: AutomationSpec, mounts: Sequence[Mount]) -> None:
+        """Check before any phase runs that every phase can; raise ``Invalid`` naming the phase
+        (a missing image, a mount this runner cannot provide) or ``Unavailable``."""
+        ...
+
+    async def run_phase(self, job: PhaseJob, sink: LineSink) -> PhaseOutcome:
+        """Run one phase to its end and return how it ended.
+
+        Past ``job.phase.timeout`` seconds the phase is stopped (SIGTERM to everything it
+        started, a grace period, then SIGKILL) and the outcome is ``timed_out``. Cancelling the
+        awaiting task stops it the same way and then re-raises the cancellation. Nothing the
+        phase started is left running either way.
+        """
+        ...
+
+
+@attrs.frozen
+class Claim:
+    run: Run
+    lease_id: str
+    fencing_token: int
+    lease_seconds: float
+
+
+class CoordinatorClient(Protocol):
+    """The worker's only link to Opsicle: outbound requests to a coordinator."""
+
+    async def claim(self, wait_seconds: float) -> Claim | None:
+        """Long-poll for a run; None when none came within ``wait_seconds``."""
+        ...
+
+    async def heartbeat(self, claim: Claim) -> bool:
+        """Extend the lease; False when the run was cancelled. Raises ``Conflict`` if lost."""
+        ...
+
+    async def send_log(self, claim: Claim, offset: int, data: bytes) -> None: ...
+
+    async def report_phase(self, claim: Claim, result: PhaseResult) -> None: ...
+
+    async def complete(self, claim: Claim, status: RunStatus, reason: str = "") -> None: ...
