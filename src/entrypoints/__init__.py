@@ -1,0 +1,1 @@
+"""Entry points: the CLI, the HTTP apps of each role and their composition roots."""
