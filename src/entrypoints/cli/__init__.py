@@ -1,0 +1,1 @@
+"""User commands; heavy modules are imported inside the commands that need them."""

@@ -1,0 +1,93 @@
+"""Commands that work on this machine alone: version, validate and run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from cyclopts import Parameter
+
+from domain.errors import FieldError, Invalid
+from domain.resources import Kind
+from entrypoints import settings
+from entrypoints.output import console, emit
+from entrypoints.version import build_info
+
+
+def version() -> int:
+    """Print Opsicle's version, the commit it was built from and the build date."""
+    fmt = settings.current.get(settings.load())["output"]
+    info = build_info()
+    if fmt == "text":
+        console().print(f"opsicle {info['version']} (commit {info['commit']}, "
+                        f"built {info['buildDate']})", markup=False)
+    else:
+        emit(info, fmt)
+    return 0
+
+
+def validate(files: Annotated[list[Path], Parameter(help="YAML files to check.")], /) -> int:
+    """Check runbook YAML files (any resource kind); stop at the first invalid one.
+
+    Each problem is reported as FILE:LINE:COLUMN: FIELD: what was expected.
+    """
+    from adapters.resources_yaml import load_file
+
+    fmt = settings.current.get(settings.load())["output"]
+    checked = []
+    for path in files:
+        docs = load_file(path)
+        checked.extend({"file": str(path), "kind": d.resource.kind.value,
+                        "name": d.resource.metadata.name, "valid": True} for d in docs)
+    if fmt == "text":
+        for row in checked:
+            console().print(f"{row['file']}: {row['kind']} '{row['name']}' is valid", markup=False)
+    else:
+        emit(checked, fmt)
+    return 0
+
+
+def run(
+    file: Annotated[Path, Parameter(help="An Automation or AutomationTemplate YAML file.")],
+    /,
+    *,
+    var: Annotated[list[str] | None, Parameter(
+        name=["--var", "-v"], help="A variable as key=value; repeat for more.")] = None,
+    runner: Annotated[Literal["auto", "process", "docker"] | None, Parameter(
+        help="How phases run. auto: docker when an engine answers and every image is "
+             "present locally, else process. Default: auto")] = None,
+    pull: Annotated[bool, Parameter(help="Let the docker runner pull missing images.")] = False,
+    docker_host: Annotated[str | None, Parameter(
+        help="Docker engine URL. Default: $DOCKER_HOST or the local socket")] = None,
+    keep_workdir: Annotated[bool, Parameter(
+        help="Keep the run's working directory afterwards and print its path.")] = False,
+) -> int:
+    """Run a runbook on this machine: phases in order, output streamed line by line.
+
+    Each variable reaches every phase as an environment variable: the id upper-cased with
+    every other character turned into '_' (target-host -> TARGET_HOST). Secret values are
+    shown as ***. Relative volumeMounts hosts are resolved against the YAML file's folder.
+    Exit code 0 when every phase succeeds; see 'opsicle explain exitcode --all'.
+    """
+    import asyncio
+
+    from adapters.resources_yaml import load_file
+    from entrypoints.local_run import LocalRun, parse_vars
+
+    resolved = settings.current.get(settings.load()).with_flags(
+        runner=runner, docker_host=docker_host)
+    docs = load_file(file, expected=(Kind.AUTOMATION, Kind.AUTOMATION_TEMPLATE))
+    if len(docs) != 1:
+        raise Invalid(f"{file} holds {len(docs)} runbooks; expected one", errors=(FieldError(
+            "", f"holds {len(docs)} runbooks; put each in its own file", str(file)),))
+    local = LocalRun(
+        resource=docs[0].resource,  # type: ignore[arg-type]
+        base_dir=file.resolve().parent,
+        given=parse_vars(var or []),
+        runner_choice=resolved["runner"],
+        docker_host=resolved["docker-host"],
+        pull=pull,
+        output=resolved["output"],
+        keep_workdir=keep_workdir,
+    )
+    return asyncio.run(local.main())

@@ -1,0 +1,132 @@
+"""What every server role serves: probes, Prometheus metrics, request ids and problem details."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from contextvars import ContextVar
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from domain.errors import Invalid, OpsicleError
+from domain.ports import HealthCheck
+
+request_id: ContextVar[str] = ContextVar("request_id", default="-")
+log = logging.getLogger("opsicle.http")
+READY_TIMEOUT = 2.0
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds the current request id to every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+def problem(status: int, code: str, title: str, detail: str = "",
+            errors: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, object] = {"type": f"https://opsicle.dev/problems/{code}", "title": title,
+                               "status": status, "code": code}
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OpsicleError)
+    errors = dict(exc.field_map()) if isinstance(exc, Invalid) else None
+    return problem(exc.status, exc.code, exc.message, str(exc) if errors else "", errors)
+
+
+class Instrumentation:
+    """Per-app metrics registry (no process-wide state) and the ASGI middleware feeding it."""
+
+    def __init__(self, role: str) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("opsicle_http_requests", "HTTP requests answered",
+                                ["role", "method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("opsicle_http_request_seconds", "HTTP request latency",
+                                 ["role", "method", "route"], registry=self.registry)
+        self.role = role
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            headers = dict(scope.get("headers") or [])
+            rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+            token = request_id.set(rid)
+            status = 500
+            started = time.perf_counter()
+
+            async def send_with_id(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    message["headers"] = [*message.get("headers", []),
+                                          (b"x-request-id", rid.encode("latin-1"))]
+                await send(message)
+
+            try:
+                await app(scope, receive, send_with_id)
+            finally:
+                route = _route_template(scope)
+                self.requests.labels(self.role, scope["method"], route, str(status)).inc()
+                self.latency.labels(self.role, scope["method"], route).observe(
+                    time.perf_counter() - started)
+                request_id.reset(token)
+
+        return wrapped
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
+def probe_routes(checks: Sequence[HealthCheck], instrumentation: Instrumentation) -> list[Route]:
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        results = await asyncio.gather(*(_check(c) for c in checks))
+        report = dict(zip((c.name for c in checks), results, strict=True))
+        ok = all(r == "ok" for r in results)
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": report},
+                            status_code=200 if ok else 503)
+
+    return [Route("/healthz", healthz), Route("/readyz", readyz),
+            Route("/metrics", instrumentation.metrics)]
+
+
+async def _check(check: HealthCheck) -> str:
+    try:
+        await asyncio.wait_for(check.check(), READY_TIMEOUT)
+    except TimeoutError:
+        return f"no answer within {READY_TIMEOUT:g} s"
+    except OpsicleError as exc:
+        return exc.message
+    return "ok"
+
+
+def build_app(role: str, routes: list[Route], checks: Sequence[HealthCheck]) -> ASGIApp:
+    instrumentation = Instrumentation(role)
+    app = Starlette(routes=[*probe_routes(checks, instrumentation), *routes],
+                    exception_handlers={OpsicleError: _domain_error})
+    return instrumentation.middleware(app)

@@ -1,0 +1,70 @@
+"""The ``opsicle`` command: the CLI and every server role in one executable."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+from cyclopts import App, Parameter
+
+from domain.errors import OpsicleError
+from entrypoints import settings
+from entrypoints.cli import explain, local, start
+from entrypoints.exitcodes import ExitCode, for_error
+from entrypoints.output import report_error
+
+app = App(
+    name="opsicle",
+    help="Runbook automation: run YAML runbooks here, or serve and execute them as a platform.\n\n"
+         "Exit codes are listed by 'opsicle explain exitcode --all'.",
+    version_flags=[],
+)
+app.command(local.version)
+app.command(local.validate)
+app.command(local.run)
+app.command(explain.app)
+app.command(start.app)
+
+
+@app.meta.default
+def launcher(
+    *tokens: Annotated[str, Parameter(show=False, allow_leading_hyphen=True)],
+    config: Annotated[Path | None, Parameter(help="Config file (YAML; keys are option names). "
+                                             "Default: ~/.config/opsicle/config.yaml")] = None,
+    log_level: Annotated[Literal["debug", "info", "warning", "error"] | None,
+                         Parameter(help="Log level. Default: info")] = None,
+    output: Annotated[Literal["text", "json", "yaml"] | None,
+                      Parameter(name=["--output", "-o"], help="Output format. Default: text")] = None,
+) -> int:
+    """Global options, valid before or after any command."""
+    resolved = settings.load(config, log_level=log_level, output=output)
+    logging.basicConfig(
+        level=resolved["log-level"].upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    token = settings.current.set(resolved)
+    try:
+        result = app(tokens)
+    finally:
+        settings.current.reset(token)
+    return int(result or 0)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Console entry point: runs the command and turns domain errors into exit codes."""
+    try:
+        code = app.meta(sys.argv[1:] if argv is None else argv, result_action="return_value")
+    except OpsicleError as exc:
+        report_error(exc)
+        code = for_error(exc)
+    except KeyboardInterrupt:
+        code = ExitCode.CANCELLED
+    if argv is None:
+        sys.exit(int(code or 0))
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    run()

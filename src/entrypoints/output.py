@@ -1,0 +1,58 @@
+"""Rendering command results as text tables, JSON or YAML."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from domain.errors import Invalid, OpsicleError
+
+
+def console(stream: TextIO | None = None) -> Console:
+    return Console(file=stream or sys.stdout, soft_wrap=True, highlight=False)
+
+
+def error_console() -> Console:
+    return Console(file=sys.stderr, soft_wrap=True, highlight=False)
+
+
+def emit(data: Any, fmt: str, *, columns: Sequence[str] = (), title: str = "") -> None:
+    """Print ``data`` (a mapping or a list of mappings) in the chosen output format."""
+    out = sys.stdout
+    if fmt == "json":
+        out.write(json.dumps(data, indent=2, default=str) + "\n")
+    elif fmt == "yaml":
+        out.write(yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True))
+    elif isinstance(data, Mapping):
+        table = Table(show_header=False, box=None, title=title or None)
+        for key, value in data.items():
+            table.add_row(f"[bold]{key}[/bold]", str(value))
+        console().print(table)
+    else:
+        rows = list(data)
+        cols = list(columns) or (list(rows[0]) if rows else [])
+        table = Table(*cols, title=title or None)
+        for row in rows:
+            table.add_row(*(str(row.get(c, "")) for c in cols))
+        console().print(table)
+
+
+def _plain(data: Any) -> Any:
+    return json.loads(json.dumps(data, default=str))
+
+
+def report_error(error: OpsicleError) -> None:
+    """One readable message on stderr; for invalid input, one line per located problem."""
+    err = error_console()
+    if isinstance(error, Invalid) and error.errors:
+        err.print(f"[red]error:[/red] {error.message}", markup=True)
+        for problem in error.errors:
+            err.print(f"  {problem}", markup=False)
+    else:
+        err.print(f"[red]error:[/red] {error.message}", markup=True)

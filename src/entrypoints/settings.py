@@ -1,0 +1,131 @@
+"""Effective settings: command-line flags > OPSICLE_* environment > config file > defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+from domain.errors import FieldError, Invalid
+
+DEFAULTS: dict[str, Any] = {
+    "log-level": "info",
+    "output": "text",
+    "listen": "127.0.0.1:13371",
+    "data-dir": None,  # derived: $XDG_DATA_HOME/opsicle or ~/.local/share/opsicle
+    "database-url": None,  # derived: SQLite in data-dir
+    "runner": "auto",
+    "docker-host": None,
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "log-level": ("debug", "info", "warning", "error"),
+    "output": ("text", "json", "yaml"),
+    "runner": ("auto", "process", "docker"),
+}
+
+
+def env_key(name: str) -> str:
+    return "OPSICLE_" + name.upper().replace("-", "_")
+
+
+def default_config_path(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "opsicle" / "config.yaml"
+
+
+@attrs.frozen
+class Value:
+    value: Any
+    origin: str
+
+
+@attrs.frozen
+class Settings:
+    values: Mapping[str, Value]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name].value
+
+    def origin(self, name: str) -> str:
+        return self.values[name].origin
+
+    def with_flags(self, **flags: Any) -> Settings:
+        """These settings with the given command-line values (None = not given) on top."""
+        merged = dict(self.values)
+        for key, value in flags.items():
+            name = key.replace("_", "-")
+            if value is not None:
+                merged[name] = _checked(name, value, f"flag --{name}")
+        return Settings(merged)
+
+    @property
+    def data_dir(self) -> Path:
+        configured = self["data-dir"]
+        if configured:
+            return Path(configured).expanduser()
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(base) / "opsicle"
+
+    @property
+    def database_url(self) -> str:
+        return str(self["database-url"] or f"sqlite+aiosqlite:///{self.data_dir / 'opsicle.db'}")
+
+
+def _checked(name: str, value: Any, origin: str) -> Value:
+    choices = CHOICES.get(name)
+    if choices and value not in choices:
+        raise Invalid(f"{origin}: '{value}' is not valid", errors=(FieldError(
+            name, f"expected one of: {', '.join(choices)}; got '{value}' ({origin})"),))
+    return Value(value, origin)
+
+
+def load(config: Path | None = None, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+    """Resolve every setting and remember where each value came from."""
+    env = os.environ if env is None else env
+    values = {name: Value(default, "default") for name, default in DEFAULTS.items()}
+    explicit = config is not None or env_key("config") in env
+    path = config or Path(env.get(env_key("config")) or default_config_path(env))
+    if path.exists() or explicit:
+        for name, value in _read_config(path).items():
+            values[name] = _checked(name, value, f"config file {path}")
+    for name in DEFAULTS:
+        if env_key(name) in env:
+            values[name] = _checked(name, env[env_key(name)], f"environment {env_key(name)}")
+    return Settings(values).with_flags(**flags)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise Invalid(f"{path}: config file not found", errors=(
+            FieldError("", "config file not found", str(path)),)) from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise Invalid(f"{path}: not valid YAML", errors=(FieldError(
+            "", f"not valid YAML: {exc.problem}", str(path),
+            mark.line + 1 if mark else None),)) from exc
+    except (OSError, yaml.YAMLError) as exc:
+        raise Invalid(f"{path}: cannot be read", errors=(
+            FieldError("", f"cannot be read: {exc}", str(path)),)) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise Invalid(f"{path}: expected a mapping", errors=(
+            FieldError("", "expected a mapping of setting names to values", str(path), 1),))
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("_", "-")
+        if name not in DEFAULTS:
+            raise Invalid(f"{path}: unknown setting '{key}'", errors=(FieldError(
+                str(key), f"unknown setting; expected one of: {', '.join(DEFAULTS)}", str(path)),))
+        out[name] = value
+    return out
+
+
+current: ContextVar[Settings] = ContextVar("opsicle_settings")
