@@ -1,0 +1,1 @@
+"""Runner adapters: phases as local processes (sandboxed with bubblewrap) or Docker containers."""
