@@ -1,0 +1,27 @@
+"""An approval channel that records what it was asked to show, for tests."""
+
+from __future__ import annotations
+
+from domain.approvals import Approval
+from domain.automations import Run
+from domain.errors import Unavailable
+
+
+class InMemoryApprovalChannel:
+    """Records announcements and conclusions; set ``unavailable`` to make announcing fail."""
+
+    def __init__(self, name: str = "memory") -> None:
+        self.name = name
+        self.announced: list[tuple[Approval, Run]] = []
+        self.concluded: list[tuple[Approval, Run]] = []
+        self.unavailable = False
+
+    async def announce(self, approval: Approval, run: Run) -> None:
+        if self.unavailable:
+            raise Unavailable(f"approval channel {self.name} is not answering")
+        self.announced.append((approval, run))
+
+    async def conclude(self, approval: Approval, run: Run) -> None:
+        if self.unavailable:
+            raise Unavailable(f"approval channel {self.name} is not answering")
+        self.concluded.append((approval, run))

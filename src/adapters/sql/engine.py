@@ -1,0 +1,85 @@
+"""The async SQLAlchemy engine for SQLite and MySQL/MariaDB, and store-error translation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from domain.errors import Conflict, Unavailable
+
+# SQLite waits this long for another writer before reporting the store unavailable.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Execution option naming the BEGIN statement SQLite uses (IMMEDIATE takes the write lock).
+SQLITE_BEGIN = "opsicle_sqlite_begin"
+
+
+def is_sqlite(engine_or_url: AsyncEngine | URL | str) -> bool:
+    if isinstance(engine_or_url, AsyncEngine):
+        return engine_or_url.dialect.name == "sqlite"
+    return make_url(engine_or_url).get_backend_name() == "sqlite"
+
+
+def store_name(url: URL | str) -> str:
+    """How errors name the store: backend and location, never the password."""
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        return f"SQLite database {u.database or ':memory:'}"
+    return f"{u.get_backend_name()} database {u.host or 'localhost'}:{u.port or 3306}/{u.database}"
+
+
+def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
+    """An engine for ``sqlite+aiosqlite:///path`` or ``mysql+asyncmy://…``; the caller disposes."""
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        engine = create_async_engine(u, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    if u.get_backend_name() in {"mysql", "mariadb"}:
+        if "charset" not in u.query:
+            u = u.update_query_dict({"charset": "utf8mb4"})
+        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_recycle", 3600)
+        return create_async_engine(u, **kwargs)
+    raise ValueError(f"unsupported database URL scheme {u.drivername!r}")
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver so BEGIN is ours (see on_begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(conn: Any) -> None:
+        # A writer that reads first must hold the write lock from the start: a deferred
+        # transaction that upgrades later fails with SQLITE_BUSY instead of waiting.
+        mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def translate_errors(store: str) -> Iterator[None]:
+    """Turn driver exceptions into domain errors naming ``store``."""
+    try:
+        yield
+    except exc.IntegrityError as e:
+        raise Conflict(f"{store}: the change conflicts with stored data ({_reason(e)})") from e
+    except (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError,
+            exc.TimeoutError, OSError) as e:
+        raise Unavailable(f"{store} is unavailable: {_reason(e)}") from e
+
+
+def _reason(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e)
+    return text.splitlines()[0][:300] if text else type(e).__name__

@@ -1,0 +1,241 @@
+"""Explicit row <-> domain mapping for the SQL tables, and the opaque page cursors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import RowMapping
+
+from domain.audit import AuditEvent, Outcome
+from domain.automations import PhaseResult, PhaseStatus, Run, RunStatus
+from domain.errors import FieldError, Invalid
+from domain.orgs import Membership, MemberType, Organisation
+from domain.permissions import Action, Grant, Resource, Role
+from domain.resources import AutomationSpec, Phase, VariableValue, VolumeMount
+from domain.templates import Template, TemplateVersion
+from domain.tokens import WorkerToken
+from domain.users import User
+from domain.workers import Worker
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+# ---------------------------------------------------------------- cursors
+
+
+def encode_cursor(*key: object) -> str:
+    return base64.urlsafe_b64encode(dumps(list(key)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise bad_cursor() from exc
+    if not isinstance(key, list) or len(key) != arity:
+        raise bad_cursor()
+    return key
+
+
+def bad_cursor() -> Invalid:
+    return Invalid("the page cursor is not valid", code="invalid_cursor",
+                   errors=(FieldError("cursor", "is not a cursor this list returned"),))
+
+
+# ---------------------------------------------------------------- accounts and orgs
+
+
+def user_row(u: User) -> dict[str, Any]:
+    return {"id": u.id, "email": u.email, "email_key": u.email.lower(),
+            "password_hash": u.password_hash, "created_at": u.created_at,
+            "email_verified_at": u.email_verified_at, "disabled_at": u.disabled_at}
+
+
+def user_of(r: RowMapping) -> User:
+    return User(id=r["id"], email=r["email"], password_hash=r["password_hash"],
+                created_at=r["created_at"], email_verified_at=r["email_verified_at"],
+                disabled_at=r["disabled_at"])
+
+
+def org_row(o: Organisation) -> dict[str, Any]:
+    return {"id": o.id, "name": o.name, "code": o.code, "code_key": o.code.lower(),
+            "created_at": o.created_at, "created_by": o.created_by}
+
+
+def org_of(r: RowMapping) -> Organisation:
+    return Organisation(id=r["id"], name=r["name"], code=r["code"], created_at=r["created_at"],
+                        created_by=r["created_by"])
+
+
+def membership_row(m: Membership) -> dict[str, Any]:
+    return {"org_id": m.org_id, "user_id": m.user_id, "type": m.type.value,
+            "joined_at": m.joined_at}
+
+
+def membership_of(r: RowMapping) -> Membership:
+    return Membership(org_id=r["org_id"], user_id=r["user_id"], type=MemberType(r["type"]),
+                      joined_at=r["joined_at"])
+
+
+def role_row(r: Role) -> dict[str, Any]:
+    return {"id": r.id, "org_id": r.org_id, "name": r.name, "builtin": r.builtin}
+
+
+def grant_rows(r: Role) -> list[dict[str, Any]]:
+    return [{"role_id": r.id, "resource": res.value, "allow_mask": int(g.allow),
+             "deny_mask": int(g.deny)} for res, g in r.grants.items()]
+
+
+def role_of(r: RowMapping, grants: list[RowMapping]) -> Role:
+    return Role(id=r["id"], org_id=r["org_id"], name=r["name"], builtin=bool(r["builtin"]),
+                grants={Resource(g["resource"]): Grant(allow=Action(g["allow_mask"]),
+                                                       deny=Action(g["deny_mask"]))
+                        for g in grants})
+
+
+def token_row(t: WorkerToken) -> dict[str, Any]:
+    return {"id": t.id, "org_id": t.org_id, "name": t.name, "role_id": t.role_id,
+            "secret_hash": t.secret_hash, "created_at": t.created_at,
+            "created_by": t.created_by, "revoked_at": t.revoked_at}
+
+
+def token_of(r: RowMapping) -> WorkerToken:
+    return WorkerToken(id=r["id"], org_id=r["org_id"], name=r["name"], role_id=r["role_id"],
+                       secret_hash=r["secret_hash"], created_at=r["created_at"],
+                       created_by=r["created_by"], revoked_at=r["revoked_at"])
+
+
+# ---------------------------------------------------------------- templates
+
+
+def owner_key(org_id: str | None, owner_id: str | None) -> str:
+    """An org's templates belong to the org; only templates outside any org belong to a user."""
+    return f"org:{org_id}" if org_id is not None else f"user:{owner_id}"
+
+
+def template_row(t: Template) -> dict[str, Any]:
+    return {"id": t.id, "name": t.name, "owner_key": owner_key(t.org_id, t.owner_id),
+            "org_id": t.org_id, "owner_id": t.owner_id, "description": t.description,
+            "default_version": t.default_version, "latest_version": t.latest_version,
+            "created_at": t.created_at}
+
+
+def template_of(r: RowMapping) -> Template:
+    return Template(id=r["id"], name=r["name"], created_at=r["created_at"],
+                    default_version=r["default_version"], latest_version=r["latest_version"],
+                    org_id=r["org_id"], owner_id=r["owner_id"], description=r["description"])
+
+
+def version_row(v: TemplateVersion) -> dict[str, Any]:
+    return {"template_id": v.template_id, "version": v.version, "content": v.content,
+            "created_at": v.created_at, "created_by": v.created_by}
+
+
+def version_of(r: RowMapping) -> TemplateVersion:
+    return TemplateVersion(template_id=r["template_id"], version=r["version"],
+                           content=r["content"], created_at=r["created_at"],
+                           created_by=r["created_by"])
+
+
+# ---------------------------------------------------------------- runs and workers
+
+
+def spec_data(spec: AutomationSpec) -> dict[str, Any]:
+    return {
+        "phases": [{"name": p.name, "image": p.image, "commands": list(p.commands),
+                    "timeout": p.timeout} for p in spec.phases],
+        "volume_mounts": [{"host": m.host, "container": m.container}
+                          for m in spec.volume_mounts],
+    }
+
+
+def spec_of(data: Mapping[str, Any]) -> AutomationSpec:
+    return AutomationSpec(
+        phases=tuple(Phase(name=p["name"], image=p["image"], commands=tuple(p["commands"]),
+                           timeout=p["timeout"]) for p in data["phases"]),
+        volume_mounts=tuple(VolumeMount(host=m["host"], container=m["container"])
+                            for m in data["volume_mounts"]),
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value.astimezone(UTC) if value.tzinfo is not None else value).isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def phases_data(phases: tuple[PhaseResult, ...]) -> list[dict[str, Any]]:
+    return [{"name": p.name, "status": p.status.value, "exit_code": p.exit_code,
+             "started_at": _iso(p.started_at), "finished_at": _iso(p.finished_at)}
+            for p in phases]
+
+
+def phases_of(data: list[dict[str, Any]]) -> tuple[PhaseResult, ...]:
+    return tuple(PhaseResult(name=p["name"], status=PhaseStatus(p["status"]),
+                             exit_code=p["exit_code"], started_at=_dt(p["started_at"]),
+                             finished_at=_dt(p["finished_at"])) for p in data)
+
+
+def run_row(r: Run) -> dict[str, Any]:
+    return {"id": r.id, "status": r.status.value, "name": r.name, "org_id": r.org_id,
+            "template_id": r.template_id, "template_version": r.template_version,
+            "requested_by": r.requested_by, "comment": r.comment,
+            "spec": dumps(spec_data(r.spec)), "variables": dumps(dict(r.variables)),
+            "phases": dumps(phases_data(r.phases)), "reason": r.reason,
+            "attempts": r.attempts, "worker_id": r.worker_id, "created_at": r.created_at,
+            "updated_at": r.updated_at, "started_at": r.started_at,
+            "finished_at": r.finished_at}
+
+
+def run_of(r: RowMapping) -> Run:
+    variables: dict[str, VariableValue] = json.loads(r["variables"])
+    return Run(id=r["id"], spec=spec_of(json.loads(r["spec"])), status=RunStatus(r["status"]),
+               created_at=r["created_at"], name=r["name"], org_id=r["org_id"],
+               template_id=r["template_id"], template_version=r["template_version"],
+               requested_by=r["requested_by"], comment=r["comment"], variables=variables,
+               phases=phases_of(json.loads(r["phases"])), reason=r["reason"],
+               attempts=r["attempts"], worker_id=r["worker_id"], updated_at=r["updated_at"],
+               started_at=r["started_at"], finished_at=r["finished_at"])
+
+
+def worker_row(w: Worker) -> dict[str, Any]:
+    return {"id": w.id, "org_id": w.org_id, "name": w.name, "version": w.version,
+            "last_seen_at": w.last_seen_at, "token_id": w.token_id,
+            "labels": dumps(dict(w.labels)), "runs_in_progress": w.runs_in_progress}
+
+
+def worker_of(r: RowMapping) -> Worker:
+    return Worker(id=r["id"], org_id=r["org_id"], name=r["name"], version=r["version"],
+                  last_seen_at=r["last_seen_at"], token_id=r["token_id"],
+                  labels=json.loads(r["labels"]), runs_in_progress=r["runs_in_progress"])
+
+
+# ---------------------------------------------------------------- audit
+
+
+def audit_row(e: AuditEvent) -> dict[str, Any]:
+    return {"id": e.id, "at": e.at, "actor": e.actor, "verb": e.verb,
+            "resource_type": e.resource_type, "resource_id": e.resource_id,
+            "org_id": e.org_id, "outcome": e.outcome.value, "source_ip": e.source_ip,
+            "user_agent": e.user_agent, "data": dumps(dict(e.data)),
+            "previous_hash": e.previous_hash, "hash": e.hash}
+
+
+def audit_of(r: RowMapping) -> AuditEvent:
+    return AuditEvent(id=r["id"], at=r["at"], actor=r["actor"], verb=r["verb"],
+                      resource_type=r["resource_type"], resource_id=r["resource_id"],
+                      org_id=r["org_id"], outcome=Outcome(r["outcome"]),
+                      source_ip=r["source_ip"], user_agent=r["user_agent"],
+                      data=json.loads(r["data"]), previous_hash=r["previous_hash"],
+                      hash=r["hash"])

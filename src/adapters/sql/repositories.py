@@ -1,0 +1,451 @@
+"""The platform data on SQL: ``SqlUnitOfWork`` and its repositories, one transaction per unit."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult, RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import Executable
+
+from adapters.sql import mapping as m
+from adapters.sql import tables as t
+from adapters.sql.engine import SQLITE_BEGIN, is_sqlite, store_name, translate_errors
+from domain.automations import Run, RunStatus
+from domain.errors import Conflict, FieldError, Invalid, NotFound
+from domain.orgs import Membership, Organisation
+from domain.permissions import Role
+from domain.ports import Page, RunFilter
+from domain.templates import Template, TemplateVersion
+from domain.tokens import WorkerToken
+from domain.users import User
+from domain.workers import Worker
+
+MAX_PAGE = 1000
+
+
+def check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise Invalid("the page size is not valid",
+                      errors=(FieldError("limit", f"expected 1 to {MAX_PAGE}"),))
+
+
+class SqlUnitOfWork:
+    """One database transaction; leaving without ``commit`` rolls it back."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self.store = store_name(engine.url)
+        self._conn: AsyncConnection | None = None
+        self.users = SqlUserRepository(self)
+        self.orgs = SqlOrgRepository(self)
+        self.roles = SqlRoleRepository(self)
+        self.tokens = SqlTokenRepository(self)
+        self.templates = SqlTemplateRepository(self)
+        self.runs = SqlRunRepository(self)
+        self.workers = SqlWorkerRepository(self)
+
+    async def __aenter__(self) -> SqlUnitOfWork:
+        if self._conn is not None:
+            raise RuntimeError("this unit of work is already open")
+        with translate_errors(self.store):
+            conn = await self._engine.connect()
+            if is_sqlite(self._engine):
+                # Units of work mostly read then write: on SQLite they take the write lock at
+                # BEGIN, so they queue behind each other instead of failing on upgrade.
+                conn = await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        self._conn = conn
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc_value: BaseException | None, tb: TracebackType | None) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            with translate_errors(self.store):
+                await conn.rollback()
+        finally:
+            with translate_errors(self.store):
+                await conn.close()
+
+    async def commit(self) -> None:
+        with translate_errors(self.store):
+            await self.connection.commit()
+
+    async def rollback(self) -> None:
+        with translate_errors(self.store):
+            await self.connection.rollback()
+
+    @property
+    def connection(self) -> AsyncConnection:
+        if self._conn is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        return self._conn
+
+    async def execute(self, stmt: Executable, params: Sequence[Mapping[str, Any]] | None = None,
+                      *, conflict: str | None = None) -> CursorResult[Any]:
+        """Run ``stmt`` in the transaction; an integrity error becomes ``Conflict(conflict)``."""
+        try:
+            with translate_errors(self.store):
+                if params is None:
+                    return await self.connection.execute(stmt)
+                return await self.connection.execute(stmt, params)
+        except Conflict as e:
+            if conflict is None:
+                raise
+            raise Conflict(conflict) from e.__cause__
+
+    async def rows(self, stmt: Executable) -> builtins.list[RowMapping]:
+        return builtins.list((await self.execute(stmt)).mappings().all())
+
+    async def one(self, stmt: Executable, missing: str) -> RowMapping:
+        row = (await self.execute(stmt)).mappings().first()
+        if row is None:
+            raise NotFound(missing)
+        return row
+
+    async def exists(self, stmt: Executable) -> bool:
+        return (await self.execute(stmt)).first() is not None
+
+
+class _Repository:
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+
+class SqlUserRepository(_Repository):
+    async def add(self, user: User) -> None:
+        await self._uow.execute(sa.insert(t.users).values(m.user_row(user)),
+                                conflict=f"user {user.id} or email {user.email} already exists")
+
+    async def get(self, user_id: str) -> User:
+        return m.user_of(await self._uow.one(
+            sa.select(t.users).where(t.users.c.id == user_id), f"user {user_id} not found"))
+
+    async def by_email(self, email: str) -> User:
+        return m.user_of(await self._uow.one(
+            sa.select(t.users).where(t.users.c.email_key == email.lower()),
+            f"no user has email {email}"))
+
+    async def update(self, user: User) -> None:
+        result = await self._uow.execute(
+            sa.update(t.users).where(t.users.c.id == user.id).values(m.user_row(user)),
+            conflict=f"email {user.email} is taken")
+        if result.rowcount == 0:
+            raise NotFound(f"user {user.id} not found")
+
+
+class SqlOrgRepository(_Repository):
+    async def add(self, org: Organisation) -> None:
+        await self._uow.execute(sa.insert(t.orgs).values(m.org_row(org)),
+                                conflict=f"organisation {org.id} or code {org.code} already exists")
+
+    async def get(self, org_id: str) -> Organisation:
+        return m.org_of(await self._uow.one(
+            sa.select(t.orgs).where(t.orgs.c.id == org_id), f"organisation {org_id} not found"))
+
+    async def by_code(self, code: str) -> Organisation:
+        return m.org_of(await self._uow.one(
+            sa.select(t.orgs).where(t.orgs.c.code_key == code.lower()),
+            f"no organisation has code {code}"))
+
+    async def delete(self, org_id: str) -> None:
+        # Members, roles (with grants and assignments) and tokens go by ON DELETE CASCADE.
+        result = await self._uow.execute(sa.delete(t.orgs).where(t.orgs.c.id == org_id))
+        if result.rowcount == 0:
+            raise NotFound(f"organisation {org_id} not found")
+
+    async def of_user(self, user_id: str) -> list[Organisation]:
+        rows = await self._uow.rows(
+            sa.select(t.orgs).join(t.memberships, t.memberships.c.org_id == t.orgs.c.id)
+            .where(t.memberships.c.user_id == user_id).order_by(t.orgs.c.name, t.orgs.c.id))
+        return [m.org_of(r) for r in rows]
+
+    async def add_member(self, membership: Membership) -> None:
+        await self.get(membership.org_id)
+        await self._uow.users.get(membership.user_id)
+        await self._uow.execute(
+            sa.insert(t.memberships).values(m.membership_row(membership)),
+            conflict=f"user {membership.user_id} is already a member of {membership.org_id}")
+
+    async def member(self, org_id: str, user_id: str) -> Membership:
+        return m.membership_of(await self._uow.one(
+            sa.select(t.memberships).where(t.memberships.c.org_id == org_id,
+                                           t.memberships.c.user_id == user_id),
+            f"user {user_id} is not a member of organisation {org_id}"))
+
+    async def update_member(self, membership: Membership) -> None:
+        c = t.memberships.c
+        result = await self._uow.execute(
+            sa.update(t.memberships)
+            .where(c.org_id == membership.org_id, c.user_id == membership.user_id)
+            .values(type=membership.type.value, joined_at=membership.joined_at))
+        if result.rowcount == 0:
+            raise NotFound(f"user {membership.user_id} is not a member of {membership.org_id}")
+
+    async def remove_member(self, org_id: str, user_id: str) -> None:
+        c = t.memberships.c
+        result = await self._uow.execute(
+            sa.delete(t.memberships).where(c.org_id == org_id, c.user_id == user_id))
+        if result.rowcount == 0:
+            raise NotFound(f"user {user_id} is not a member of organisation {org_id}")
+
+    async def members(self, org_id: str) -> list[Membership]:
+        c = t.memberships.c
+        rows = await self._uow.rows(
+            sa.select(t.memberships).where(c.org_id == org_id).order_by(c.joined_at, c.user_id))
+        return [m.membership_of(r) for r in rows]
+
+
+class SqlRoleRepository(_Repository):
+    async def add(self, role: Role) -> None:
+        await self._uow.orgs.get(role.org_id)
+        await self._uow.execute(
+            sa.insert(t.roles).values(m.role_row(role)),
+            conflict=f"role {role.id} or a role named {role.name!r} already exists")
+        await self._insert_grants(role)
+
+    async def _insert_grants(self, role: Role) -> None:
+        if role.grants:
+            await self._uow.execute(sa.insert(t.role_grants), m.grant_rows(role))
+
+    async def _with_grants(self, rows: list[RowMapping]) -> list[Role]:
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        grants: dict[str, list[RowMapping]] = {i: [] for i in ids}
+        for g in await self._uow.rows(
+                sa.select(t.role_grants).where(t.role_grants.c.role_id.in_(ids))
+                .order_by(t.role_grants.c.resource)):
+            grants[g["role_id"]].append(g)
+        return [m.role_of(r, grants[r["id"]]) for r in rows]
+
+    async def get(self, role_id: str) -> Role:
+        row = await self._uow.one(sa.select(t.roles).where(t.roles.c.id == role_id),
+                                  f"role {role_id} not found")
+        return (await self._with_grants([row]))[0]
+
+    async def update(self, role: Role) -> None:
+        result = await self._uow.execute(
+            sa.update(t.roles).where(t.roles.c.id == role.id)
+            .values(name=role.name, builtin=role.builtin),
+            conflict=f"the organisation already has a role named {role.name!r}")
+        if result.rowcount == 0:
+            raise NotFound(f"role {role.id} not found")
+        await self._uow.execute(sa.delete(t.role_grants).where(t.role_grants.c.role_id == role.id))
+        await self._insert_grants(role)
+
+    async def delete(self, role_id: str) -> None:
+        result = await self._uow.execute(sa.delete(t.roles).where(t.roles.c.id == role_id))
+        if result.rowcount == 0:
+            raise NotFound(f"role {role_id} not found")
+
+    async def of_org(self, org_id: str) -> list[Role]:
+        return await self._with_grants(await self._uow.rows(
+            sa.select(t.roles).where(t.roles.c.org_id == org_id)
+            .order_by(t.roles.c.name, t.roles.c.id)))
+
+    async def assign(self, org_id: str, user_id: str, role_id: str) -> None:
+        await self._uow.orgs.member(org_id, user_id)
+        role = await self.get(role_id)
+        if role.org_id != org_id:
+            raise NotFound(f"organisation {org_id} has no role {role_id}")
+        a = t.role_assignments.c
+        if not await self._uow.exists(sa.select(a.role_id).where(
+                a.org_id == org_id, a.user_id == user_id, a.role_id == role_id)):
+            await self._uow.execute(sa.insert(t.role_assignments).values(
+                org_id=org_id, user_id=user_id, role_id=role_id))
+
+    async def unassign(self, org_id: str, user_id: str, role_id: str) -> None:
+        a = t.role_assignments.c
+        await self._uow.execute(sa.delete(t.role_assignments).where(
+            a.org_id == org_id, a.user_id == user_id, a.role_id == role_id))
+
+    async def of_member(self, org_id: str, user_id: str) -> list[Role]:
+        a = t.role_assignments.c
+        return await self._with_grants(await self._uow.rows(
+            sa.select(t.roles).join(t.role_assignments, a.role_id == t.roles.c.id)
+            .where(a.org_id == org_id, a.user_id == user_id)
+            .order_by(t.roles.c.name, t.roles.c.id)))
+
+
+class SqlTokenRepository(_Repository):
+    async def add(self, token: WorkerToken) -> None:
+        await self._uow.orgs.get(token.org_id)
+        await self._uow.execute(sa.insert(t.worker_tokens).values(m.token_row(token)),
+                                conflict=f"token {token.id} already exists")
+
+    async def get(self, token_id: str) -> WorkerToken:
+        return m.token_of(await self._uow.one(
+            sa.select(t.worker_tokens).where(t.worker_tokens.c.id == token_id),
+            f"token {token_id} not found"))
+
+    async def update(self, token: WorkerToken) -> None:
+        result = await self._uow.execute(
+            sa.update(t.worker_tokens).where(t.worker_tokens.c.id == token.id)
+            .values(m.token_row(token)))
+        if result.rowcount == 0:
+            raise NotFound(f"token {token.id} not found")
+
+    async def of_org(self, org_id: str) -> list[WorkerToken]:
+        c = t.worker_tokens.c
+        rows = await self._uow.rows(
+            sa.select(t.worker_tokens).where(c.org_id == org_id).order_by(c.name, c.id))
+        return [m.token_of(r) for r in rows]
+
+
+class SqlTemplateRepository(_Repository):
+    async def add(self, template: Template, first: TemplateVersion) -> None:
+        await self._uow.execute(
+            sa.insert(t.templates).values(m.template_row(template)),
+            conflict=f"template {template.id} or one named {template.name!r} already exists")
+        await self.add_version(first)
+
+    async def add_version(self, version: TemplateVersion) -> None:
+        await self.get(version.template_id)
+        await self._uow.execute(
+            sa.insert(t.template_versions).values(m.version_row(version)),
+            conflict=f"template {version.template_id} already has version {version.version}")
+
+    async def get(self, template_id: str) -> Template:
+        return m.template_of(await self._uow.one(
+            sa.select(t.templates).where(t.templates.c.id == template_id),
+            f"template {template_id} not found"))
+
+    async def by_name(self, name: str, *, org_id: str | None = None,
+                      owner_id: str | None = None) -> Template:
+        c = t.templates.c
+        return m.template_of(await self._uow.one(
+            sa.select(t.templates).where(c.owner_key == m.owner_key(org_id, owner_id),
+                                         c.name == name),
+            f"template {name!r} not found"))
+
+    async def update(self, template: Template) -> None:
+        result = await self._uow.execute(
+            sa.update(t.templates).where(t.templates.c.id == template.id)
+            .values(m.template_row(template)),
+            conflict=f"a template named {template.name!r} already exists")
+        if result.rowcount == 0:
+            raise NotFound(f"template {template.id} not found")
+
+    async def delete(self, template_id: str) -> None:
+        result = await self._uow.execute(
+            sa.delete(t.templates).where(t.templates.c.id == template_id))
+        if result.rowcount == 0:
+            raise NotFound(f"template {template_id} not found")
+
+    async def list(self, *, org_id: str | None = None, owner_id: str | None = None
+                   ) -> builtins.list[Template]:
+        c = t.templates.c
+        stmt = sa.select(t.templates).order_by(c.name, c.id)
+        if org_id is not None or owner_id is not None:
+            stmt = stmt.where(c.owner_key == m.owner_key(org_id, owner_id))
+        return [m.template_of(r) for r in await self._uow.rows(stmt)]
+
+    async def versions(self, template_id: str) -> builtins.list[TemplateVersion]:
+        c = t.template_versions.c
+        rows = await self._uow.rows(
+            sa.select(t.template_versions).where(c.template_id == template_id)
+            .order_by(c.version))
+        return [m.version_of(r) for r in rows]
+
+    async def version(self, template_id: str, version: int) -> TemplateVersion:
+        c = t.template_versions.c
+        return m.version_of(await self._uow.one(
+            sa.select(t.template_versions).where(c.template_id == template_id,
+                                                 c.version == version),
+            f"template {template_id} has no version {version}"))
+
+
+class SqlRunRepository(_Repository):
+    async def add(self, run: Run) -> None:
+        await self._uow.execute(sa.insert(t.runs).values(m.run_row(run)),
+                                conflict=f"run {run.id} already exists")
+
+    async def get(self, run_id: str) -> Run:
+        return m.run_of(await self._uow.one(
+            sa.select(t.runs).where(t.runs.c.id == run_id), f"run {run_id} not found"))
+
+    async def update(self, run: Run, *, expected: RunStatus | None = None) -> None:
+        c = t.runs.c
+        stmt = sa.update(t.runs).where(c.id == run.id).values(m.run_row(run))
+        if expected is not None:
+            # The status check and the write are one statement, so no other writer slips in.
+            stmt = stmt.where(c.status == expected.value)
+        if (await self._uow.execute(stmt)).rowcount:
+            return
+        row = (await self._uow.execute(
+            sa.select(c.status).where(c.id == run.id))).mappings().first()
+        if row is None:
+            raise NotFound(f"run {run.id} not found")
+        assert expected is not None
+        raise Conflict(f"run {run.id} is {row['status']}, not {expected.value}")
+
+    async def list(self, flt: RunFilter, *, limit: int = 50, cursor: str | None = None
+                   ) -> Page[Run]:
+        check_limit(limit)
+        c = t.runs.c
+        stmt = sa.select(t.runs)
+        if flt.org_id is not None:
+            stmt = stmt.where(c.org_id == flt.org_id)
+        if flt.template_id is not None:
+            stmt = stmt.where(c.template_id == flt.template_id)
+        if flt.requested_by is not None:
+            stmt = stmt.where(c.requested_by == flt.requested_by)
+        if flt.statuses:
+            stmt = stmt.where(c.status.in_([s.value for s in flt.statuses]))
+        if flt.created_after is not None:
+            stmt = stmt.where(c.created_at >= flt.created_after)
+        if flt.created_before is not None:
+            stmt = stmt.where(c.created_at < flt.created_before)
+        if cursor is not None:
+            at, run_id = decode_run_cursor(cursor)
+            stmt = stmt.where(sa.or_(c.created_at < at,
+                                     sa.and_(c.created_at == at, c.id < run_id)))
+        stmt = stmt.order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
+        runs = [m.run_of(r) for r in await self._uow.rows(stmt)]
+        more = len(runs) > limit
+        runs = runs[:limit]
+        return Page(tuple(runs), run_cursor(runs[-1]) if more else None)
+
+
+def run_cursor(run: Run) -> str:
+    return m.encode_cursor(run.created_at.isoformat(), run.id)
+
+
+def decode_run_cursor(cursor: str) -> tuple[datetime, str]:
+    at, run_id = m.decode_cursor(cursor, 2)
+    try:
+        return datetime.fromisoformat(at), str(run_id)
+    except (TypeError, ValueError) as e:
+        raise Invalid("the page cursor is not valid", code="invalid_cursor") from e
+
+
+class SqlWorkerRepository(_Repository):
+    async def save(self, worker: Worker) -> None:
+        c = t.workers.c
+        row = m.worker_row(worker)
+        if await self._uow.exists(sa.select(c.id).where(c.id == worker.id)):
+            await self._uow.execute(sa.update(t.workers).where(c.id == worker.id).values(row))
+        else:
+            await self._uow.execute(sa.insert(t.workers).values(row),
+                                    conflict=f"worker {worker.id} was saved concurrently")
+
+    async def get(self, worker_id: str) -> Worker:
+        return m.worker_of(await self._uow.one(
+            sa.select(t.workers).where(t.workers.c.id == worker_id),
+            f"worker {worker_id} not found"))
+
+    async def of_org(self, org_id: str) -> builtins.list[Worker]:
+        c = t.workers.c
+        rows = await self._uow.rows(
+            sa.select(t.workers).where(c.org_id == org_id).order_by(c.name, c.id))
+        return [m.worker_of(r) for r in rows]
+
+

@@ -1,0 +1,235 @@
+"""SQLAlchemy Core tables of the platform data, run logs and audit log, and their column types."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData()
+
+# Binary collation on MySQL so that names and ids compare exactly as they do on SQLite;
+# case-insensitive lookups use explicit lower-cased key columns instead.
+TABLE_OPTIONS: dict[str, Any] = {
+    "mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin",
+}
+ID = 64
+NAME = 255
+
+LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+Blob = sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """Stored as naive UTC with microseconds; always read back timezone-aware (UTC)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in {"mysql", "mariadb"}:
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        # A naive value is taken as UTC already: the domain only makes aware ones.
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _id(name: str = "id", *args: Any, **kw: Any) -> sa.Column[str]:
+    return sa.Column(name, sa.String(ID), *args, **kw)
+
+
+users = sa.Table(
+    "users", metadata,
+    _id(primary_key=True),
+    sa.Column("email", sa.String(NAME), nullable=False),
+    sa.Column("email_key", sa.String(NAME), nullable=False, unique=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("email_verified_at", UtcDateTime),
+    sa.Column("disabled_at", UtcDateTime),
+    **TABLE_OPTIONS,
+)
+
+orgs = sa.Table(
+    "orgs", metadata,
+    _id(primary_key=True),
+    sa.Column("name", sa.String(NAME), nullable=False),
+    sa.Column("code", sa.String(NAME), nullable=False),
+    sa.Column("code_key", sa.String(NAME), nullable=False, unique=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    _id("created_by"),
+    **TABLE_OPTIONS,
+)
+
+memberships = sa.Table(
+    "memberships", metadata,
+    _id("org_id", sa.ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    _id("user_id", sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("joined_at", UtcDateTime, nullable=False),
+    sa.Index("ix_memberships_user", "user_id"),
+    **TABLE_OPTIONS,
+)
+
+roles = sa.Table(
+    "roles", metadata,
+    _id(primary_key=True),
+    _id("org_id", sa.ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(NAME), nullable=False),
+    sa.Column("builtin", sa.Boolean, nullable=False),
+    sa.UniqueConstraint("org_id", "name", name="uq_roles_org_name"),
+    **TABLE_OPTIONS,
+)
+
+# One row per resource a role mentions: the allow and deny bitmasks of domain Action flags.
+role_grants = sa.Table(
+    "role_grants", metadata,
+    _id("role_id", sa.ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("resource", sa.String(32), primary_key=True),
+    sa.Column("allow_mask", sa.Integer, nullable=False),
+    sa.Column("deny_mask", sa.Integer, nullable=False),
+    **TABLE_OPTIONS,
+)
+
+role_assignments = sa.Table(
+    "role_assignments", metadata,
+    _id("org_id", primary_key=True),
+    _id("user_id", primary_key=True),
+    _id("role_id", sa.ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+    sa.ForeignKeyConstraint(["org_id", "user_id"], ["memberships.org_id", "memberships.user_id"],
+                            ondelete="CASCADE", name="fk_role_assignments_membership"),
+    sa.Index("ix_role_assignments_role", "role_id"),
+    **TABLE_OPTIONS,
+)
+
+worker_tokens = sa.Table(
+    "worker_tokens", metadata,
+    _id(primary_key=True),
+    _id("org_id", sa.ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("name", sa.String(NAME), nullable=False),
+    _id("role_id", nullable=False),
+    sa.Column("secret_hash", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    _id("created_by"),
+    sa.Column("revoked_at", UtcDateTime),
+    **TABLE_OPTIONS,
+)
+
+# ``owner_key`` is "org:<id>" or "user:<id>": one unique index covers both kinds of owner.
+templates = sa.Table(
+    "templates", metadata,
+    _id(primary_key=True),
+    sa.Column("name", sa.String(NAME), nullable=False),
+    sa.Column("owner_key", sa.String(ID + 8), nullable=False),
+    _id("org_id", index=True),
+    _id("owner_id"),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("default_version", sa.Integer, nullable=False),
+    sa.Column("latest_version", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("owner_key", "name", name="uq_templates_owner_name"),
+    **TABLE_OPTIONS,
+)
+
+template_versions = sa.Table(
+    "template_versions", metadata,
+    _id("template_id", sa.ForeignKey("templates.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("content", LongText, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    _id("created_by"),
+    **TABLE_OPTIONS,
+)
+
+# Runs outlive their templates and members, so they hold ids without foreign keys.
+runs = sa.Table(
+    "runs", metadata,
+    _id(primary_key=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(NAME), nullable=False),
+    _id("org_id"),
+    _id("template_id"),
+    sa.Column("template_version", sa.Integer),
+    _id("requested_by"),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("spec", LongText, nullable=False),
+    sa.Column("variables", LongText, nullable=False),
+    sa.Column("phases", LongText, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    _id("worker_id"),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime),
+    sa.Column("started_at", UtcDateTime),
+    sa.Column("finished_at", UtcDateTime),
+    sa.Index("ix_runs_created", "created_at", "id"),
+    sa.Index("ix_runs_org_created", "org_id", "created_at", "id"),
+    sa.Index("ix_runs_template_created", "template_id", "created_at", "id"),
+    sa.Index("ix_runs_status", "status"),
+    **TABLE_OPTIONS,
+)
+
+workers = sa.Table(
+    "workers", metadata,
+    _id(primary_key=True),
+    _id("org_id", nullable=False, index=True),
+    sa.Column("name", sa.String(NAME), nullable=False),
+    sa.Column("version", sa.String(NAME), nullable=False),
+    sa.Column("last_seen_at", UtcDateTime, nullable=False),
+    _id("token_id"),
+    sa.Column("labels", sa.Text, nullable=False),
+    sa.Column("runs_in_progress", sa.Integer, nullable=False),
+    **TABLE_OPTIONS,
+)
+
+# A log is the concatenation of its chunks; ``end_offset`` = ``start_offset`` + length of data.
+run_log_chunks = sa.Table(
+    "run_log_chunks", metadata,
+    _id("run_id", primary_key=True),
+    sa.Column("start_offset", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("end_offset", sa.BigInteger, nullable=False),
+    sa.Column("data", Blob, nullable=False),
+    **TABLE_OPTIONS,
+)
+
+# ``seq`` is the chain order; ``audit_chain_head`` holds the last hash in its single row and
+# is the lock every append takes, so two appends never chain to the same predecessor.
+audit_events = sa.Table(
+    "audit_events", metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    _id("id", nullable=False, unique=True),
+    sa.Column("at", UtcDateTime, nullable=False, index=True),
+    sa.Column("actor", sa.String(NAME), nullable=False, index=True),
+    sa.Column("verb", sa.String(NAME), nullable=False),
+    sa.Column("resource_type", sa.String(NAME), nullable=False),
+    sa.Column("resource_id", sa.String(NAME), nullable=False),
+    _id("org_id", index=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("source_ip", sa.String(64), nullable=False),
+    sa.Column("user_agent", sa.Text, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("previous_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    **TABLE_OPTIONS,
+)
+
+audit_chain_head = sa.Table(
+    "audit_chain_head", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("last_hash", sa.String(64), nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    **TABLE_OPTIONS,
+)
