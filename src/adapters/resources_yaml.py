@@ -75,10 +75,16 @@ def parse_text(
     text: str, source: str = "<input>", *, expected: Sequence[Kind] = ()
 ) -> list[Document]:
     """Every resource in a (multi-document) YAML text; ``Invalid`` lists each located problem."""
-    loader = yaml.SafeLoader(text)
     documents: list[Document] = []
     errors: list[FieldError] = []
     index = 0
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise Invalid(f"{source} is not valid", errors=(FieldError(
+            "", f"not valid YAML: character {exc.character!r} is not allowed", source, line),
+        )) from exc
     try:
         while loader.check_node():
             node = loader.get_node()
@@ -106,8 +112,10 @@ def parse_text(
         line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
         problem = " ".join(p for p in (exc.context, exc.problem) if p) or "is not valid YAML"
         errors.append(FieldError("", f"not valid YAML: {problem}", source, line, column))
-    except yaml.YAMLError as exc:
-        errors.append(FieldError("", f"not valid YAML: {exc}", source))
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        errors.append(FieldError(
+            "", f"not valid YAML: character {exc.character!r} is not allowed", source, line))
     finally:
         loader.dispose()
     if errors:

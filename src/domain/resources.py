@@ -302,7 +302,8 @@ class _Reader:
                 self.fail(where, "is required (a list with at least one entry)")
             return ()
         if single_allowed and isinstance(value, Mapping):
-            value = [value]
+            single = read(value, where)
+            return () if single is None else (single,)
         if not isinstance(value, list):
             self.fail(where, f"expected a list, got {_describe(value)}")
             return ()
