@@ -8,10 +8,18 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from adapters.runners.lines import READ_CHUNK_BYTES, LineSplitter, emit, join_commands
+from adapters.runners.shared import (
+    READ_CHUNK_BYTES,
+    LineSplitter,
+    check_env,
+    emit,
+    join_commands,
+    opsicle_env,
+    wait_for_exit,
+)
 from domain.automations import PhaseStatus
 from domain.errors import FieldError, Invalid, Unavailable
 from domain.ports import LineSink, Mount, OutputLine, PhaseJob, PhaseOutcome, Stream
@@ -144,7 +152,7 @@ class ProcessRunner:
         waiter = asyncio.create_task(proc.wait())
         timed_out = False
         try:
-            timed_out = await _wait(waiter, pumps, job.phase.timeout)
+            timed_out = await wait_for_exit(waiter, pumps, job.phase.timeout)
             if timed_out:
                 await self._stop(group, waiter)
         except BaseException:
@@ -221,18 +229,9 @@ def _mountable(container: str) -> bool:
 def _environment(job: PhaseJob) -> dict[str, str]:
     env = {"PATH": BASE_PATH, "HOME": job.workdir, "LANG": "C.UTF-8"}
     env.update(job.env)
-    env.update(_opsicle_vars(job, job.workdir))
-    bad = sorted(k for k in env if not k or "=" in k or "\0" in k)
-    bad += sorted(k for k, v in env.items() if "\0" in v and k not in bad)
-    if bad:
-        raise Invalid(f"phase {job.phase.name!r}: environment variables that cannot be "
-                      f"passed to a process: {', '.join(map(repr, bad))}")
+    env.update(opsicle_env(job, job.workdir))
+    check_env(job, env)
     return env
-
-
-def _opsicle_vars(job: PhaseJob, workdir: str) -> Mapping[str, str]:
-    return {"OPSICLE_RUN_ID": job.run_id, "OPSICLE_PHASE": job.phase.name,
-            "OPSICLE_WORKDIR": workdir}
 
 
 def _outcome(code: int | None) -> PhaseOutcome:
@@ -272,24 +271,6 @@ class _Pipe:
         else:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
-
-
-async def _wait(waiter: asyncio.Task[int], pumps: list[asyncio.Task[None]],
-                seconds: float) -> bool:
-    """Wait for the phase's shell to exit; True on timeout. A failing pump (sink) raises."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    pending: set[asyncio.Task[int] | asyncio.Task[None]] = {waiter, *pumps}
-    while not waiter.done():
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return True
-        done, pending = await asyncio.wait(pending, timeout=remaining,
-                                           return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not waiter:
-                task.result()
-    return False
 
 
 async def _finish(waiter: asyncio.Task[int], pumps: list[asyncio.Task[None]],

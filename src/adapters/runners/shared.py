@@ -1,10 +1,12 @@
-"""Shared pieces of the runners: joining a phase's commands and splitting output into lines."""
+"""What both runners share: joining a phase's commands, splitting output, waiting for the end."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Mapping, Sequence
 
-from domain.ports import LineSink, OutputLine, Stream
+from domain.errors import Invalid
+from domain.ports import LineSink, OutputLine, PhaseJob, Stream
 
 MAX_LINE_BYTES = 64 * 1024
 READ_CHUNK_BYTES = 64 * 1024
@@ -19,6 +21,20 @@ def join_commands(commands: Sequence[str]) -> str:
     """
     groups = [f"{{ {c}\n}}" if c.strip() else "{ :\n}" for c in commands]
     return " && ".join(groups) if groups else ":"
+
+
+def opsicle_env(job: PhaseJob, workdir: str) -> dict[str, str]:
+    """What Opsicle tells every phase about itself; it wins over variables of the same name."""
+    return {"OPSICLE_RUN_ID": job.run_id, "OPSICLE_PHASE": job.phase.name,
+            "OPSICLE_WORKDIR": workdir}
+
+
+def check_env(job: PhaseJob, env: Mapping[str, str]) -> None:
+    """Raise ``Invalid`` for variables no process environment can carry."""
+    bad = sorted(k for k, v in env.items() if not k or "=" in k or "\0" in k or "\0" in v)
+    if bad:
+        raise Invalid(f"phase {job.phase.name!r}: environment variables that cannot be "
+                      f"passed to a process: {', '.join(map(repr, bad))}")
 
 
 def _char_boundary(buf: bytearray, start: int, end: int) -> int:
@@ -69,3 +85,24 @@ class LineSplitter:
 async def emit(sink: LineSink, stream: Stream, lines: list[str]) -> None:
     for text in lines:
         await sink(OutputLine(stream=stream, text=text))
+
+
+async def wait_for_exit(waiter: asyncio.Task[object], pumps: Sequence[asyncio.Task[None]],
+                        seconds: float) -> bool:
+    """Wait ``seconds`` at most for the phase to exit; True on timeout.
+
+    A pump that fails (the sink raised) ends the wait by raising its exception.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    pending: set[asyncio.Task[object]] = {waiter, *pumps}
+    while not waiter.done():
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return True
+        done, pending = await asyncio.wait(pending, timeout=remaining,
+                                           return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter:
+                task.result()
+    return False
