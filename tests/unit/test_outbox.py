@@ -22,6 +22,11 @@ from domain.resources import AutomationSpec, Phase
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
 
 
+def read_only_email(directory: Path) -> bytes:
+    (path,) = directory.glob("*.eml")
+    return path.read_bytes()
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -41,7 +46,7 @@ async def test_each_email_is_an_owner_only_file_in_an_owner_only_directory(
 async def test_existing_directory_is_tightened(tmp_path: Path) -> None:
     outbox = tmp_path / "outbox"
     outbox.mkdir(mode=0o755)
-    os.chmod(outbox, 0o755)
+    os.chmod(outbox, 0o755)  # noqa: S103 - a loose directory for the mailer to tighten
     await FileOutboxMailer(outbox, FakeClock(T0)).send(Email("a@example.org", "s", "t"))
     assert mode(outbox) == 0o700
 
@@ -67,7 +72,7 @@ async def test_emails_read_back_newest_last(tmp_path: Path) -> None:
 
 async def test_files_are_standard_messages(tmp_path: Path) -> None:
     await FileOutboxMailer(tmp_path, FakeClock(T0)).send(Email("a@example.org", "Hi", "Body"))
-    raw = next(tmp_path.glob("*.eml")).read_bytes()
+    raw = read_only_email(tmp_path)
     for header in (b"From: ", b"To: a@example.org", b"Subject: Hi", b"Date: ", b"Message-ID: "):
         assert header in raw
 

@@ -1,0 +1,1 @@
+"""Mailers that hand email to something other than SMTP."""
