@@ -119,6 +119,7 @@ def parse_text(
     finally:
         loader.dispose()
     if errors:
+        errors.sort(key=lambda e: (e.line or 0, e.column or 0))
         raise Invalid(f"{source} is not valid", errors=tuple(errors))
     if not documents:
         raise Invalid(f"{source} is not valid", errors=(

@@ -86,7 +86,7 @@ async def execute(
         outcome = await _run_phase(run.id, phase, ctx, sink, cancel)
         result = PhaseResult(phase.name, outcome.status, outcome.exit_code, started, ctx.clock.now())
         run = record_phase(run, result)
-        detail = ctx.redactor(outcome.detail or _describe(phase, outcome))
+        detail = ctx.redactor(_describe(phase, outcome))
         await sink(PhaseFinished(run.id, index, result, detail))
         if outcome.status is not PhaseStatus.SUCCEEDED:
             return await _finish(run, _RUN_END.get(outcome.status, RunStatus.FAILED), detail, ctx, sink)
@@ -125,13 +125,15 @@ async def _stop(task: asyncio.Task[PhaseOutcome]) -> None:
 
 
 def _describe(phase: Phase, outcome: PhaseOutcome) -> str:
+    extra = f" ({outcome.detail})" if outcome.detail else ""
     if outcome.status is PhaseStatus.SUCCEEDED:
-        return ""
+        return outcome.detail
     if outcome.status is PhaseStatus.TIMED_OUT:
-        return f"phase '{phase.name}' timed out after {phase.timeout} s"
+        return f"phase '{phase.name}' timed out after {phase.timeout} s{extra}"
     if outcome.status is PhaseStatus.CANCELLED:
-        return f"phase '{phase.name}' was cancelled"
-    return f"phase '{phase.name}' failed with exit code {outcome.exit_code}"
+        return f"phase '{phase.name}' was cancelled{extra}"
+    code = f"exit code {outcome.exit_code}" if outcome.exit_code is not None else "no exit code"
+    return f"phase '{phase.name}' failed with {code}{extra}"
 
 
 async def _finish(run: Run, status: RunStatus, reason: str, ctx: Execution,

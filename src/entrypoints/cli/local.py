@@ -36,13 +36,14 @@ def validate(files: Annotated[list[Path], Parameter(help="YAML files to check.")
     fmt = settings.current.get(settings.load())["output"]
     checked = []
     for path in files:
-        docs = load_file(path)
-        checked.extend({"file": str(path), "kind": d.resource.kind.value,
-                        "name": d.resource.metadata.name, "valid": True} for d in docs)
-    if fmt == "text":
-        for row in checked:
-            console().print(f"{row['file']}: {row['kind']} '{row['name']}' is valid", markup=False)
-    else:
+        for doc in load_file(path):
+            row = {"file": str(path), "kind": doc.resource.kind.value,
+                   "name": doc.resource.metadata.name, "valid": True}
+            if fmt == "text":
+                console().print(f"{row['file']}: {row['kind']} '{row['name']}' is valid",
+                                markup=False)
+            checked.append(row)
+    if fmt != "text":
         emit(checked, fmt)
     return 0
 
