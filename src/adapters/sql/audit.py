@@ -16,7 +16,7 @@ from adapters.sql.engine import SQLITE_BEGIN, is_sqlite, store_name, translate_e
 from adapters.sql.repositories import check_limit
 from domain.audit import AuditEvent, chain
 from domain.errors import Unavailable
-from domain.ports import AuditFilter, Page
+from domain.ports import AuditFilter, AuditLog, Page
 
 HEAD_ID = 1
 BATCH = 500
@@ -97,3 +97,7 @@ def _seq_of(cursor: str) -> int:
     if not isinstance(seq, int):
         raise m.bad_cursor()
     return seq
+
+
+def audit_log(engine: AsyncEngine) -> AuditLog:
+    return SqlAuditLog(engine)

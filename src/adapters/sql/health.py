@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sql.engine import store_name, translate_errors
+from domain.ports import HealthCheck
 
 
 class SqlHealthCheck:
@@ -17,3 +18,7 @@ class SqlHealthCheck:
         with translate_errors(self.name):
             async with self._engine.connect() as conn:
                 await conn.execute(sa.select(1))
+
+
+def health_check(engine: AsyncEngine) -> HealthCheck:
+    return SqlHealthCheck(engine)

@@ -20,7 +20,18 @@ from domain.automations import Run, RunStatus
 from domain.errors import Conflict, FieldError, Invalid, NotFound
 from domain.orgs import Membership, Organisation
 from domain.permissions import Role
-from domain.ports import Page, RunFilter
+from domain.ports import (
+    OrgRepository,
+    Page,
+    RoleRepository,
+    RunFilter,
+    RunRepository,
+    TemplateRepository,
+    TokenRepository,
+    UnitOfWorkFactory,
+    UserRepository,
+    WorkerRepository,
+)
 from domain.templates import Template, TemplateVersion
 from domain.tokens import WorkerToken
 from domain.users import User
@@ -35,6 +46,11 @@ def check_limit(limit: int) -> None:
                       errors=(FieldError("limit", f"expected 1 to {MAX_PAGE}"),))
 
 
+def unit_of_work_factory(engine: AsyncEngine) -> UnitOfWorkFactory:
+    """Units of work over ``engine``, typed as the port (mypy checks the adapter against it)."""
+    return lambda: SqlUnitOfWork(engine)
+
+
 class SqlUnitOfWork:
     """One database transaction; leaving without ``commit`` rolls it back."""
 
@@ -42,13 +58,13 @@ class SqlUnitOfWork:
         self._engine = engine
         self.store = store_name(engine.url)
         self._conn: AsyncConnection | None = None
-        self.users = SqlUserRepository(self)
-        self.orgs = SqlOrgRepository(self)
-        self.roles = SqlRoleRepository(self)
-        self.tokens = SqlTokenRepository(self)
-        self.templates = SqlTemplateRepository(self)
-        self.runs = SqlRunRepository(self)
-        self.workers = SqlWorkerRepository(self)
+        self.users: UserRepository = SqlUserRepository(self)
+        self.orgs: OrgRepository = SqlOrgRepository(self)
+        self.roles: RoleRepository = SqlRoleRepository(self)
+        self.tokens: TokenRepository = SqlTokenRepository(self)
+        self.templates: TemplateRepository = SqlTemplateRepository(self)
+        self.runs: RunRepository = SqlRunRepository(self)
+        self.workers: WorkerRepository = SqlWorkerRepository(self)
 
     async def __aenter__(self) -> SqlUnitOfWork:
         if self._conn is not None:

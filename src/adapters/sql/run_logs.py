@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from adapters.sql import tables as t
 from adapters.sql.engine import SQLITE_BEGIN, is_sqlite, store_name, translate_errors
 from domain.errors import Conflict, FieldError, Invalid
+from domain.ports import RunLogStore
 
 # Appended data is stored in pieces of at most this many bytes, so that a read of ``limit``
 # bytes loads at most ``limit`` plus two pieces whatever size the appends had.
@@ -89,3 +90,7 @@ async def _size(conn: AsyncConnection, run_id: str) -> int:
         sa.select(sa.func.coalesce(sa.func.max(c.end_offset), 0)).where(c.run_id == run_id)
     )).scalar_one()
     return int(value)
+
+
+def run_log_store(engine: AsyncEngine) -> RunLogStore:
+    return SqlRunLogStore(engine)

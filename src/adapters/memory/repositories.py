@@ -1,0 +1,429 @@
+"""The platform data in memory: ``InMemoryUnitOfWork`` with the same rules as the SQL store."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import builtins
+import copy
+import json
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import attrs
+
+from domain.automations import Run, RunStatus
+from domain.errors import Conflict, FieldError, Invalid, NotFound
+from domain.orgs import Membership, Organisation
+from domain.permissions import Role
+from domain.ports import (
+    OrgRepository,
+    Page,
+    RoleRepository,
+    RunFilter,
+    RunRepository,
+    TemplateRepository,
+    TokenRepository,
+    UnitOfWork,
+    UserRepository,
+    WorkerRepository,
+)
+from domain.templates import Template, TemplateVersion
+from domain.tokens import WorkerToken
+from domain.users import User
+from domain.workers import Worker
+
+MAX_PAGE = 1000
+T = TypeVar("T")
+
+
+@attrs.define
+class PlatformState:
+    """Everything the platform stores; a unit of work edits a copy and swaps it in on commit."""
+
+    users: dict[str, User] = attrs.field(factory=dict)
+    orgs: dict[str, Organisation] = attrs.field(factory=dict)
+    members: dict[tuple[str, str], Membership] = attrs.field(factory=dict)
+    roles: dict[str, Role] = attrs.field(factory=dict)
+    assignments: set[tuple[str, str, str]] = attrs.field(factory=set)
+    tokens: dict[str, WorkerToken] = attrs.field(factory=dict)
+    templates: dict[str, Template] = attrs.field(factory=dict)
+    versions: dict[tuple[str, int], TemplateVersion] = attrs.field(factory=dict)
+    runs: dict[str, Run] = attrs.field(factory=dict)
+    workers: dict[str, Worker] = attrs.field(factory=dict)
+
+    def copy(self) -> PlatformState:
+        # The values are frozen, so copying each container is enough to isolate a unit.
+        return PlatformState(**{a.name: copy.copy(getattr(self, a.name))
+                                for a in attrs.fields(PlatformState)})
+
+
+class InMemoryPlatformStore:
+    """The shared state behind every ``InMemoryUnitOfWork``; one unit writes at a time."""
+
+    def __init__(self) -> None:
+        self.state = PlatformState()
+        self.lock = asyncio.Lock()
+
+    def unit_of_work(self) -> UnitOfWork:
+        return InMemoryUnitOfWork(self)
+
+
+class InMemoryUnitOfWork:
+    def __init__(self, store: InMemoryPlatformStore) -> None:
+        self._store = store
+        self._staged: PlatformState | None = None
+        self.users: UserRepository = InMemoryUserRepository(self)
+        self.orgs: OrgRepository = InMemoryOrgRepository(self)
+        self.roles: RoleRepository = InMemoryRoleRepository(self)
+        self.tokens: TokenRepository = InMemoryTokenRepository(self)
+        self.templates: TemplateRepository = InMemoryTemplateRepository(self)
+        self.runs: RunRepository = InMemoryRunRepository(self)
+        self.workers: WorkerRepository = InMemoryWorkerRepository(self)
+
+    async def __aenter__(self) -> InMemoryUnitOfWork:
+        if self._staged is not None:
+            raise RuntimeError("this unit of work is already open")
+        await self._store.lock.acquire()
+        self._staged = self._store.state.copy()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._staged is not None:
+            self._staged = None
+            self._store.lock.release()
+
+    async def commit(self) -> None:
+        self._store.state = self.state
+        self._staged = self._store.state.copy()
+
+    async def rollback(self) -> None:
+        if self._staged is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        self._staged = self._store.state.copy()
+
+    @property
+    def state(self) -> PlatformState:
+        if self._staged is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        return self._staged
+
+
+def _get(items: dict[Any, T], key: object, missing: str) -> T:
+    try:
+        return items[key]
+    except KeyError:
+        raise NotFound(missing) from None
+
+
+def _sorted(items: Iterable[T], key: Callable[[T], Any]) -> builtins.list[T]:
+    return sorted(items, key=key)
+
+
+def check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise Invalid("the page size is not valid",
+                      errors=(FieldError("limit", f"expected 1 to {MAX_PAGE}"),))
+
+
+def encode_cursor(*key: object) -> str:
+    raw = json.dumps(list(key), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> builtins.list[Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise bad_cursor() from exc
+    if not isinstance(key, list) or len(key) != arity:
+        raise bad_cursor()
+    return key
+
+
+def bad_cursor() -> Invalid:
+    return Invalid("the page cursor is not valid", code="invalid_cursor",
+                   errors=(FieldError("cursor", "is not a cursor this list returned"),))
+
+
+class _Repository:
+    def __init__(self, uow: InMemoryUnitOfWork) -> None:
+        self._uow = uow
+
+    @property
+    def _s(self) -> PlatformState:
+        return self._uow.state
+
+
+class InMemoryUserRepository(_Repository):
+    def _email_taken(self, email: str, by_other_than: str) -> bool:
+        key = email.lower()
+        return any(u.email.lower() == key and u.id != by_other_than for u in self._s.users.values())
+
+    async def add(self, user: User) -> None:
+        if user.id in self._s.users or self._email_taken(user.email, user.id):
+            raise Conflict(f"user {user.id} or email {user.email} already exists")
+        self._s.users[user.id] = user
+
+    async def get(self, user_id: str) -> User:
+        return _get(self._s.users, user_id, f"user {user_id} not found")
+
+    async def by_email(self, email: str) -> User:
+        key = email.lower()
+        for u in self._s.users.values():
+            if u.email.lower() == key:
+                return u
+        raise NotFound(f"no user has email {email}")
+
+    async def update(self, user: User) -> None:
+        await self.get(user.id)
+        if self._email_taken(user.email, user.id):
+            raise Conflict(f"email {user.email} is taken")
+        self._s.users[user.id] = user
+
+
+class InMemoryOrgRepository(_Repository):
+    async def add(self, org: Organisation) -> None:
+        code = org.code.lower()
+        if org.id in self._s.orgs or any(o.code.lower() == code for o in self._s.orgs.values()):
+            raise Conflict(f"organisation {org.id} or code {org.code} already exists")
+        self._s.orgs[org.id] = org
+
+    async def get(self, org_id: str) -> Organisation:
+        return _get(self._s.orgs, org_id, f"organisation {org_id} not found")
+
+    async def by_code(self, code: str) -> Organisation:
+        key = code.lower()
+        for o in self._s.orgs.values():
+            if o.code.lower() == key:
+                return o
+        raise NotFound(f"no organisation has code {code}")
+
+    async def delete(self, org_id: str) -> None:
+        await self.get(org_id)
+        s = self._s
+        del s.orgs[org_id]
+        s.members = {k: v for k, v in s.members.items() if k[0] != org_id}
+        gone = {r.id for r in s.roles.values() if r.org_id == org_id}
+        s.roles = {k: v for k, v in s.roles.items() if k not in gone}
+        s.assignments = {a for a in s.assignments if a[0] != org_id and a[2] not in gone}
+        s.tokens = {k: v for k, v in s.tokens.items() if v.org_id != org_id}
+
+    async def of_user(self, user_id: str) -> list[Organisation]:
+        orgs = [self._s.orgs[o] for (o, u) in self._s.members if u == user_id]
+        return _sorted(orgs, lambda o: (o.name, o.id))
+
+    async def add_member(self, membership: Membership) -> None:
+        await self.get(membership.org_id)
+        await self._uow.users.get(membership.user_id)
+        key = (membership.org_id, membership.user_id)
+        if key in self._s.members:
+            raise Conflict(
+                f"user {membership.user_id} is already a member of {membership.org_id}")
+        self._s.members[key] = membership
+
+    async def member(self, org_id: str, user_id: str) -> Membership:
+        return _get(self._s.members, (org_id, user_id),
+                    f"user {user_id} is not a member of organisation {org_id}")
+
+    async def update_member(self, membership: Membership) -> None:
+        await self.member(membership.org_id, membership.user_id)
+        self._s.members[(membership.org_id, membership.user_id)] = membership
+
+    async def remove_member(self, org_id: str, user_id: str) -> None:
+        await self.member(org_id, user_id)
+        del self._s.members[(org_id, user_id)]
+        self._s.assignments = {a for a in self._s.assignments if a[:2] != (org_id, user_id)}
+
+    async def members(self, org_id: str) -> list[Membership]:
+        return _sorted((m for (o, _), m in self._s.members.items() if o == org_id),
+                       lambda m: (m.joined_at, m.user_id))
+
+
+class InMemoryRoleRepository(_Repository):
+    def _name_taken(self, role: Role) -> bool:
+        return any(r.org_id == role.org_id and r.name == role.name and r.id != role.id
+                   for r in self._s.roles.values())
+
+    async def add(self, role: Role) -> None:
+        await self._uow.orgs.get(role.org_id)
+        if role.id in self._s.roles or self._name_taken(role):
+            raise Conflict(f"role {role.id} or a role named {role.name!r} already exists")
+        self._s.roles[role.id] = role
+
+    async def get(self, role_id: str) -> Role:
+        return _get(self._s.roles, role_id, f"role {role_id} not found")
+
+    async def update(self, role: Role) -> None:
+        stored = await self.get(role.id)
+        # The org of a role never changes; the SQL store does not rewrite it either.
+        role = attrs.evolve(role, org_id=stored.org_id)
+        if self._name_taken(role):
+            raise Conflict(f"the organisation already has a role named {role.name!r}")
+        self._s.roles[role.id] = role
+
+    async def delete(self, role_id: str) -> None:
+        await self.get(role_id)
+        del self._s.roles[role_id]
+        self._s.assignments = {a for a in self._s.assignments if a[2] != role_id}
+
+    async def of_org(self, org_id: str) -> list[Role]:
+        return _sorted((r for r in self._s.roles.values() if r.org_id == org_id),
+                       lambda r: (r.name, r.id))
+
+    async def assign(self, org_id: str, user_id: str, role_id: str) -> None:
+        await self._uow.orgs.member(org_id, user_id)
+        role = await self.get(role_id)
+        if role.org_id != org_id:
+            raise NotFound(f"organisation {org_id} has no role {role_id}")
+        self._s.assignments.add((org_id, user_id, role_id))
+
+    async def unassign(self, org_id: str, user_id: str, role_id: str) -> None:
+        self._s.assignments.discard((org_id, user_id, role_id))
+
+    async def of_member(self, org_id: str, user_id: str) -> list[Role]:
+        return _sorted((self._s.roles[r] for (o, u, r) in self._s.assignments
+                        if (o, u) == (org_id, user_id)), lambda r: (r.name, r.id))
+
+
+class InMemoryTokenRepository(_Repository):
+    async def add(self, token: WorkerToken) -> None:
+        await self._uow.orgs.get(token.org_id)
+        if token.id in self._s.tokens:
+            raise Conflict(f"token {token.id} already exists")
+        self._s.tokens[token.id] = token
+
+    async def get(self, token_id: str) -> WorkerToken:
+        return _get(self._s.tokens, token_id, f"token {token_id} not found")
+
+    async def update(self, token: WorkerToken) -> None:
+        await self.get(token.id)
+        self._s.tokens[token.id] = token
+
+    async def of_org(self, org_id: str) -> list[WorkerToken]:
+        return _sorted((t for t in self._s.tokens.values() if t.org_id == org_id),
+                       lambda t: (t.name, t.id))
+
+
+def _owner(org_id: str | None, owner_id: str | None) -> tuple[str, str | None]:
+    """An org's templates belong to the org; only templates outside any org belong to a user."""
+    return ("org", org_id) if org_id is not None else ("user", owner_id)
+
+
+class InMemoryTemplateRepository(_Repository):
+    def _name_taken(self, template: Template) -> bool:
+        owner = _owner(template.org_id, template.owner_id)
+        return any(_owner(t.org_id, t.owner_id) == owner and t.name == template.name
+                   and t.id != template.id for t in self._s.templates.values())
+
+    async def add(self, template: Template, first: TemplateVersion) -> None:
+        if template.id in self._s.templates or self._name_taken(template):
+            raise Conflict(
+                f"template {template.id} or one named {template.name!r} already exists")
+        self._s.templates[template.id] = template
+        await self.add_version(first)
+
+    async def add_version(self, version: TemplateVersion) -> None:
+        await self.get(version.template_id)
+        key = (version.template_id, version.version)
+        if key in self._s.versions:
+            raise Conflict(
+                f"template {version.template_id} already has version {version.version}")
+        self._s.versions[key] = version
+
+    async def get(self, template_id: str) -> Template:
+        return _get(self._s.templates, template_id, f"template {template_id} not found")
+
+    async def by_name(self, name: str, *, org_id: str | None = None,
+                      owner_id: str | None = None) -> Template:
+        owner = _owner(org_id, owner_id)
+        for t in self._s.templates.values():
+            if t.name == name and _owner(t.org_id, t.owner_id) == owner:
+                return t
+        raise NotFound(f"template {name!r} not found")
+
+    async def update(self, template: Template) -> None:
+        await self.get(template.id)
+        if self._name_taken(template):
+            raise Conflict(f"a template named {template.name!r} already exists")
+        self._s.templates[template.id] = template
+
+    async def delete(self, template_id: str) -> None:
+        await self.get(template_id)
+        del self._s.templates[template_id]
+        self._s.versions = {k: v for k, v in self._s.versions.items() if k[0] != template_id}
+
+    async def list(self, *, org_id: str | None = None, owner_id: str | None = None
+                   ) -> builtins.list[Template]:
+        items: Iterable[Template] = self._s.templates.values()
+        if org_id is not None or owner_id is not None:
+            owner = _owner(org_id, owner_id)
+            items = [t for t in items if _owner(t.org_id, t.owner_id) == owner]
+        return _sorted(items, lambda t: (t.name, t.id))
+
+    async def versions(self, template_id: str) -> builtins.list[TemplateVersion]:
+        return _sorted((v for (t, _), v in self._s.versions.items() if t == template_id),
+                       lambda v: v.version)
+
+    async def version(self, template_id: str, version: int) -> TemplateVersion:
+        return _get(self._s.versions, (template_id, version),
+                    f"template {template_id} has no version {version}")
+
+
+class InMemoryRunRepository(_Repository):
+    async def add(self, run: Run) -> None:
+        if run.id in self._s.runs:
+            raise Conflict(f"run {run.id} already exists")
+        self._s.runs[run.id] = run
+
+    async def get(self, run_id: str) -> Run:
+        return _get(self._s.runs, run_id, f"run {run_id} not found")
+
+    async def update(self, run: Run, *, expected: RunStatus | None = None) -> None:
+        stored = await self.get(run.id)
+        if expected is not None and stored.status is not expected:
+            raise Conflict(f"run {run.id} is {stored.status.value}, not {expected.value}")
+        self._s.runs[run.id] = run
+
+    async def list(self, flt: RunFilter, *, limit: int = 50, cursor: str | None = None
+                   ) -> Page[Run]:
+        check_limit(limit)
+        after: tuple[datetime, str] | None = None
+        if cursor is not None:
+            at, run_id = decode_cursor(cursor, 2)
+            try:
+                after = (datetime.fromisoformat(at), str(run_id))
+            except (TypeError, ValueError) as e:
+                raise bad_cursor() from e
+
+        def wanted(r: Run) -> bool:
+            return ((flt.org_id is None or r.org_id == flt.org_id)
+                    and (flt.template_id is None or r.template_id == flt.template_id)
+                    and (flt.requested_by is None or r.requested_by == flt.requested_by)
+                    and (not flt.statuses or r.status in flt.statuses)
+                    and (flt.created_after is None or r.created_at >= flt.created_after)
+                    and (flt.created_before is None or r.created_at < flt.created_before)
+                    and (after is None or (r.created_at, r.id) < after))
+
+        runs = sorted((r for r in self._s.runs.values() if wanted(r)),
+                      key=lambda r: (r.created_at, r.id), reverse=True)
+        page = runs[:limit]
+        more = len(runs) > limit
+        return Page(tuple(page), encode_cursor(page[-1].created_at.astimezone(UTC).isoformat(),
+                                               page[-1].id) if more else None)
+
+
+class InMemoryWorkerRepository(_Repository):
+    async def save(self, worker: Worker) -> None:
+        self._s.workers[worker.id] = worker
+
+    async def get(self, worker_id: str) -> Worker:
+        return _get(self._s.workers, worker_id, f"worker {worker_id} not found")
+
+    async def of_org(self, org_id: str) -> builtins.list[Worker]:
+        return _sorted((w for w in self._s.workers.values() if w.org_id == org_id),
+                       lambda w: (w.name, w.id))
