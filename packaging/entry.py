@@ -1,0 +1,5 @@
+"""Entry script of the one-file executable."""
+
+from entrypoints.main import run
+
+run()
