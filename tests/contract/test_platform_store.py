@@ -1,0 +1,617 @@
+"""Contract of the platform data: the UnitOfWork and every repository it holds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, timedelta, timezone
+from pathlib import Path
+
+import attrs
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.sql.engine import create_engine
+from adapters.sql.health import SqlHealthCheck
+from adapters.sql.migrate import current_revision, migrate
+from adapters.sql.repositories import SqlUnitOfWork
+from adapters.sql.tables import metadata
+from domain.automations import PhaseResult, PhaseStatus, RunStatus
+from domain.errors import Conflict, Invalid, NotFound, Unavailable
+from domain.orgs import MemberType
+from domain.permissions import Action, Grant, Resource
+from domain.ports import RunFilter, UnitOfWork, UnitOfWorkFactory
+from tests.contract import builders as b
+from tests.contract.builders import at, uid
+
+
+@pytest.fixture
+async def uow(uow_factory: UnitOfWorkFactory) -> AsyncIterator[UnitOfWork]:
+    async with uow_factory() as unit:
+        yield unit
+
+
+# ---------------------------------------------------------------- unit of work
+
+
+async def test_committed_changes_are_visible_to_the_next_unit(
+        uow_factory: UnitOfWorkFactory) -> None:
+    user = b.user()
+    async with uow_factory() as uow:
+        await uow.users.add(user)
+        assert await uow.users.get(user.id) == user
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert await uow.users.get(user.id) == user
+
+
+async def test_leaving_without_commit_discards_the_changes(
+        uow_factory: UnitOfWorkFactory) -> None:
+    user = b.user()
+    async with uow_factory() as uow:
+        await uow.users.add(user)
+    async with uow_factory() as uow:
+        with pytest.raises(NotFound):
+            await uow.users.get(user.id)
+
+
+async def test_rollback_discards_and_the_unit_stays_usable(
+        uow_factory: UnitOfWorkFactory) -> None:
+    kept, dropped = b.user(), b.user()
+    async with uow_factory() as uow:
+        await uow.users.add(kept)
+        await uow.commit()
+        await uow.users.add(dropped)
+        await uow.rollback()
+        with pytest.raises(NotFound):
+            await uow.users.get(dropped.id)
+        assert await uow.users.get(kept.id) == kept
+
+
+async def test_an_error_inside_the_block_discards_the_changes(
+        uow_factory: UnitOfWorkFactory) -> None:
+    user = b.user()
+
+    async def fail_half_way() -> None:
+        async with uow_factory() as uow:
+            await uow.users.add(user)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await fail_half_way()
+    async with uow_factory() as uow:
+        with pytest.raises(NotFound):
+            await uow.users.get(user.id)
+
+
+# ---------------------------------------------------------------- users
+
+
+async def test_users_add_get_and_find_by_email_ignoring_case(uow: UnitOfWork) -> None:
+    user = b.user(email_verified_at=at(5))
+    await uow.users.add(user)
+    assert await uow.users.get(user.id) == user
+    assert await uow.users.by_email(user.email.upper()) == user
+    with pytest.raises(NotFound):
+        await uow.users.get(uid("usr"))
+    with pytest.raises(NotFound):
+        await uow.users.by_email(f"{uid('nobody')}@example.com")
+
+
+async def test_users_conflict_on_id_or_email(uow: UnitOfWork) -> None:
+    user = b.user()
+    await uow.users.add(user)
+    with pytest.raises(Conflict):
+        await uow.users.add(b.user(id=user.id))
+    with pytest.raises(Conflict):
+        await uow.users.add(b.user(email=user.email.swapcase()))
+
+
+async def test_users_update(uow: UnitOfWork) -> None:
+    user, other = b.user(), b.user()
+    await uow.users.add(user)
+    await uow.users.add(other)
+    changed = attrs.evolve(user, email=f"{uid('new')}@example.org", disabled_at=at(9))
+    await uow.users.update(changed)
+    assert await uow.users.get(user.id) == changed
+    with pytest.raises(Conflict):
+        await uow.users.update(attrs.evolve(changed, email=other.email.upper()))
+    with pytest.raises(NotFound):
+        await uow.users.update(b.user())
+
+
+async def test_datetimes_come_back_aware_and_equal(uow: UnitOfWork) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    user = b.user(created_at=at(1).astimezone(plus_two))
+    await uow.users.add(user)
+    stored = await uow.users.get(user.id)
+    assert stored.created_at == at(1)
+    assert stored.created_at.utcoffset() is not None
+    assert stored.created_at.astimezone(UTC).microsecond == at(1).microsecond
+
+
+# ---------------------------------------------------------------- orgs and members
+
+
+async def test_orgs_add_get_and_find_by_code_ignoring_case(uow: UnitOfWork) -> None:
+    org = b.org()
+    await uow.orgs.add(org)
+    assert await uow.orgs.get(org.id) == org
+    assert await uow.orgs.by_code(org.code.lower()) == org
+    with pytest.raises(Conflict):
+        await uow.orgs.add(b.org(id=org.id))
+    with pytest.raises(Conflict):
+        await uow.orgs.add(b.org(code=org.code.lower()))
+    with pytest.raises(NotFound):
+        await uow.orgs.get(uid("org"))
+    with pytest.raises(NotFound):
+        await uow.orgs.by_code(uid("code"))
+
+
+async def test_members_add_update_list_and_remove(uow: UnitOfWork) -> None:
+    org, alice, bob = b.org(), b.user(), b.user()
+    await uow.orgs.add(org)
+    await uow.users.add(alice)
+    await uow.users.add(bob)
+    first = b.membership(org.id, alice.id, MemberType.ADMIN, joined=1)
+    second = b.membership(org.id, bob.id, joined=2)
+    await uow.orgs.add_member(first)
+    await uow.orgs.add_member(second)
+    with pytest.raises(Conflict):
+        await uow.orgs.add_member(first)
+    assert await uow.orgs.member(org.id, alice.id) == first
+    assert await uow.orgs.members(org.id) == [first, second]
+
+    promoted = attrs.evolve(second, type=MemberType.MANAGER)
+    await uow.orgs.update_member(promoted)
+    assert await uow.orgs.member(org.id, bob.id) == promoted
+
+    await uow.orgs.remove_member(org.id, bob.id)
+    assert await uow.orgs.members(org.id) == [first]
+    with pytest.raises(NotFound):
+        await uow.orgs.member(org.id, bob.id)
+    with pytest.raises(NotFound):
+        await uow.orgs.remove_member(org.id, bob.id)
+    with pytest.raises(NotFound):
+        await uow.orgs.update_member(promoted)
+
+
+async def test_a_member_needs_an_existing_org_and_user(uow: UnitOfWork) -> None:
+    org, user = b.org(), b.user()
+    await uow.orgs.add(org)
+    await uow.users.add(user)
+    with pytest.raises(NotFound):
+        await uow.orgs.add_member(b.membership(org.id, uid("usr")))
+    with pytest.raises(NotFound):
+        await uow.orgs.add_member(b.membership(uid("org"), user.id))
+
+
+async def test_orgs_of_a_user_by_name(uow: UnitOfWork) -> None:
+    user = b.user()
+    await uow.users.add(user)
+    zeta, alpha, other = b.org(name="Zeta Team"), b.org(name="Alpha Team"), b.org()
+    for org in (zeta, alpha, other):
+        await uow.orgs.add(org)
+    for org in (zeta, alpha):
+        await uow.orgs.add_member(b.membership(org.id, user.id))
+    assert await uow.orgs.of_user(user.id) == [alpha, zeta]
+    assert await uow.orgs.of_user(uid("usr")) == []
+
+
+async def test_deleting_an_org_removes_members_roles_and_tokens(uow: UnitOfWork) -> None:
+    org, user = b.org(), b.user()
+    await uow.orgs.add(org)
+    await uow.users.add(user)
+    await uow.orgs.add_member(b.membership(org.id, user.id))
+    role, token = b.role(org.id), b.token(org.id)
+    await uow.roles.add(role)
+    await uow.roles.assign(org.id, user.id, role.id)
+    await uow.tokens.add(token)
+
+    await uow.orgs.delete(org.id)
+    with pytest.raises(NotFound):
+        await uow.orgs.get(org.id)
+    with pytest.raises(NotFound):
+        await uow.orgs.member(org.id, user.id)
+    with pytest.raises(NotFound):
+        await uow.roles.get(role.id)
+    with pytest.raises(NotFound):
+        await uow.tokens.get(token.id)
+    assert await uow.roles.of_member(org.id, user.id) == []
+    assert await uow.users.get(user.id) == user
+    with pytest.raises(NotFound):
+        await uow.orgs.delete(org.id)
+
+
+# ---------------------------------------------------------------- roles
+
+
+async def _org_with_member(uow: UnitOfWork) -> tuple[str, str]:
+    org, user = b.org(), b.user()
+    await uow.orgs.add(org)
+    await uow.users.add(user)
+    await uow.orgs.add_member(b.membership(org.id, user.id))
+    return org.id, user.id
+
+
+async def test_roles_keep_their_grant_bitmasks(uow: UnitOfWork) -> None:
+    org_id, _ = await _org_with_member(uow)
+    role = b.role(org_id)
+    await uow.roles.add(role)
+    stored = await uow.roles.get(role.id)
+    assert stored == role
+    assert stored.grants[Resource.TEMPLATES].deny == Action.DELETE
+    with pytest.raises(NotFound):
+        await uow.roles.get(uid("role"))
+
+
+async def test_role_names_are_unique_per_org(uow: UnitOfWork) -> None:
+    org_id, _ = await _org_with_member(uow)
+    other_org, _ = await _org_with_member(uow)
+    role = b.role(org_id, name="Deployers")
+    await uow.roles.add(role)
+    with pytest.raises(Conflict):
+        await uow.roles.add(b.role(org_id, name="Deployers"))
+    with pytest.raises(Conflict):
+        await uow.roles.add(attrs.evolve(b.role(org_id), id=role.id))
+    await uow.roles.add(b.role(other_org, name="Deployers"))
+    with pytest.raises(NotFound):
+        await uow.roles.add(b.role(uid("org")))
+
+
+async def test_roles_update_delete_and_list(uow: UnitOfWork) -> None:
+    org_id, _ = await _org_with_member(uow)
+    beta, alpha = b.role(org_id, name="beta"), b.role(org_id, name="alpha")
+    await uow.roles.add(beta)
+    await uow.roles.add(alpha)
+    assert await uow.roles.of_org(org_id) == [alpha, beta]
+
+    changed = attrs.evolve(beta, name="gamma", grants={Resource.ORG: Grant(allow=Action.MANAGE)})
+    await uow.roles.update(changed)
+    assert await uow.roles.get(beta.id) == changed
+    with pytest.raises(Conflict):
+        await uow.roles.update(attrs.evolve(changed, name="alpha"))
+    with pytest.raises(NotFound):
+        await uow.roles.update(b.role(org_id))
+
+    await uow.roles.delete(alpha.id)
+    assert await uow.roles.of_org(org_id) == [changed]
+    with pytest.raises(NotFound):
+        await uow.roles.delete(alpha.id)
+
+
+async def test_role_assignments(uow: UnitOfWork) -> None:
+    org_id, user_id = await _org_with_member(uow)
+    other_org, _ = await _org_with_member(uow)
+    ops, viewers, foreign = b.role(org_id, "ops"), b.role(org_id, "viewers"), b.role(other_org)
+    for role in (ops, viewers, foreign):
+        await uow.roles.add(role)
+
+    await uow.roles.assign(org_id, user_id, viewers.id)
+    await uow.roles.assign(org_id, user_id, ops.id)
+    await uow.roles.assign(org_id, user_id, ops.id)
+    assert await uow.roles.of_member(org_id, user_id) == [ops, viewers]
+
+    with pytest.raises(NotFound):
+        await uow.roles.assign(org_id, uid("usr"), ops.id)
+    with pytest.raises(NotFound):
+        await uow.roles.assign(org_id, user_id, uid("role"))
+    with pytest.raises(NotFound):
+        await uow.roles.assign(org_id, user_id, foreign.id)
+
+    await uow.roles.unassign(org_id, user_id, viewers.id)
+    await uow.roles.unassign(org_id, user_id, viewers.id)
+    assert await uow.roles.of_member(org_id, user_id) == [ops]
+
+    await uow.roles.delete(ops.id)
+    assert await uow.roles.of_member(org_id, user_id) == []
+
+
+async def test_removing_a_member_drops_their_role_assignments(uow: UnitOfWork) -> None:
+    org_id, user_id = await _org_with_member(uow)
+    role = b.role(org_id)
+    await uow.roles.add(role)
+    await uow.roles.assign(org_id, user_id, role.id)
+    await uow.orgs.remove_member(org_id, user_id)
+    await uow.orgs.add_member(b.membership(org_id, user_id))
+    assert await uow.roles.of_member(org_id, user_id) == []
+
+
+# ---------------------------------------------------------------- tokens
+
+
+async def test_tokens(uow: UnitOfWork) -> None:
+    org_id, _ = await _org_with_member(uow)
+    ci, backup = b.token(org_id, "ci"), b.token(org_id, "backup")
+    await uow.tokens.add(ci)
+    await uow.tokens.add(backup)
+    assert await uow.tokens.get(ci.id) == ci
+    assert await uow.tokens.of_org(org_id) == [backup, ci]
+    with pytest.raises(Conflict):
+        await uow.tokens.add(ci)
+    with pytest.raises(NotFound):
+        await uow.tokens.add(b.token(uid("org")))
+
+    revoked = attrs.evolve(ci, revoked_at=at(60))
+    await uow.tokens.update(revoked)
+    assert await uow.tokens.get(ci.id) == revoked
+    with pytest.raises(NotFound):
+        await uow.tokens.update(b.token(org_id))
+    with pytest.raises(NotFound):
+        await uow.tokens.get(uid("tok"))
+
+
+# ---------------------------------------------------------------- templates
+
+
+async def test_templates_add_with_a_first_version(uow: UnitOfWork) -> None:
+    org_id = uid("org")
+    template, first = b.template(org_id=org_id)
+    await uow.templates.add(template, first)
+    assert await uow.templates.get(template.id) == template
+    assert await uow.templates.by_name(template.name, org_id=org_id) == template
+    assert await uow.templates.versions(template.id) == [first]
+    assert await uow.templates.version(template.id, 1) == first
+    with pytest.raises(NotFound):
+        await uow.templates.get(uid("tpl"))
+    with pytest.raises(NotFound):
+        await uow.templates.version(template.id, 2)
+    with pytest.raises(NotFound):
+        await uow.templates.by_name(template.name, org_id=uid("org"))
+
+
+async def test_template_names_are_unique_per_owner(uow: UnitOfWork) -> None:
+    org_id, user_id = uid("org"), uid("usr")
+    org_tpl, v1 = b.template(org_id=org_id, owner_id=user_id, name="backup")
+    await uow.templates.add(org_tpl, v1)
+    with pytest.raises(Conflict):
+        await uow.templates.add(*b.template(org_id=org_id, name="backup"))
+    with pytest.raises(Conflict):
+        await uow.templates.add(attrs.evolve(b.template(org_id=org_id)[0], id=org_tpl.id), v1)
+
+    mine, mine_v1 = b.template(owner_id=user_id, name="backup")
+    other_org, other_v1 = b.template(org_id=uid("org"), name="backup")
+    await uow.templates.add(mine, mine_v1)
+    await uow.templates.add(other_org, other_v1)
+    with pytest.raises(Conflict):
+        await uow.templates.add(*b.template(owner_id=user_id, name="backup"))
+
+    assert await uow.templates.by_name("backup", owner_id=user_id) == mine
+    assert await uow.templates.by_name("backup", org_id=org_id) == org_tpl
+    assert await uow.templates.list(owner_id=user_id) == [mine]
+    assert await uow.templates.list(org_id=org_id) == [org_tpl]
+
+
+async def test_template_versions_conflict_on_a_taken_number(uow: UnitOfWork) -> None:
+    template, first = b.template(org_id=uid("org"))
+    await uow.templates.add(template, first)
+    second = b.version(template.id, 2)
+    await uow.templates.add_version(second)
+    with pytest.raises(Conflict):
+        await uow.templates.add_version(b.version(template.id, 2))
+    with pytest.raises(NotFound):
+        await uow.templates.add_version(b.version(uid("tpl"), 1))
+    assert await uow.templates.versions(template.id) == [first, second]
+
+
+async def test_templates_update_list_and_delete(uow: UnitOfWork) -> None:
+    org_id = uid("org")
+    zulu, v_zulu = b.template(org_id=org_id, name="zulu")
+    alpha, v_alpha = b.template(org_id=org_id, name="alpha")
+    await uow.templates.add(zulu, v_zulu)
+    await uow.templates.add(alpha, v_alpha)
+    assert await uow.templates.list(org_id=org_id) == [alpha, zulu]
+
+    changed = attrs.evolve(zulu, latest_version=2, default_version=2, description="new")
+    await uow.templates.update(changed)
+    assert await uow.templates.get(zulu.id) == changed
+    with pytest.raises(Conflict):
+        await uow.templates.update(attrs.evolve(changed, name="alpha"))
+    with pytest.raises(NotFound):
+        await uow.templates.update(b.template(org_id=org_id)[0])
+
+    await uow.templates.delete(zulu.id)
+    assert await uow.templates.list(org_id=org_id) == [alpha]
+    assert await uow.templates.versions(zulu.id) == []
+    with pytest.raises(NotFound):
+        await uow.templates.delete(zulu.id)
+
+
+# ---------------------------------------------------------------- runs
+
+
+async def test_runs_round_trip_every_field(uow: UnitOfWork) -> None:
+    run = b.run(org_id=uid("org"), status=RunStatus.RUNNING, attempts=2, worker_id="wkr-1",
+                started_at=at(3), reason="lease renewed",
+                phases=(PhaseResult("build", PhaseStatus.SUCCEEDED, 0, at(3), at(4)),
+                        PhaseResult("ship", PhaseStatus.RUNNING, None, at(4))))
+    await uow.runs.add(run)
+    stored = await uow.runs.get(run.id)
+    assert stored == run
+    assert type(stored.variables["verbose"]) is bool
+    assert type(stored.variables["count"]) is int
+    assert type(stored.variables["ratio"]) is float
+    with pytest.raises(Conflict):
+        await uow.runs.add(run)
+    with pytest.raises(NotFound):
+        await uow.runs.get(uid("run"))
+
+
+async def test_run_update_checks_the_expected_status(uow: UnitOfWork) -> None:
+    run = b.run(org_id=uid("org"))
+    await uow.runs.add(run)
+    running = attrs.evolve(run, status=RunStatus.RUNNING, attempts=1, started_at=at(1))
+    await uow.runs.update(running, expected=RunStatus.QUEUED)
+    assert await uow.runs.get(run.id) == running
+
+    with pytest.raises(Conflict):
+        await uow.runs.update(attrs.evolve(running, status=RunStatus.CANCELLED),
+                              expected=RunStatus.QUEUED)
+    assert await uow.runs.get(run.id) == running
+
+    await uow.runs.update(running)  # unchanged values still count as stored
+    done = attrs.evolve(running, status=RunStatus.SUCCEEDED, finished_at=at(9))
+    await uow.runs.update(done)
+    assert await uow.runs.get(run.id) == done
+    with pytest.raises(NotFound):
+        await uow.runs.update(b.run())
+    with pytest.raises(NotFound):
+        await uow.runs.update(b.run(), expected=RunStatus.QUEUED)
+
+
+async def test_of_two_concurrent_claims_on_a_run_one_conflicts(
+        uow_factory: UnitOfWorkFactory) -> None:
+    run = b.run(org_id=uid("org"))
+    async with uow_factory() as uow:
+        await uow.runs.add(run)
+        await uow.commit()
+
+    async def claim(worker_id: str) -> None:
+        async with uow_factory() as uow:
+            current = await uow.runs.get(run.id)
+            await asyncio.sleep(0.01)
+            await uow.runs.update(attrs.evolve(current, status=RunStatus.RUNNING,
+                                               worker_id=worker_id), expected=RunStatus.QUEUED)
+            await uow.commit()
+
+    outcomes = await asyncio.gather(claim("w1"), claim("w2"), return_exceptions=True)
+    assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "NoneType"]
+    async with uow_factory() as uow:
+        stored = await uow.runs.get(run.id)
+    winner = "w1" if outcomes[0] is None else "w2"
+    assert (stored.status, stored.worker_id) == (RunStatus.RUNNING, winner)
+
+
+async def _page_through(uow: UnitOfWork, flt: RunFilter, limit: int) -> list[str]:
+    ids: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = await uow.runs.list(flt, limit=limit, cursor=cursor)
+        assert len(page.items) <= limit
+        ids.extend(r.id for r in page.items)
+        if page.next_cursor is None:
+            return ids
+        cursor = page.next_cursor
+
+
+async def test_runs_list_newest_first_across_pages(uow: UnitOfWork) -> None:
+    org_id = uid("org")
+    runs = [b.run(org_id=org_id, created=i) for i in range(7)]
+    # Two runs created in the same microsecond: the id breaks the tie.
+    runs += [b.run(org_id=org_id, created=3), b.run(org_id=org_id, created=3)]
+    for run in runs:
+        await uow.runs.add(run)
+    expected = [r.id for r in sorted(runs, key=lambda r: (r.created_at, r.id), reverse=True)]
+    assert await _page_through(uow, RunFilter(org_id=org_id), limit=2) == expected
+    assert await _page_through(uow, RunFilter(org_id=org_id), limit=50) == expected
+    page = await uow.runs.list(RunFilter(org_id=org_id), limit=9)
+    assert page.next_cursor is None
+    assert (await uow.runs.list(RunFilter(org_id=uid("org")))).items == ()
+
+
+async def test_runs_list_filters(uow: UnitOfWork) -> None:
+    org_id, template_id, alice = uid("org"), uid("tpl"), uid("usr")
+    a = b.run(org_id=org_id, created=1, template_id=template_id, requested_by=alice)
+    c = b.run(org_id=org_id, created=2, status=RunStatus.FAILED, requested_by=alice)
+    d = b.run(org_id=org_id, created=3, status=RunStatus.SUCCEEDED, template_id=template_id)
+    for run in (a, c, d):
+        await uow.runs.add(run)
+
+    async def ids(**kw: object) -> list[str]:
+        return await _page_through(uow, RunFilter(org_id=org_id, **kw), limit=50)  # type: ignore[arg-type]
+
+    assert await ids(template_id=template_id) == [d.id, a.id]
+    assert await ids(requested_by=alice) == [c.id, a.id]
+    assert await ids(statuses=(RunStatus.FAILED, RunStatus.SUCCEEDED)) == [d.id, c.id]
+    assert await ids(statuses=(RunStatus.QUEUED,)) == [a.id]
+    assert await ids(created_after=at(2)) == [d.id, c.id]
+    assert await ids(created_before=at(2)) == [a.id]
+    assert await ids(created_after=at(1), created_before=at(3)) == [c.id, a.id]
+
+
+async def test_a_foreign_cursor_is_invalid(uow: UnitOfWork) -> None:
+    with pytest.raises(Invalid):
+        await uow.runs.list(RunFilter(), cursor="not a cursor!")
+
+
+# ---------------------------------------------------------------- workers
+
+
+async def test_workers_save_inserts_or_replaces(uow: UnitOfWork) -> None:
+    org_id = uid("org")
+    w2, w1 = b.worker(org_id, "w2"), b.worker(org_id, "w1")
+    await uow.workers.save(w2)
+    await uow.workers.save(w1)
+    assert await uow.workers.get(w2.id) == w2
+    seen = attrs.evolve(w2, last_seen_at=at(30), runs_in_progress=0, labels={})
+    await uow.workers.save(seen)
+    assert await uow.workers.get(w2.id) == seen
+    assert await uow.workers.of_org(org_id) == [w1, seen]
+    with pytest.raises(NotFound):
+        await uow.workers.get(uid("wkr"))
+
+
+# ---------------------------------------------------------------- SQL only
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+async def sql_only(request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(request.getfixturevalue(f"{request.param}_url"))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def test_migrating_an_empty_sqlite_database_twice_is_a_no_op(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    assert await current_revision(url) is None
+    await migrate(url)
+    head = await current_revision(url)
+    assert head is not None
+    schema = await _schema(url)
+    await migrate(url)
+    assert await current_revision(url) == head
+    assert await _schema(url) == schema
+
+
+async def _schema(url: str) -> list[tuple[str, str]]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(sa.text(
+                "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"))
+            return [(r[0], r[1]) for r in rows]
+    finally:
+        await engine.dispose()
+
+
+async def test_the_migrations_create_the_schema_the_tables_describe(
+        sql_only: AsyncEngine) -> None:
+    def differences(conn: sa.Connection) -> list[object]:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+    async with sql_only.connect() as conn:
+        assert await conn.run_sync(differences) == []
+
+
+async def test_health_check_answers_for_a_working_store(sql_only: AsyncEngine) -> None:
+    await SqlHealthCheck(sql_only).check()
+
+
+async def test_an_unreachable_database_is_unavailable_naming_the_store() -> None:
+    # Port 9 on loopback: nothing listens there, so the connection is refused at once.
+    engine = create_engine("mysql+asyncmy://root@127.0.0.1:9/opsicle", connect_args={
+        "connect_timeout": 2})
+    try:
+        with pytest.raises(Unavailable, match=r"127\.0\.0\.1:9/opsicle"):
+            await SqlHealthCheck(engine).check()
+        with pytest.raises(Unavailable, match=r"127\.0\.0\.1:9/opsicle"):
+            async with SqlUnitOfWork(engine) as unit:
+                await unit.users.get("x")
+    finally:
+        await engine.dispose()
