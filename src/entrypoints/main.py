@@ -44,6 +44,9 @@ def launcher(
         level=resolved["log-level"].upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    if resolved["log-level"] != "debug":
+        # Migrations announce every plugin at INFO; only their problems are worth showing.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     token = settings.current.set(resolved)
     try:
         result = app(tokens)

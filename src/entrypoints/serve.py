@@ -34,6 +34,7 @@ async def serve_role(role: str, settings: Settings) -> int:
     config = Config()
     config.bind = [bind]
     config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 10
     async with ROLES[role](settings) as running:
         log.info("%s serving on http://%s", role, bind)
