@@ -63,6 +63,7 @@ class LocalRun:
     runner_choice: str
     docker_host: str | None
     pull: bool
+    grace_seconds: float
     output: str
     keep_workdir: bool = False
 
@@ -117,10 +118,10 @@ class LocalRun:
     async def _choose_runner(self) -> Runner:
         note = error_console()
         if self.runner_choice == "process":
-            runner: Runner = ProcessRunner()
+            runner: Runner = ProcessRunner(grace_seconds=self.grace_seconds)
             note.print(f"runner: process, as asked; {runner.describe()}", markup=False)
             return runner
-        docker = DockerRunner(self.docker_host, pull=self.pull)
+        docker = DockerRunner(self.docker_host, pull=self.pull, grace_seconds=self.grace_seconds)
         if self.runner_choice == "docker":
             note.print(f"runner: docker, as asked; {docker.describe()}", markup=False)
             return docker
@@ -134,7 +135,7 @@ class LocalRun:
                            "locally)", markup=False)
                 return docker
             reason = f"image {', '.join(missing)} is not present locally"
-        runner = ProcessRunner()
+        runner = ProcessRunner(grace_seconds=self.grace_seconds)
         note.print(f"runner: process ({reason}); {runner.describe()}", markup=False)
         return runner
 

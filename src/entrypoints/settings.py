@@ -21,7 +21,9 @@ DEFAULTS: dict[str, Any] = {
     "database-url": None,  # derived: SQLite in data-dir
     "runner": "auto",
     "docker-host": None,
+    "grace-seconds": 5.0,
 }
+NUMBERS = frozenset({"grace-seconds"})
 CHOICES: dict[str, tuple[str, ...]] = {
     "log-level": ("debug", "info", "warning", "error"),
     "output": ("text", "json", "yaml"),
@@ -77,6 +79,14 @@ class Settings:
 
 
 def _checked(name: str, value: Any, origin: str) -> Value:
+    if name in NUMBERS:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not 0 <= value <= 3600:
+            raise Invalid(f"{origin}: expected seconds from 0 to 3600", errors=(FieldError(
+                name, f"expected a number of seconds from 0 to 3600 ({origin})"),))
     choices = CHOICES.get(name)
     if choices and value not in choices:
         raise Invalid(f"{origin}: '{value}' is not valid", errors=(FieldError(

@@ -60,6 +60,9 @@ def run(
     pull: Annotated[bool, Parameter(help="Let the docker runner pull missing images.")] = False,
     docker_host: Annotated[str | None, Parameter(
         help="Docker engine URL. Default: $DOCKER_HOST or the local socket")] = None,
+    grace_seconds: Annotated[float | None, Parameter(
+        help="After a timeout or Ctrl-C, how long a phase has between SIGTERM and SIGKILL. "
+             "Default: 5")] = None,
     keep_workdir: Annotated[bool, Parameter(
         help="Keep the run's working directory afterwards and print its path.")] = False,
 ) -> int:
@@ -76,7 +79,7 @@ def run(
     from entrypoints.local_run import LocalRun, parse_vars
 
     resolved = settings.current.get(settings.load()).with_flags(
-        runner=runner, docker_host=docker_host)
+        runner=runner, docker_host=docker_host, grace_seconds=grace_seconds)
     docs = load_file(file, expected=(Kind.AUTOMATION, Kind.AUTOMATION_TEMPLATE))
     if len(docs) != 1:
         raise Invalid(f"{file} holds {len(docs)} runbooks; expected one", errors=(FieldError(
@@ -88,6 +91,7 @@ def run(
         runner_choice=resolved["runner"],
         docker_host=resolved["docker-host"],
         pull=pull,
+        grace_seconds=resolved["grace-seconds"],
         output=resolved["output"],
         keep_workdir=keep_workdir,
     )
