@@ -213,6 +213,10 @@ def _mount_errors(spec: AutomationSpec, mounts: Sequence[Mount], *, sandboxed: b
                 f"the process runner is unsandboxed ({why}), so a "
                 "mount's container path must equal its host path; install bubblewrap "
                 "or use the docker runner")))
+        elif not sandboxed and m.read_only:
+            errors.append(FieldError(where, (
+                f"phase {first!r}: read-only mount {m.host} cannot be enforced: the process "
+                f"runner is unsandboxed ({why}); install bubblewrap or use the docker runner")))
         elif sandboxed and not _mountable(m.container):
             errors.append(FieldError(where, (
                 f"phase {first!r}: mount {m.host} -> {m.container}: the sandbox's root is "
