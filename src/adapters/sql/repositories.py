@@ -17,7 +17,7 @@ from adapters.sql import mapping as m
 from adapters.sql import tables as t
 from adapters.sql.engine import SQLITE_BEGIN, is_sqlite, store_name, translate_errors
 from domain.automations import Run, RunStatus
-from domain.errors import Conflict, FieldError, Invalid, NotFound
+from domain.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
 from domain.orgs import Membership, Organisation
 from domain.permissions import Role
 from domain.ports import (
@@ -86,9 +86,11 @@ class SqlUnitOfWork:
         try:
             with translate_errors(self.store):
                 await conn.rollback()
-        finally:
-            with translate_errors(self.store):
                 await conn.close()
+        except Unavailable:
+            # A unit leaving on an error keeps that error; the lost connection is secondary.
+            if exc_value is None:
+                raise
 
     async def commit(self) -> None:
         with translate_errors(self.store):

@@ -86,10 +86,11 @@ class SqlRunLogStore:
 
 async def _size(conn: AsyncConnection, run_id: str) -> int:
     c = t.run_log_chunks.c
+    # The last chunk by primary key holds the end: one index seek at any log size.
     value = (await conn.execute(
-        sa.select(sa.func.coalesce(sa.func.max(c.end_offset), 0)).where(c.run_id == run_id)
-    )).scalar_one()
-    return int(value)
+        sa.select(c.end_offset).where(c.run_id == run_id)
+        .order_by(c.start_offset.desc()).limit(1))).scalar()
+    return int(value or 0)
 
 
 def run_log_store(engine: AsyncEngine) -> RunLogStore:
