@@ -70,14 +70,8 @@ class ProcessRunner:
         if self.sandboxed:
             return (f"process runner, sandboxed with bubblewrap ({self._bwrap}): read-only "
                     "host, private /tmp, no network unless a phase asks")
-        if self._want_sandbox is False:
-            why = "sandbox disabled"
-        elif self._bwrap is None:
-            why = "bubblewrap not found"
-        else:
-            why = f"bubblewrap at {self._bwrap} does not work here"
-        return (f"process runner, unsandboxed ({why}): phases run as this user with full "
-                "access to the host and its network")
+        return (f"process runner, unsandboxed ({self._why_unsandboxed()}): phases run as this "
+                "user with full access to the host and its network")
 
     def _probe(self) -> bool:
         if self._bwrap is None:
@@ -99,18 +93,26 @@ class ProcessRunner:
         return self.sandboxed
 
     async def prepare(self, spec: AutomationSpec, mounts: Sequence[Mount]) -> None:
-        sandboxed = await self._is_sandboxed()
-        if self._want_sandbox is True and not sandboxed:
-            raise Unavailable(f"a sandbox was required but {self.describe()}")
+        sandboxed = await self._checked_sandbox()
         errors = _mount_errors(spec, mounts, sandboxed=sandboxed, why=self._why_unsandboxed())
         if errors:
             raise Invalid("the process runner cannot provide these mounts", errors=errors)
 
     def _why_unsandboxed(self) -> str:
-        return "sandbox disabled" if self._want_sandbox is False else "bubblewrap not found"
+        if self._want_sandbox is False:
+            return "sandbox disabled"
+        if self._bwrap is None:
+            return "bubblewrap not found"
+        return f"bubblewrap at {self._bwrap} does not work here"
+
+    async def _checked_sandbox(self) -> bool:
+        sandboxed = await self._is_sandboxed()
+        if self._want_sandbox is True and not sandboxed:
+            raise Unavailable(f"a sandbox was required but this is a {self.describe()}")
+        return sandboxed
 
     async def run_phase(self, job: PhaseJob, sink: LineSink) -> PhaseOutcome:
-        sandboxed = await self._is_sandboxed()
+        sandboxed = await self._checked_sandbox()
         script = join_commands(job.phase.commands)
         argv = ["/bin/sh", "-c", script]
         if sandboxed:
