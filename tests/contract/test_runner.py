@@ -95,8 +95,9 @@ def _process_leg(sandbox: bool | None) -> Leg:
     return Leg("process" if sandbox is None else "process-unsandboxed", runner, runner.sandboxed)
 
 
-@pytest.fixture(params=["process", "process-unsandboxed",
-                        pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.fixture(
+    params=["process", "process-unsandboxed", pytest.param("docker", marks=pytest.mark.docker)]
+)
 async def leg(request: pytest.FixtureRequest) -> AsyncIterator[Leg]:
     if request.param == "process":
         made = _process_leg(None)
@@ -106,8 +107,7 @@ async def leg(request: pytest.FixtureRequest) -> AsyncIterator[Leg]:
         yield _process_leg(False)
     else:
         url = await _require_docker()
-        made = Leg("docker", DockerRunner(url, grace_seconds=GRACE), sandboxed=True,
-                   docker_url=url)
+        made = Leg("docker", DockerRunner(url, grace_seconds=GRACE), sandboxed=True, docker_url=url)
         yield made
         assert await _containers_of(url, made.run_id) == [], "a container was left behind"
 
@@ -115,16 +115,25 @@ async def leg(request: pytest.FixtureRequest) -> AsyncIterator[Leg]:
 async def _containers_of(url: str, run_id: str) -> list[str]:
     async with aiodocker.Docker(url=url) as docker:
         found = await docker.containers.list(
-            all=True, filters=json.dumps({"label": [f"{RUN_LABEL}={run_id}"]}))
+            all=True, filters=json.dumps({"label": [f"{RUN_LABEL}={run_id}"]})
+        )
     return [c.id for c in found]
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def _job(leg: Leg, workdir: Path, commands: Sequence[str], *, env: Mapping[str, str] = {},
-         timeout: int = 30, mounts: Sequence[Mount] = (), name: str = "main",
-         marker: str = "") -> PhaseJob:
+def _job(
+    leg: Leg,
+    workdir: Path,
+    commands: Sequence[str],
+    *,
+    env: Mapping[str, str] = {},
+    timeout: int = 30,
+    mounts: Sequence[Mount] = (),
+    name: str = "main",
+    marker: str = "",
+) -> PhaseJob:
     return PhaseJob(
         run_id=leg.run_id,
         phase=Phase(name=name, image=IMAGE, commands=tuple(commands), timeout=timeout),
@@ -157,13 +166,20 @@ class Collected:
         return next(t.split("=", 1)[1] for t in self.texts() if t.startswith(f"{key}="))
 
 
-async def _run(leg: Leg, workdir: Path, *commands: str, env: Mapping[str, str] = {},
-               mounts: Sequence[Mount] = (), name: str = "main", marker: str = "",
-               timeout: int = 30,  # noqa: ASYNC109 (the phase's timeout, not this call's)
-               ) -> tuple[PhaseOutcome, Collected]:
+async def _run(
+    leg: Leg,
+    workdir: Path,
+    *commands: str,
+    env: Mapping[str, str] = {},
+    mounts: Sequence[Mount] = (),
+    name: str = "main",
+    marker: str = "",
+    timeout: int = 30,  # noqa: ASYNC109 (the phase's timeout, not this call's)
+) -> tuple[PhaseOutcome, Collected]:
     sink = Collected()
-    job = _job(leg, workdir, commands, env=env, timeout=timeout, mounts=mounts, name=name,
-               marker=marker)
+    job = _job(
+        leg, workdir, commands, env=env, timeout=timeout, mounts=mounts, name=name, marker=marker
+    )
     outcome = await asyncio.wait_for(leg.runner.run_phase(job, sink), 120)
     return outcome, sink
 
@@ -213,7 +229,8 @@ def _environ_has(pid: int, marker: str) -> bool:
 
 async def test_output_lines_arrive_in_order_on_their_stream(leg: Leg, tmp_path: Path) -> None:
     outcome, sink = await _run(
-        leg, tmp_path, "echo one; echo two >&2", "echo three", "printf 'no newline at end'")
+        leg, tmp_path, "echo one; echo two >&2", "echo three", "printf 'no newline at end'"
+    )
 
     assert outcome == PhaseOutcome(PhaseStatus.SUCCEEDED, 0)
     assert sink.texts(Stream.STDOUT) == ["one", "three", "no newline at end"]
@@ -221,12 +238,16 @@ async def test_output_lines_arrive_in_order_on_their_stream(leg: Leg, tmp_path: 
 
 
 async def test_variables_arrive_verbatim_never_interpreted(leg: Leg, tmp_path: Path) -> None:
-    tricky = "it's \"quoted\" $(touch pwned) `touch pwned2` ${HOME} and  spaces\nsecond line;"
+    tricky = 'it\'s "quoted" $(touch pwned) `touch pwned2` ${HOME} and  spaces\nsecond line;'
 
     outcome, sink = await _run(
-        leg, tmp_path, 'printf "%s" "$TRICKY" > value.txt',
+        leg,
+        tmp_path,
+        'printf "%s" "$TRICKY" > value.txt',
         'echo "run=$OPSICLE_RUN_ID"; echo "phase=$OPSICLE_PHASE"',
-        env={"TRICKY": tricky}, name="show-env")
+        env={"TRICKY": tricky},
+        name="show-env",
+    )
 
     assert outcome.status is PhaseStatus.SUCCEEDED
     assert (tmp_path / "value.txt").read_text() == tricky
@@ -237,7 +258,8 @@ async def test_variables_arrive_verbatim_never_interpreted(leg: Leg, tmp_path: P
 
 
 async def test_the_workers_environment_does_not_leak(
-        leg: Leg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    leg: Leg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPSICLE_TEST_WORKER_SECRET", "hunter2")
 
     outcome, sink = await _run(leg, tmp_path, "env")
@@ -259,20 +281,29 @@ async def test_commands_stop_at_the_first_that_fails(leg: Leg, tmp_path: Path) -
 
 async def test_each_command_is_joined_whole(leg: Leg, tmp_path: Path) -> None:
     outcome, sink = await _run(
-        leg, tmp_path, "false || echo rescued", "echo second # a comment", "mkdir sub && cd sub",
-        'echo "in=$(basename "$PWD")"')
+        leg,
+        tmp_path,
+        "false || echo rescued",
+        "echo second # a comment",
+        "mkdir sub && cd sub",
+        'echo "in=$(basename "$PWD")"',
+    )
 
     assert outcome.status is PhaseStatus.SUCCEEDED
     assert sink.texts() == ["rescued", "second", "in=sub"]
 
 
-@pytest.mark.parametrize(("command", "status", "code"), [
-    ("true", PhaseStatus.SUCCEEDED, 0),
-    ("false", PhaseStatus.FAILED, 1),
-    ("exit 42", PhaseStatus.FAILED, 42),
-])
-async def test_exit_codes(leg: Leg, tmp_path: Path, command: str, status: PhaseStatus,
-                          code: int) -> None:
+@pytest.mark.parametrize(
+    ("command", "status", "code"),
+    [
+        ("true", PhaseStatus.SUCCEEDED, 0),
+        ("false", PhaseStatus.FAILED, 1),
+        ("exit 42", PhaseStatus.FAILED, 42),
+    ],
+)
+async def test_exit_codes(
+    leg: Leg, tmp_path: Path, command: str, status: PhaseStatus, code: int
+) -> None:
     outcome, _ = await _run(leg, tmp_path, command)
 
     assert (outcome.status, outcome.exit_code) == (status, code)
@@ -282,8 +313,13 @@ async def test_exit_codes(leg: Leg, tmp_path: Path, command: str, status: PhaseS
 
 
 async def test_the_work_directory_is_shared_between_phases(leg: Leg, tmp_path: Path) -> None:
-    first, _ = await _run(leg, tmp_path, 'echo "from the first phase" > note.txt',
-                          'test "$PWD" = "$OPSICLE_WORKDIR"', name="write")
+    first, _ = await _run(
+        leg,
+        tmp_path,
+        'echo "from the first phase" > note.txt',
+        'test "$PWD" = "$OPSICLE_WORKDIR"',
+        name="write",
+    )
     second, sink = await _run(leg, tmp_path, "cat note.txt", name="read")
 
     assert first.status is PhaseStatus.SUCCEEDED
@@ -291,8 +327,7 @@ async def test_the_work_directory_is_shared_between_phases(leg: Leg, tmp_path: P
     assert sink.texts() == ["from the first phase"]
 
 
-async def test_a_mount_written_by_one_phase_is_seen_by_the_next(
-        leg: Leg, tmp_path: Path) -> None:
+async def test_a_mount_written_by_one_phase_is_seen_by_the_next(leg: Leg, tmp_path: Path) -> None:
     host = tmp_path / "data"
     host.mkdir()
     workdir = tmp_path / "work"
@@ -331,7 +366,8 @@ _LINGER = 'echo "shell=$$"; sleep 1000 & echo "child=$!"; wait'
 
 
 async def test_a_timed_out_phase_is_stopped_with_everything_it_started(
-        leg: Leg, tmp_path: Path) -> None:
+    leg: Leg, tmp_path: Path
+) -> None:
     marker = uuid.uuid4().hex
 
     outcome, sink = await _run(leg, tmp_path, _LINGER, timeout=1, marker=marker)
@@ -343,26 +379,25 @@ async def test_a_timed_out_phase_is_stopped_with_everything_it_started(
 
 async def test_the_phase_gets_sigterm_before_the_kill(leg: Leg, tmp_path: Path) -> None:
     outcome, sink = await _run(
-        leg, tmp_path, "trap 'echo got-TERM; exit 9' TERM; sleep 1000 & wait", timeout=1)
+        leg, tmp_path, "trap 'echo got-TERM; exit 9' TERM; sleep 1000 & wait", timeout=1
+    )
 
     assert outcome.status is PhaseStatus.TIMED_OUT
     assert "got-TERM" in sink.texts()
 
 
 async def test_a_phase_ignoring_sigterm_is_killed_after_the_grace_period(
-        leg: Leg, tmp_path: Path) -> None:
+    leg: Leg, tmp_path: Path
+) -> None:
     marker = uuid.uuid4().hex
 
-    outcome, sink = await _run(leg, tmp_path, f"trap '' TERM; {_LINGER}", timeout=1,
-                               marker=marker)
+    outcome, sink = await _run(leg, tmp_path, f"trap '' TERM; {_LINGER}", timeout=1, marker=marker)
 
     assert outcome.status is PhaseStatus.TIMED_OUT
-    await _assert_nothing_left(leg, marker, [int(sink.value("shell")),
-                                             int(sink.value("child"))])
+    await _assert_nothing_left(leg, marker, [int(sink.value("shell")), int(sink.value("child"))])
 
 
-async def test_cancelling_the_caller_stops_the_phase_and_reraises(
-        leg: Leg, tmp_path: Path) -> None:
+async def test_cancelling_the_caller_stops_the_phase_and_reraises(leg: Leg, tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     sink = Collected()
     started = sink.on("child=")
@@ -374,19 +409,20 @@ async def test_cancelling_the_caller_stops_the_phase_and_reraises(
 
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 60)
-    await _assert_nothing_left(leg, marker, [int(sink.value("shell")),
-                                             int(sink.value("child"))])
+    await _assert_nothing_left(leg, marker, [int(sink.value("shell")), int(sink.value("child"))])
 
 
 async def test_a_failing_sink_stops_the_phase_and_its_error_propagates(
-        leg: Leg, tmp_path: Path) -> None:
+    leg: Leg, tmp_path: Path
+) -> None:
     marker = uuid.uuid4().hex
 
     async def broken(line: OutputLine) -> None:
-        raise RuntimeError("log store is down")
+        # An OSError on purpose: it must not pass for the engine or the pipes failing.
+        raise ConnectionError("log store is down")
 
     job = _job(leg, tmp_path, ["echo hello; sleep 1000 & wait"], timeout=600, marker=marker)
-    with pytest.raises(RuntimeError, match="log store is down"):
+    with pytest.raises(ConnectionError, match="log store is down"):
         await asyncio.wait_for(leg.runner.run_phase(job, broken), 60)
     await _assert_nothing_left(leg, marker)
 
@@ -394,8 +430,9 @@ async def test_a_failing_sink_stops_the_phase_and_its_error_propagates(
 async def test_a_phase_that_exits_leaves_nothing_running(leg: Leg, tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
 
-    outcome, sink = await _run(leg, tmp_path, 'sleep 1000 > /dev/null 2>&1 & echo "child=$!"',
-                               marker=marker)
+    outcome, sink = await _run(
+        leg, tmp_path, 'sleep 1000 > /dev/null 2>&1 & echo "child=$!"', marker=marker
+    )
 
     assert outcome.status is PhaseStatus.SUCCEEDED
     await _assert_nothing_left(leg, marker, [int(sink.value("child"))])
@@ -406,8 +443,13 @@ async def test_a_process_that_left_the_group_is_stopped_too(leg: Leg, tmp_path: 
         pytest.skip("without a PID namespace a process that calls setsid escapes; documented")
     marker = uuid.uuid4().hex
 
-    outcome, _ = await _run(leg, tmp_path, "setsid sleep 1000 > /dev/null 2>&1 < /dev/null &",
-                            "echo started", marker=marker)
+    outcome, _ = await _run(
+        leg,
+        tmp_path,
+        "setsid sleep 1000 > /dev/null 2>&1 < /dev/null &",
+        "echo started",
+        marker=marker,
+    )
 
     assert outcome.status is PhaseStatus.SUCCEEDED
     await _assert_nothing_left(leg, marker)
@@ -433,8 +475,9 @@ async def test_there_is_no_network(leg: Leg, tmp_path: Path) -> None:
 async def test_a_very_long_line_arrives_in_bounded_pieces(leg: Leg, tmp_path: Path) -> None:
     size = 3 * MAX_LINE_BYTES + 1000
 
-    outcome, sink = await _run(leg, tmp_path,
-                               f"head -c {size} /dev/zero | tr '\\0' x; echo; echo after")
+    outcome, sink = await _run(
+        leg, tmp_path, f"head -c {size} /dev/zero | tr '\\0' x; echo; echo after"
+    )
 
     assert outcome.status is PhaseStatus.SUCCEEDED
     texts = sink.texts()
@@ -471,12 +514,12 @@ async def test_a_large_output_is_streamed_with_bounded_memory(leg: Leg, tmp_path
 # ---------------------------------------------------------------- prepare
 
 
-async def test_the_docker_runner_refuses_a_missing_image_naming_the_phase(
-        docker_url: str) -> None:
+async def test_the_docker_runner_refuses_a_missing_image_naming_the_phase(docker_url: str) -> None:
     runner = DockerRunner(docker_url, grace_seconds=GRACE)
     image = f"opsicle-test-missing-{uuid.uuid4().hex[:8]}:none"
-    spec = AutomationSpec(phases=(Phase("fine", IMAGE, ("true",)),
-                                  Phase("deploy", image, ("true",))))
+    spec = AutomationSpec(
+        phases=(Phase("fine", IMAGE, ("true",)), Phase("deploy", image, ("true",)))
+    )
 
     with pytest.raises(Invalid) as caught:
         await runner.prepare(spec, ())
@@ -489,11 +532,13 @@ async def test_the_docker_runner_refuses_a_missing_image_naming_the_phase(
 
 
 async def test_the_docker_runner_refuses_to_run_a_missing_image(
-        docker_url: str, tmp_path: Path) -> None:
+    docker_url: str, tmp_path: Path
+) -> None:
     leg = Leg("docker", DockerRunner(docker_url, grace_seconds=GRACE), True, docker_url)
-    job = attrs.evolve(_job(leg, tmp_path, ["true"], name="deploy"),
-                       phase=Phase("deploy", f"opsicle-test-missing-{uuid.uuid4().hex[:8]}:x",
-                                   ("true",)))
+    job = attrs.evolve(
+        _job(leg, tmp_path, ["true"], name="deploy"),
+        phase=Phase("deploy", f"opsicle-test-missing-{uuid.uuid4().hex[:8]}:x", ("true",)),
+    )
 
     with pytest.raises(Invalid, match="'deploy'"):
         await leg.runner.run_phase(job, Collected())
@@ -532,7 +577,8 @@ async def test_the_unsandboxed_runner_refuses_a_read_only_mount(tmp_path: Path) 
 
 
 def test_without_bubblewrap_the_process_runner_says_it_is_unsandboxed(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
 
     runner = ProcessRunner()
@@ -549,4 +595,3 @@ async def test_the_sandboxed_runner_moves_mounts(tmp_path: Path) -> None:
     await runner.prepare(spec, [Mount(str(tmp_path), "/tmp/elsewhere")])
     with pytest.raises(Invalid, match="'backup'"):
         await runner.prepare(spec, [Mount(str(tmp_path), "/no/such/place/on/this/host")])
-

@@ -21,7 +21,7 @@ from adapters.runners.shared import (
 )
 from domain.automations import PhaseStatus
 from domain.errors import FieldError, Invalid, Unavailable
-from domain.ports import LineSink, Mount, PhaseJob, PhaseOutcome, Stream
+from domain.ports import LineSink, Mount, OutputLine, PhaseJob, PhaseOutcome, Stream
 from domain.resources import AutomationSpec
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
@@ -105,15 +105,21 @@ class DockerRunner:
 
     def describe(self) -> str:
         images = "pulls missing images" if self.pull else "uses local images only, never pulls"
-        return (f"docker runner, engine at {self.url}: one container per phase, no network "
-                f"unless a phase asks; {images}")
+        return (
+            f"docker runner, engine at {self.url}: one container per phase, no network "
+            f"unless a phase asks; {images}"
+        )
 
     async def prepare(self, spec: AutomationSpec, mounts: Sequence[Mount]) -> None:
         errors: list[FieldError] = []
         for i, m in enumerate(mounts):
             if not (m.host.startswith("/") and m.container.startswith("/")):
-                errors.append(FieldError(f"volumeMounts[{i}]", f"{m.host} -> {m.container}: "
-                                                              "both paths must be absolute"))
+                errors.append(
+                    FieldError(
+                        f"volumeMounts[{i}]",
+                        f"{m.host} -> {m.container}: both paths must be absolute",
+                    )
+                )
         async with _engine(self.url) as docker:
             try:
                 await asyncio.wait_for(docker.version(), PROBE_SECONDS)
@@ -124,18 +130,23 @@ class DockerRunner:
                 if phase.image not in checked:
                     checked[phase.image] = await self._ensure_image(docker, phase.image)
                 if not checked[phase.image]:
-                    errors.append(FieldError(f"phases[{i}].image", self._missing(phase.name,
-                                                                                 phase.image)))
+                    errors.append(
+                        FieldError(f"phases[{i}].image", self._missing(phase.name, phase.image))
+                    )
         if errors:
             raise Invalid("the docker runner cannot run this automation", errors=tuple(errors))
 
     def _missing(self, phase: str, image: str) -> str:
         if self.pull:
-            return (f"phase {phase!r}: image {image} is not on the Docker engine at "
-                    f"{self.url} and pulling it failed")
-        return (f"phase {phase!r}: image {image} is not on the Docker engine at {self.url}; "
-                "Opsicle never pulls images unless --pull is given (or load it with "
-                "`docker load` / `docker import`)")
+            return (
+                f"phase {phase!r}: image {image} is not on the Docker engine at "
+                f"{self.url} and pulling it failed"
+            )
+        return (
+            f"phase {phase!r}: image {image} is not on the Docker engine at {self.url}; "
+            "Opsicle never pulls images unless --pull is given (or load it with "
+            "`docker load` / `docker import`)"
+        )
 
     async def _ensure_image(self, docker: aiodocker.Docker, image: str) -> bool:
         if await _has_image(docker, image):
@@ -147,17 +158,28 @@ class DockerRunner:
         return await _has_image(docker, image)
 
     async def run_phase(self, job: PhaseJob, sink: LineSink) -> PhaseOutcome:
+        try:
+            return await self._run_phase(job, sink)
+        except _SinkFailed as failed:
+            raise failed.error from None
+
+    async def _run_phase(self, job: PhaseJob, sink: LineSink) -> PhaseOutcome:
         config = self._container_config(job)
         async with _engine(self.url) as docker:
             try:
                 container = await docker.containers.create(config)
             except aiodocker.DockerError as exc:
                 if exc.status == 404:
-                    raise Invalid(self._missing(job.phase.name, job.phase.image),
-                                  errors=(FieldError("image", self._missing(
-                                      job.phase.name, job.phase.image)),)) from exc
-                raise Unavailable(f"phase {job.phase.name!r}: the Docker engine could not "
-                                  f"create its container: {exc}") from exc
+                    raise Invalid(
+                        self._missing(job.phase.name, job.phase.image),
+                        errors=(
+                            FieldError("image", self._missing(job.phase.name, job.phase.image)),
+                        ),
+                    ) from exc
+                raise Unavailable(
+                    f"phase {job.phase.name!r}: the Docker engine could not "
+                    f"create its container: {exc}"
+                ) from exc
             try:
                 return await self._run(container, job, sink)
             finally:
@@ -173,8 +195,7 @@ class DockerRunner:
         env.update(opsicle_env(job, CONTAINER_WORKDIR))
         check_env(job, env)
         binds = [f"{job.workdir}:{CONTAINER_WORKDIR}"]
-        binds += [f"{m.host}:{m.container}" + (":ro" if m.read_only else "")
-                  for m in job.mounts]
+        binds += [f"{m.host}:{m.container}" + (":ro" if m.read_only else "") for m in job.mounts]
         host_config: dict[str, Any] = {
             "Binds": binds,
             # Output reaches Opsicle through the attach stream; a log file on the engine
@@ -220,8 +241,9 @@ class DockerRunner:
                     task.cancel()
                 await asyncio.gather(pump, waiter, return_exceptions=True)
         if timed_out:
-            return PhaseOutcome(PhaseStatus.TIMED_OUT, None,
-                                f"timed out after {job.phase.timeout}s")
+            return PhaseOutcome(
+                PhaseStatus.TIMED_OUT, None, f"timed out after {job.phase.timeout}s"
+            )
         status = waiter.result()
         code = int(status.get("StatusCode", -1))
         if code == 0:
@@ -235,8 +257,9 @@ class DockerRunner:
             await asyncio.wait_for(container.kill(signal="SIGTERM"), CLEANUP_SECONDS)
             # The shell is PID 1, which ignores SIGTERM unless it traps it, and the engine
             # signals only PID 1: tell the rest of the phase's processes as well.
-            signaller = await container.exec(["/bin/sh", "-c", "kill -TERM -1"],
-                                             stdout=False, stderr=False)
+            signaller = await container.exec(
+                ["/bin/sh", "-c", "kill -TERM -1"], stdout=False, stderr=False
+            )
             await asyncio.wait_for(signaller.start(detach=True), CLEANUP_SECONDS)
         try:
             await asyncio.wait_for(asyncio.shield(waiter), self._grace)
@@ -253,11 +276,30 @@ class DockerRunner:
                 await asyncio.wait_for(container.delete(force=True), CLEANUP_SECONDS)
             except aiodocker.DockerError as exc:
                 if exc.status != 404:
-                    raise Unavailable(f"could not remove container {container_id[:12]}: "
-                                      f"{exc}") from exc
+                    raise Unavailable(
+                        f"could not remove container {container_id[:12]}: {exc}"
+                    ) from exc
+
+
+class _SinkFailed(Exception):
+    """The sink's own failure, kept apart from engine errors so it is not taken for one."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 async def _pump(stream: Any, sink: LineSink) -> None:
+    async def guarded(line: OutputLine) -> None:
+        try:
+            await sink(line)
+        except Exception as exc:
+            raise _SinkFailed(exc) from exc
+
+    await _read(stream, guarded)
+
+
+async def _read(stream: Any, sink: LineSink) -> None:
     splitters = {1: LineSplitter(), 2: LineSplitter()}
     streams = {1: Stream.STDOUT, 2: Stream.STDERR}
     while (message := await stream.read_out()) is not None:

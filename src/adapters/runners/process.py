@@ -68,10 +68,14 @@ class ProcessRunner:
 
     def describe(self) -> str:
         if self.sandboxed:
-            return (f"process runner, sandboxed with bubblewrap ({self._bwrap}): read-only "
-                    "host, private /tmp, no network unless a phase asks")
-        return (f"process runner, unsandboxed ({self._why_unsandboxed()}): phases run as this "
-                "user with full access to the host and its network")
+            return (
+                f"process runner, sandboxed with bubblewrap ({self._bwrap}): read-only "
+                "host, private /tmp, no network unless a phase asks"
+            )
+        return (
+            f"process runner, unsandboxed ({self._why_unsandboxed()}): phases run as this "
+            "user with full access to the host and its network"
+        )
 
     def _probe(self) -> bool:
         if self._bwrap is None:
@@ -79,8 +83,11 @@ class ProcessRunner:
         try:
             done = subprocess.run(
                 [self._bwrap, *self._isolation(network=False), "--", "/bin/true"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, timeout=10, check=False,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=10,
+                check=False,
             )
         except (OSError, subprocess.SubprocessError):
             return False
@@ -168,8 +175,9 @@ class ProcessRunner:
         if failure is not None:
             raise failure
         if timed_out:
-            return PhaseOutcome(PhaseStatus.TIMED_OUT, None,
-                                f"timed out after {job.phase.timeout}s")
+            return PhaseOutcome(
+                PhaseStatus.TIMED_OUT, None, f"timed out after {job.phase.timeout}s"
+            )
         return _outcome(proc.returncode)
 
     async def _stop(self, group: _Group, waiter: asyncio.Task[int]) -> None:
@@ -183,8 +191,19 @@ class ProcessRunner:
             group.kill(signal.SIGKILL)
 
     def _isolation(self, *, network: bool) -> list[str]:
-        args = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", SANDBOX_TMP,
-                "--unshare-all", "--die-with-parent"]
+        args = [
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            SANDBOX_TMP,
+            "--unshare-all",
+            "--die-with-parent",
+        ]
         if network:
             args.append("--share-net")
         return args
@@ -198,33 +217,41 @@ class ProcessRunner:
         return args
 
 
-def _mount_errors(spec: AutomationSpec, mounts: Sequence[Mount], *, sandboxed: bool,
-                  why: str) -> tuple[FieldError, ...]:
+def _mount_errors(
+    spec: AutomationSpec, mounts: Sequence[Mount], *, sandboxed: bool, why: str
+) -> tuple[FieldError, ...]:
     first = spec.phases[0].name if spec.phases else "(none)"
-    errors: list[FieldError] = []
+    errors = []
     for i, m in enumerate(mounts):
-        where = f"volumeMounts[{i}]"
-        if not (os.path.isabs(m.host) and os.path.isabs(m.container)):
-            errors.append(FieldError(where, f"{m.host} -> {m.container}: both paths must "
-                                            "be absolute"))
-        elif not os.path.exists(m.host):
-            errors.append(FieldError(where, f"host path {m.host} does not exist"))
-        elif not sandboxed and os.path.normpath(m.host) != os.path.normpath(m.container):
-            errors.append(FieldError(where, (
-                f"phase {first!r}: mount {m.host} -> {m.container} cannot be provided: "
-                f"the process runner is unsandboxed ({why}), so a "
-                "mount's container path must equal its host path; install bubblewrap "
-                "or use the docker runner")))
-        elif not sandboxed and m.read_only:
-            errors.append(FieldError(where, (
-                f"phase {first!r}: read-only mount {m.host} cannot be enforced: the process "
-                f"runner is unsandboxed ({why}); install bubblewrap or use the docker runner")))
-        elif sandboxed and not _mountable(m.container):
-            errors.append(FieldError(where, (
-                f"phase {first!r}: mount {m.host} -> {m.container}: the sandbox's root is "
-                "this host's, read-only, so the container path must exist on this host "
-                "or lie under /tmp; create it or use the docker runner")))
+        problem = _mount_problem(m, sandboxed=sandboxed, why=why)
+        if problem:
+            errors.append(FieldError(f"volumeMounts[{i}]", f"phase {first!r}: {problem}"))
     return tuple(errors)
+
+
+def _mount_problem(m: Mount, *, sandboxed: bool, why: str) -> str | None:
+    where = f"mount {m.host} -> {m.container}"
+    instead = "install bubblewrap or use the docker runner"
+    if not (os.path.isabs(m.host) and os.path.isabs(m.container)):
+        return f"{where}: both paths must be absolute"
+    if not os.path.exists(m.host):
+        return f"{where}: host path {m.host} does not exist"
+    if not sandboxed and os.path.normpath(m.host) != os.path.normpath(m.container):
+        return (
+            f"{where} cannot be provided: the process runner is unsandboxed ({why}), so a "
+            f"mount's container path must equal its host path; {instead}"
+        )
+    if not sandboxed and m.read_only:
+        return (
+            f"{where} cannot be made read-only: the process runner is unsandboxed ({why}); "
+            f"{instead}"
+        )
+    if sandboxed and not _mountable(m.container):
+        return (
+            f"{where}: the sandbox's root is this host's, read-only, so the container path "
+            "must exist on this host or lie under /tmp; create it or use the docker runner"
+        )
+    return None
 
 
 def _mountable(container: str) -> bool:
@@ -279,8 +306,9 @@ class _Pipe:
                 os.close(self.fd)
 
 
-async def _finish(waiter: asyncio.Task[int], pumps: list[asyncio.Task[None]],
-                  pipes: list[_Pipe]) -> BaseException | None:
+async def _finish(
+    waiter: asyncio.Task[int], pumps: list[asyncio.Task[None]], pipes: list[_Pipe]
+) -> BaseException | None:
     """Reap the shell, take the output still in the pipes (boundedly), close everything.
 
     Returns the sink's failure, if it failed, for the caller to raise.

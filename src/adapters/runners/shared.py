@@ -25,16 +25,21 @@ def join_commands(commands: Sequence[str]) -> str:
 
 def opsicle_env(job: PhaseJob, workdir: str) -> dict[str, str]:
     """What Opsicle tells every phase about itself; it wins over variables of the same name."""
-    return {"OPSICLE_RUN_ID": job.run_id, "OPSICLE_PHASE": job.phase.name,
-            "OPSICLE_WORKDIR": workdir}
+    return {
+        "OPSICLE_RUN_ID": job.run_id,
+        "OPSICLE_PHASE": job.phase.name,
+        "OPSICLE_WORKDIR": workdir,
+    }
 
 
 def check_env(job: PhaseJob, env: Mapping[str, str]) -> None:
     """Raise ``Invalid`` for variables no process environment can carry."""
     bad = sorted(k for k, v in env.items() if not k or "=" in k or "\0" in k or "\0" in v)
     if bad:
-        raise Invalid(f"phase {job.phase.name!r}: environment variables that cannot be "
-                      f"passed to a process: {', '.join(map(repr, bad))}")
+        raise Invalid(
+            f"phase {job.phase.name!r}: environment variables that cannot be "
+            f"passed to a process: {', '.join(map(repr, bad))}"
+        )
 
 
 def _char_boundary(buf: bytearray, start: int, end: int) -> int:
@@ -87,8 +92,9 @@ async def emit(sink: LineSink, stream: Stream, lines: list[str]) -> None:
         await sink(OutputLine(stream=stream, text=text))
 
 
-async def wait_for_exit(waiter: asyncio.Task[object], pumps: Sequence[asyncio.Task[None]],
-                        seconds: float) -> bool:
+async def wait_for_exit(
+    waiter: asyncio.Task[object], pumps: Sequence[asyncio.Task[None]], seconds: float
+) -> bool:
     """Wait ``seconds`` at most for the phase to exit; True on timeout.
 
     A pump that fails (the sink raised) ends the wait by raising its exception.
@@ -100,8 +106,9 @@ async def wait_for_exit(waiter: asyncio.Task[object], pumps: Sequence[asyncio.Ta
         remaining = deadline - loop.time()
         if remaining <= 0:
             return True
-        done, pending = await asyncio.wait(pending, timeout=remaining,
-                                           return_when=asyncio.FIRST_COMPLETED)
+        done, pending = await asyncio.wait(
+            pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+        )
         for task in done:
             if task is not waiter:
                 task.result()
