@@ -190,11 +190,9 @@ class ProcessRunner:
         finally:
             group.kill(signal.SIGKILL)
 
-    def _isolation(self, *, network: bool) -> list[str]:
+    def _isolation(self, *, network: bool, targets: Sequence[str] = ()) -> list[str]:
         args = [
-            "--ro-bind",
-            "/",
-            "/",
+            *_root_args(targets),
             "--dev",
             "/dev",
             "--proc",
@@ -209,12 +207,58 @@ class ProcessRunner:
         return args
 
     def _sandbox_args(self, job: PhaseJob) -> list[str]:
-        args = self._isolation(network=job.network)
+        targets = [m.container for m in job.mounts]
+        args = self._isolation(network=job.network, targets=targets)
         args += ["--bind", job.workdir, job.workdir]
         for m in job.mounts:
             args += ["--ro-bind" if m.read_only else "--bind", m.host, m.container]
+        if _rebuilt(targets):
+            # The rebuilt root is a tmpfs; once the mount points exist it becomes read-only too.
+            args += ["--remount-ro", "/"]
         args += ["--chdir", job.workdir]
         return args
+
+
+def _rebuilt(targets: Sequence[str]) -> set[str]:
+    """Directories to rebuild (not bind whole) so the missing mount targets can be created.
+
+    The sandbox shows this host's root read-only, where no new mount point can be made;
+    each existing ancestor of a missing target is recreated instead, its entries bound one
+    by one, leaving room for the new directory.
+    """
+    rebuilt: set[str] = set()
+    for target in targets:
+        path = Path(os.path.normpath(target))
+        if path.exists() or Path(SANDBOX_TMP) in path.parents:
+            continue
+        present = path.parent
+        while not present.exists():
+            present = present.parent
+        rebuilt.update(str(p) for p in (present, *present.parents))
+    return rebuilt
+
+
+def _root_args(targets: Sequence[str]) -> list[str]:
+    rebuilt = _rebuilt(targets)
+    if not rebuilt:
+        return ["--ro-bind", "/", "/"]
+    args: list[str] = []
+    _rebuild("/", rebuilt, args)
+    return args
+
+
+def _rebuild(directory: str, rebuilt: set[str], args: list[str]) -> None:
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        path = entry.path
+        if path in ("/proc", "/dev", SANDBOX_TMP):
+            continue
+        if entry.is_symlink():
+            args += ["--symlink", os.readlink(path), path]
+        elif path in rebuilt and entry.is_dir():
+            args += ["--dir", path]
+            _rebuild(path, rebuilt, args)
+        else:
+            args += ["--ro-bind", path, path]
 
 
 def _mount_errors(
@@ -248,15 +292,21 @@ def _mount_problem(m: Mount, *, sandboxed: bool, why: str) -> str | None:
         )
     if sandboxed and not _mountable(m.container):
         return (
-            f"{where}: the sandbox's root is this host's, read-only, so the container path "
-            "must exist on this host or lie under /tmp; create it or use the docker runner"
+            f"{where}: a symlink on this host leads into the container path, so the sandbox "
+            "cannot create it; mount it elsewhere or use the docker runner"
         )
     return None
 
 
 def _mountable(container: str) -> bool:
+    # A missing target can be made unless a symlink leads into a directory bound whole.
     path = Path(os.path.normpath(container))
-    return path.exists() or Path(SANDBOX_TMP) in path.parents
+    if path.exists() or Path(SANDBOX_TMP) in path.parents:
+        return True
+    present = path.parent
+    while not present.exists():
+        present = present.parent
+    return os.path.realpath(present) == str(present)
 
 
 def _environment(job: PhaseJob) -> dict[str, str]:
