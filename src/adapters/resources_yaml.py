@@ -38,7 +38,7 @@ class _Builder:
             self.loader.flatten_mapping(node)
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = self.loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+                key = self.loader.construct_object(key_node, deep=True)
                 child = f"{path}.{key}" if path else str(key)
                 if isinstance(key, list | dict):
                     key = str(key)
@@ -54,7 +54,7 @@ class _Builder:
                 self.positions[child] = _position(item)
                 items.append(self.build(item, child))
             return items
-        return self.loader.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+        return self.loader.construct_object(node, deep=True)
 
     def locate(self, field: str) -> Position | None:
         """The position of ``field``, or of its nearest ancestor that exists in the file."""
@@ -82,9 +82,14 @@ def parse_text(
         loader = yaml.SafeLoader(text)
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
-        raise Invalid(f"{source} is not valid", errors=(FieldError(
-            "", f"not valid YAML: character {exc.character!r} is not allowed", source, line),
-        )) from exc
+        raise Invalid(
+            f"{source} is not valid",
+            errors=(
+                FieldError(
+                    "", f"not valid YAML: character {exc.character!r} is not allowed", source, line
+                ),
+            ),
+        ) from exc
     try:
         while loader.check_node():
             node = loader.get_node()
@@ -101,30 +106,52 @@ def parse_text(
             except Invalid as exc:
                 for err in exc.errors:
                     line, column = builder.locate(err.field) or (start, 1)
-                    errors.append(attrs.evolve(err, source=source, line=line, column=column,
-                                               message=prefix + err.message if prefix else err.message))
+                    errors.append(
+                        attrs.evolve(
+                            err,
+                            source=source,
+                            line=line,
+                            column=column,
+                            message=prefix + err.message if prefix else err.message,
+                        )
+                    )
             else:
-                segment = "\n".join(text.splitlines()[node.start_mark.line:node.end_mark.line + 1])
+                segment = "\n".join(
+                    text.splitlines()[node.start_mark.line : node.end_mark.line + 1]
+                )
                 documents.append(Document(resource, source, index, segment))
             index += 1
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         problem = " ".join(p for p in (exc.context, exc.problem) if p) or "is not valid YAML"
         errors.append(FieldError("", f"not valid YAML: {problem}", source, line, column))
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
-        errors.append(FieldError(
-            "", f"not valid YAML: character {exc.character!r} is not allowed", source, line))
+        errors.append(
+            FieldError(
+                "", f"not valid YAML: character {exc.character!r} is not allowed", source, line
+            )
+        )
     finally:
         loader.dispose()
     if errors:
         errors.sort(key=lambda e: (e.line or 0, e.column or 0))
         raise Invalid(f"{source} is not valid", errors=tuple(errors))
     if not documents:
-        raise Invalid(f"{source} is not valid", errors=(
-            FieldError("", "has no resource (expected a document with apiVersion, type, "
-                           "metadata and spec)", source, 1, 1),))
+        raise Invalid(
+            f"{source} is not valid",
+            errors=(
+                FieldError(
+                    "",
+                    "has no resource (expected a document with apiVersion, type, "
+                    "metadata and spec)",
+                    source,
+                    1,
+                    1,
+                ),
+            ),
+        )
     return documents
 
 
@@ -133,11 +160,13 @@ def load_file(path: Path, *, expected: Sequence[Kind] = ()) -> list[Document]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise Invalid(f"{path}: no such file", errors=(
-            FieldError("", "no such file", str(path)),)) from exc
+        raise Invalid(
+            f"{path}: no such file", errors=(FieldError("", "no such file", str(path)),)
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise Invalid(f"{path} cannot be read", errors=(
-            FieldError("", f"cannot be read: {exc}", str(path)),)) from exc
+        raise Invalid(
+            f"{path} cannot be read", errors=(FieldError("", f"cannot be read: {exc}", str(path)),)
+        ) from exc
     return parse_text(text, str(path), expected=expected)
 
 

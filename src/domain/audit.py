@@ -38,10 +38,17 @@ class AuditEvent:
 def digest(event: AuditEvent) -> str:
     """SHA-256 over every field but ``hash``, in a fixed canonical JSON form."""
     body = {
-        "id": event.id, "at": event.at.isoformat(), "actor": event.actor, "verb": event.verb,
-        "resource_type": event.resource_type, "resource_id": event.resource_id,
-        "org_id": event.org_id, "outcome": event.outcome.value, "source_ip": event.source_ip,
-        "user_agent": event.user_agent, "data": dict(sorted(event.data.items())),
+        "id": event.id,
+        "at": event.at.isoformat(),
+        "actor": event.actor,
+        "verb": event.verb,
+        "resource_type": event.resource_type,
+        "resource_id": event.resource_id,
+        "org_id": event.org_id,
+        "outcome": event.outcome.value,
+        "source_ip": event.source_ip,
+        "user_agent": event.user_agent,
+        "data": dict(sorted(event.data.items())),
         "previous_hash": event.previous_hash,
     }
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import attrs
 
@@ -30,17 +31,33 @@ class RunStatus(StrEnum):
         return self in TERMINAL
 
 
-TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED,
-                      RunStatus.TIMED_OUT, RunStatus.REJECTED, RunStatus.EXPIRED})
+TERMINAL = frozenset(
+    {
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        RunStatus.TIMED_OUT,
+        RunStatus.REJECTED,
+        RunStatus.EXPIRED,
+    }
+)
 
 # The run lifecycle. RUNNING -> QUEUED is a lease that expired: the run goes back to the
 # queue while it has attempts left (see ``requeue``).
 TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
     RunStatus.PENDING_APPROVAL: frozenset(
-        {RunStatus.QUEUED, RunStatus.REJECTED, RunStatus.EXPIRED, RunStatus.CANCELLED}),
+        {RunStatus.QUEUED, RunStatus.REJECTED, RunStatus.EXPIRED, RunStatus.CANCELLED}
+    ),
     RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED}),
-    RunStatus.RUNNING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED,
-                                  RunStatus.TIMED_OUT, RunStatus.QUEUED}),
+    RunStatus.RUNNING: frozenset(
+        {
+            RunStatus.SUCCEEDED,
+            RunStatus.FAILED,
+            RunStatus.CANCELLED,
+            RunStatus.TIMED_OUT,
+            RunStatus.QUEUED,
+        }
+    ),
     **{s: frozenset() for s in TERMINAL},
 }
 
@@ -96,12 +113,18 @@ class Run:
 
 
 def new_run(
-    run_id: str, spec: AutomationSpec, at: datetime, *, needs_approval: bool = False, **fields: object
+    run_id: str,
+    spec: AutomationSpec,
+    at: datetime,
+    *,
+    needs_approval: bool = False,
+    **fields: Any,
 ) -> tuple[Run, RunEvent]:
+    """A new run, waiting for approval or queued; ``fields`` sets who asked, why and what."""
     status = RunStatus.PENDING_APPROVAL if needs_approval else RunStatus.QUEUED
-    run = Run(id=run_id, spec=spec, status=status, created_at=at, updated_at=at,
-              phases=tuple(PhaseResult(name=p.name) for p in spec.phases), **fields)  # type: ignore[arg-type]
-    return run, RunEvent(run_id=run_id, previous=None, status=status, at=at)
+    phases = tuple(PhaseResult(name=p.name) for p in spec.phases)
+    run = Run(id=run_id, spec=spec, status=status, created_at=at, updated_at=at, phases=phases)
+    return attrs.evolve(run, **fields), RunEvent(run_id=run_id, previous=None, status=status, at=at)
 
 
 def can_transition(current: RunStatus, target: RunStatus) -> bool:
@@ -111,13 +134,14 @@ def can_transition(current: RunStatus, target: RunStatus) -> bool:
 def transition(run: Run, target: RunStatus, at: datetime, reason: str = "") -> tuple[Run, RunEvent]:
     """Move ``run`` to ``target``; raise ``IllegalTransition`` if the table forbids it."""
     if not can_transition(run.status, target):
-        raise IllegalTransition(
-            f"run {run.id} cannot go from {run.status.value} to {target.value}")
-    if target is RunStatus.QUEUED and run.status is RunStatus.RUNNING:
-        if run.attempts >= MAX_ATTEMPTS:
-            raise IllegalTransition(
-                f"run {run.id} has used its {MAX_ATTEMPTS} attempts; it must fail")
-    changes: dict[str, object] = {"status": target, "updated_at": at, "reason": reason}
+        raise IllegalTransition(f"run {run.id} cannot go from {run.status.value} to {target.value}")
+    if (
+        target is RunStatus.QUEUED
+        and run.status is RunStatus.RUNNING
+        and (run.attempts >= MAX_ATTEMPTS)
+    ):
+        raise IllegalTransition(f"run {run.id} has used its {MAX_ATTEMPTS} attempts; it must fail")
+    changes: dict[str, Any] = {"status": target, "updated_at": at, "reason": reason}
     if target is RunStatus.RUNNING:
         changes["attempts"] = run.attempts + 1
         changes["started_at"] = run.started_at or at
@@ -127,22 +151,31 @@ def transition(run: Run, target: RunStatus, at: datetime, reason: str = "") -> t
     if target.terminal:
         changes["finished_at"] = at
         changes["phases"] = tuple(
-            attrs.evolve(p, status=PhaseStatus.SKIPPED) if p.status is PhaseStatus.PENDING
+            attrs.evolve(p, status=PhaseStatus.SKIPPED)
+            if p.status is PhaseStatus.PENDING
             else attrs.evolve(p, status=_PHASE_END.get(target, PhaseStatus.FAILED), finished_at=at)
-            if p.status is PhaseStatus.RUNNING else p
+            if p.status is PhaseStatus.RUNNING
+            else p
             for p in run.phases
         )
     return attrs.evolve(run, **changes), RunEvent(run.id, run.status, target, at, reason)
 
 
-_PHASE_END = {RunStatus.CANCELLED: PhaseStatus.CANCELLED, RunStatus.TIMED_OUT: PhaseStatus.TIMED_OUT}
+_PHASE_END = {
+    RunStatus.CANCELLED: PhaseStatus.CANCELLED,
+    RunStatus.TIMED_OUT: PhaseStatus.TIMED_OUT,
+}
 
 
 def record_phase(run: Run, result: PhaseResult) -> Run:
     """Replace the named phase's result; raise ``IllegalTransition`` unless the run is running."""
     if run.status is not RunStatus.RUNNING:
-        raise IllegalTransition(f"run {run.id} is {run.status.value}; phase results need it running")
+        raise IllegalTransition(
+            f"run {run.id} is {run.status.value}; phase results need it running"
+        )
     names = [p.name for p in run.phases]
     if result.name not in names:
         raise IllegalTransition(f"run {run.id} has no phase '{result.name}'")
-    return attrs.evolve(run, phases=tuple(result if p.name == result.name else p for p in run.phases))
+    return attrs.evolve(
+        run, phases=tuple(result if p.name == result.name else p for p in run.phases)
+    )

@@ -44,10 +44,16 @@ def check_org(name: str, code: str) -> None:
     """Name: 6–255 letters, digits, spaces and ``.,-&!():'``; code: 6–32 letters, digits, ``-``."""
     errors = []
     if not 6 <= len(name) <= 255 or not all(c.isalnum() or c in _NAME_CHARS for c in name):
-        errors.append(FieldError(
-            "name", "expected 6 to 255 letters, digits, spaces or . , - & ! ( ) : '"))
+        errors.append(
+            FieldError("name", "expected 6 to 255 letters, digits, spaces or . , - & ! ( ) : '")
+        )
     if not _CODE.match(code):
-        errors.append(FieldError(
-            "code", "expected 6 to 32 letters, digits or '-', starting and ending with a letter or digit"))
+        errors.append(
+            FieldError(
+                "code",
+                "expected 6 to 32 letters, digits or '-', "
+                "starting and ending with a letter or digit",
+            )
+        )
     if errors:
         raise Invalid("the organisation is not valid", errors=tuple(errors))

@@ -17,6 +17,7 @@ class Action(IntFlag):
     MANAGE = 32
 
 
+NO_ACTIONS = Action(0)
 ALL_ACTIONS = Action(63)
 REPORTER = Action.VIEW
 OPERATOR_USER = Action.VIEW | Action.EXECUTE
@@ -36,8 +37,8 @@ class Resource(StrEnum):
 
 @attrs.frozen
 class Grant:
-    allow: Action = Action(0)
-    deny: Action = Action(0)
+    allow: Action = NO_ACTIONS
+    deny: Action = NO_ACTIONS
 
 
 @attrs.frozen
@@ -54,13 +55,26 @@ WORKER_ROLE = "Worker (Default)"
 
 
 def default_roles(org_id: str, admin_id: str, worker_id: str) -> tuple[Role, Role]:
-    admin = Role(admin_id, org_id, ADMINISTRATOR_ROLE,
-                 {r: Grant(allow=ADMIN) for r in Resource}, builtin=True)
-    worker = Role(worker_id, org_id, WORKER_ROLE, {
-        Resource.AUTOMATION_LOGS: Grant(allow=Action.CREATE | Action.VIEW | Action.UPDATE | Action.MANAGE),
-        Resource.AUTOMATIONS: Grant(allow=Action.CREATE | Action.VIEW | Action.UPDATE),
-        Resource.TEMPLATES: Grant(allow=Action.VIEW),
-    }, builtin=True)
+    admin = Role(
+        admin_id,
+        org_id,
+        ADMINISTRATOR_ROLE,
+        {r: Grant(allow=ADMIN) for r in Resource},
+        builtin=True,
+    )
+    worker = Role(
+        worker_id,
+        org_id,
+        WORKER_ROLE,
+        {
+            Resource.AUTOMATION_LOGS: Grant(
+                allow=Action.CREATE | Action.VIEW | Action.UPDATE | Action.MANAGE
+            ),
+            Resource.AUTOMATIONS: Grant(allow=Action.CREATE | Action.VIEW | Action.UPDATE),
+            Resource.TEMPLATES: Grant(allow=Action.VIEW),
+        },
+        builtin=True,
+    )
     return admin, worker
 
 

@@ -6,6 +6,7 @@ Each docstring states the contract and the domain errors an adapter raises.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -63,7 +64,8 @@ class TokenSigner(Protocol):
 class HealthCheck(Protocol):
     """A store or service a role depends on, checked by ``/readyz``."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def check(self) -> None:
         """Return when the dependency answers; raise ``Unavailable`` naming it otherwise."""
@@ -177,8 +179,9 @@ class TemplateRepository(Protocol):
 
     async def get(self, template_id: str) -> Template: ...
 
-    async def by_name(self, name: str, *, org_id: str | None = None,
-                      owner_id: str | None = None) -> Template: ...
+    async def by_name(
+        self, name: str, *, org_id: str | None = None, owner_id: str | None = None
+    ) -> Template: ...
 
     async def update(self, template: Template) -> None: ...
 
@@ -186,10 +189,11 @@ class TemplateRepository(Protocol):
         """Removes the template and every version; raises ``NotFound``."""
         ...
 
-    async def list(self, *, org_id: str | None = None, owner_id: str | None = None
-                   ) -> list[Template]: ...
+    async def list(
+        self, *, org_id: str | None = None, owner_id: str | None = None
+    ) -> list[Template]: ...
 
-    async def versions(self, template_id: str) -> list[TemplateVersion]: ...
+    async def versions(self, template_id: str) -> builtins.list[TemplateVersion]: ...
 
     async def version(self, template_id: str, version: int) -> TemplateVersion: ...
 
@@ -213,8 +217,9 @@ class RunRepository(Protocol):
         """Store ``run``; with ``expected``, raise ``Conflict`` unless the stored status is that."""
         ...
 
-    async def list(self, flt: RunFilter, *, limit: int = 50, cursor: str | None = None
-                   ) -> Page[Run]:
+    async def list(
+        self, flt: RunFilter, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[Run]:
         """Newest first; ``next_cursor`` continues where the page ended."""
         ...
 
@@ -242,8 +247,12 @@ class UnitOfWork(Protocol):
 
     async def __aenter__(self) -> UnitOfWork: ...
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         """Rolls back whatever was not committed."""
         ...
 
@@ -295,8 +304,9 @@ class AuditLog(Protocol):
         """
         ...
 
-    async def list(self, flt: AuditFilter, *, limit: int = 50, cursor: str | None = None
-                   ) -> Page[AuditEvent]:
+    async def list(
+        self, flt: AuditFilter, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[AuditEvent]:
         """Oldest first; ``next_cursor`` continues where the page ended."""
         ...
 
@@ -310,15 +320,21 @@ class Cache(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes, *, ttl_seconds: float | None = None,
-                  only_if_absent: bool = False) -> bool:
+    async def set(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        ttl_seconds: float | None = None,
+        only_if_absent: bool = False,
+    ) -> bool:
         """Store the value; with ``only_if_absent`` return False (and store nothing) if present."""
         ...
 
     async def delete(self, key: str) -> bool: ...
 
     async def incr(self, key: str, *, ttl_seconds: float) -> int:
-        """Add one and return the count; the key expires ``ttl_seconds`` after its first increment."""
+        """Add one and return the count; the key expires ``ttl_seconds`` after the first."""
         ...
 
     async def ttl(self, key: str) -> float | None:
@@ -375,7 +391,8 @@ class Mailer(Protocol):
 class ApprovalChannel(Protocol):
     """A place humans answer approval requests (Telegram, Slack, in-app)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def announce(self, approval: Approval, run: Run) -> None:
         """Ask the channel's humans to decide; raises ``Unavailable``."""

@@ -25,8 +25,27 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?$", re.IGNORECASE)
 _VARIABLE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 # Names a variable may not take, because the phase's shell or Opsicle depend on them.
 RESERVED_ENV = frozenset(
-    {"PATH", "HOME", "SHELL", "PWD", "OLDPWD", "USER", "LOGNAME", "HOSTNAME", "IFS", "TERM",
-     "LANG", "LD_PRELOAD", "LD_LIBRARY_PATH", "TMPDIR", "PS1", "PS2", "PS4", "ENV", "BASH_ENV"}
+    {
+        "PATH",
+        "HOME",
+        "SHELL",
+        "PWD",
+        "OLDPWD",
+        "USER",
+        "LOGNAME",
+        "HOSTNAME",
+        "IFS",
+        "TERM",
+        "LANG",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "TMPDIR",
+        "PS1",
+        "PS2",
+        "PS4",
+        "ENV",
+        "BASH_ENV",
+    }
 )
 
 
@@ -246,8 +265,15 @@ class _Reader:
         return value
 
     def string(
-        self, data: Mapping[str, Any], key: str, path: str, *, required: bool = False,
-        default: str = "", pattern: re.Pattern[str] | None = None, rule: str = "",
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        required: bool = False,
+        default: str = "",
+        pattern: re.Pattern[str] | None = None,
+        rule: str = "",
     ) -> str:
         value = data.get(key)
         where = _join(path, key)
@@ -266,8 +292,14 @@ class _Reader:
         return text
 
     def integer(
-        self, data: Mapping[str, Any], key: str, path: str, *, default: int,
-        minimum: int, maximum: int,
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        *,
+        default: int,
+        minimum: int,
+        maximum: int,
     ) -> int:
         value = data.get(key)
         where = _join(path, key)
@@ -291,8 +323,13 @@ class _Reader:
         return value
 
     def items(
-        self, data: Mapping[str, Any], key: str, path: str,
-        read: Callable[[object, str], T | None], *, required: bool = False,
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        read: Callable[[object, str], T | None],
+        *,
+        required: bool = False,
         single_allowed: bool = False,
     ) -> tuple[T, ...]:
         value = data.get(key)
@@ -335,7 +372,11 @@ class _Reader:
             return {}
         out: dict[str, str] = {}
         for k, v in value.items():
-            if isinstance(v, bool) or not isinstance(v, str | int | float) or not isinstance(k, str):
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, str | int | float)
+                or not isinstance(k, str)
+            ):
                 self.fail(_join(where, str(k)), f"expected a string, got {_describe(v)}")
             else:
                 out[k] = str(v)
@@ -407,7 +448,11 @@ def _metadata(r: _Reader, value: object) -> Metadata | None:
     if m is None:
         return None
     name = r.string(
-        m, "name", "metadata", required=True, pattern=_NAME,
+        m,
+        "name",
+        "metadata",
+        required=True,
+        pattern=_NAME,
         rule="use letters, digits, '.', '_' and '-', starting and ending with a letter or digit",
     )
     return Metadata(
@@ -422,7 +467,10 @@ def _automation_spec(r: _Reader, data: Mapping[str, Any], path: str) -> Automati
     seen: dict[str, int] = {}
     for i, phase in enumerate(phases):
         if phase.name in seen:
-            r.fail(f"{path}.phases[{i}].name", f"'{phase.name}' is already used by phases[{seen[phase.name]}]")
+            r.fail(
+                f"{path}.phases[{i}].name",
+                f"'{phase.name}' is already used by phases[{seen[phase.name]}]",
+            )
         seen.setdefault(phase.name, i)
     mounts = r.items(data, "volumeMounts", path, lambda v, p: _mount(r, v, p))
     return AutomationSpec(phases=phases, volume_mounts=mounts)
@@ -437,8 +485,9 @@ def _phase(r: _Reader, value: object, path: str) -> Phase | None:
     commands = r.strings(m, "commands", path)
     if not commands:
         r.fail(f"{path}.commands", "is required (a list of shell commands with at least one entry)")
-    timeout = r.integer(m, "timeout", path, default=DEFAULT_PHASE_TIMEOUT, minimum=1,
-                        maximum=MAX_PHASE_TIMEOUT)
+    timeout = r.integer(
+        m, "timeout", path, default=DEFAULT_PHASE_TIMEOUT, minimum=1, maximum=MAX_PHASE_TIMEOUT
+    )
     return Phase(name=name, image=image, commands=commands, timeout=timeout)
 
 
@@ -455,14 +504,21 @@ def _mount(r: _Reader, value: object, path: str) -> VolumeMount | None:
 
 def _variable(r: _Reader, value: object, path: str) -> Variable | None:
     m = r.mapping(
-        value, path,
+        value,
+        path,
         ("id", "label", "description", "type", "default", "isRequired", "secret"),
         ignored=("value",),
     )
     if m is None:
         return None
-    vid = r.string(m, "id", path, required=True, pattern=_VARIABLE_ID,
-                   rule="start with a letter; then letters, digits, '_' or '-' (64 at most)")
+    vid = r.string(
+        m,
+        "id",
+        path,
+        required=True,
+        pattern=_VARIABLE_ID,
+        rule="start with a letter; then letters, digits, '_' or '-' (64 at most)",
+    )
     raw_type = m.get("type", VariableType.STRING.value)
     try:
         vtype = VariableType(raw_type)
@@ -477,11 +533,17 @@ def _variable(r: _Reader, value: object, path: str) -> Variable | None:
         except ValueError as exc:
             r.fail(f"{path}.default", str(exc))
     if vid and env_name(vid) in RESERVED_ENV:
-        r.fail(f"{path}.id", f"'{vid}' would set ${env_name(vid)}, which phases rely on; pick another id")
+        r.fail(
+            f"{path}.id",
+            f"'{vid}' would set ${env_name(vid)}, which phases rely on; pick another id",
+        )
     return Variable(
-        id=vid, type=vtype,
-        label=r.string(m, "label", path), description=r.string(m, "description", path),
-        default=default, is_required=r.boolean(m, "isRequired", path),
+        id=vid,
+        type=vtype,
+        label=r.string(m, "label", path),
+        description=r.string(m, "description", path),
+        default=default,
+        is_required=r.boolean(m, "isRequired", path),
         secret=r.boolean(m, "secret", path),
     )
 
@@ -492,8 +554,10 @@ def _variables(r: _Reader, data: Mapping[str, Any], path: str) -> tuple[Variable
     for i, var in enumerate(variables):
         name = var.env_name
         if name in seen:
-            r.fail(f"{path}.variables[{i}].id",
-                   f"'{var.id}' gives the same environment name ${name} as '{seen[name]}'")
+            r.fail(
+                f"{path}.variables[{i}].id",
+                f"'{var.id}' gives the same environment name ${name} as '{seen[name]}'",
+            )
         seen.setdefault(name, var.id)
     return variables
 
@@ -577,14 +641,20 @@ def _telegram(r: _Reader, value: object, path: str) -> TelegramTarget | None:
     responders = r.items(m, "authorizedResponders", path, lambda v, p: _responder(r, v, p))
     for i, resp in enumerate(responders):
         if resp.user_id is not None and not re.fullmatch(r"-?\d+", resp.user_id):
-            r.fail(f"{path}.authorizedResponders[{i}].userId",
-                   f"Telegram user ids are numbers, got '{resp.user_id}'")
+            r.fail(
+                f"{path}.authorizedResponders[{i}].userId",
+                f"Telegram user ids are numbers, got '{resp.user_id}'",
+            )
     return TelegramTarget(chat_ids=chat_ids, authorized_responders=responders)
 
 
 def _slack(r: _Reader, value: object, path: str) -> SlackTarget | None:
-    m = r.mapping(value, path, ("channelNames", "channelIds", "authorizedResponders"),
-                  ignored=("notifications",))
+    m = r.mapping(
+        value,
+        path,
+        ("channelNames", "channelIds", "authorizedResponders"),
+        ignored=("notifications",),
+    )
     if m is None:
         return None
     names = tuple(n.lstrip("#") for n in r.strings(m, "channelNames", path))
@@ -624,11 +694,19 @@ def _webhook(r: _Reader, value: object, path: str) -> Webhook | None:
             r.fail(f"{path}.webhook", "is required (a mapping with at least 'url')")
         return None
     wpath = f"{path}.webhook"
-    w = r.mapping(cb["webhook"], wpath, ("url", "method", "retryCount", "retryIntervalSeconds", "auth"))
+    w = r.mapping(
+        cb["webhook"], wpath, ("url", "method", "retryCount", "retryIntervalSeconds", "auth")
+    )
     if w is None:
         return None
-    url = r.string(w, "url", wpath, required=True, pattern=re.compile(r"^https?://\S+$"),
-                   rule="expected an http:// or https:// URL")
+    url = r.string(
+        w,
+        "url",
+        wpath,
+        required=True,
+        pattern=re.compile(r"^https?://\S+$"),
+        rule="expected an http:// or https:// URL",
+    )
     method = r.string(w, "method", wpath, default="POST").upper()
     if method not in {"POST", "PUT", "PATCH", "GET"}:
         r.fail(f"{wpath}.method", f"expected POST, PUT, PATCH or GET, got '{method}'")
@@ -639,20 +717,35 @@ def _webhook(r: _Reader, value: object, path: str) -> Webhook | None:
         if a is not None:
             if len(a) != 1:
                 r.fail(apath, "expected exactly one of 'basic', 'bearer' or 'header'")
-            elif "basic" in a and (b := r.mapping(a["basic"], f"{apath}.basic", ("username", "password"))):
-                auth = WebhookAuth("basic", username=r.string(b, "username", f"{apath}.basic", required=True),
-                                   password=r.string(b, "password", f"{apath}.basic"))
+            elif "basic" in a and (
+                b := r.mapping(a["basic"], f"{apath}.basic", ("username", "password"))
+            ):
+                auth = WebhookAuth(
+                    "basic",
+                    username=r.string(b, "username", f"{apath}.basic", required=True),
+                    password=r.string(b, "password", f"{apath}.basic"),
+                )
             elif "bearer" in a and (b := r.mapping(a["bearer"], f"{apath}.bearer", ("value",))):
-                auth = WebhookAuth("bearer", value=r.string(b, "value", f"{apath}.bearer", required=True))
-            elif "header" in a and (b := r.mapping(a["header"], f"{apath}.header", ("key", "value"))):
-                auth = WebhookAuth("header", key=r.string(b, "key", f"{apath}.header", required=True),
-                                   value=r.string(b, "value", f"{apath}.header"))
+                auth = WebhookAuth(
+                    "bearer", value=r.string(b, "value", f"{apath}.bearer", required=True)
+                )
+            elif "header" in a and (
+                b := r.mapping(a["header"], f"{apath}.header", ("key", "value"))
+            ):
+                auth = WebhookAuth(
+                    "header",
+                    key=r.string(b, "key", f"{apath}.header", required=True),
+                    value=r.string(b, "value", f"{apath}.header"),
+                )
     interval = w.get("retryIntervalSeconds")
     return Webhook(
-        url=url, method=method, auth=auth,
+        url=url,
+        method=method,
+        auth=auth,
         retry_count=r.integer(w, "retryCount", wpath, default=5, minimum=0, maximum=100),
-        retry_interval_seconds=None if interval is None else r.integer(
-            w, "retryIntervalSeconds", wpath, default=5, minimum=1, maximum=86400),
+        retry_interval_seconds=None
+        if interval is None
+        else r.integer(w, "retryIntervalSeconds", wpath, default=5, minimum=1, maximum=86400),
     )
 
 
@@ -660,22 +753,26 @@ def _link(r: _Reader, value: object, path: str) -> Link | None:
     m = r.mapping(value, path, ("url", "description"))
     if m is None:
         return None
-    return Link(url=r.string(m, "url", path, required=True), description=r.string(m, "description", path))
+    return Link(
+        url=r.string(m, "url", path, required=True), description=r.string(m, "description", path)
+    )
 
 
 def _read_automation(r: _Reader, metadata: Metadata, spec: object) -> Resource | None:
     m = r.mapping(spec, "spec", ("phases", "volumeMounts", "variables"), ignored=("status",))
     if m is None:
         return None
-    return Automation(metadata=metadata, spec=_automation_spec(r, m, "spec"),
-                      variables=_variables(r, m, "spec"))
+    return Automation(
+        metadata=metadata, spec=_automation_spec(r, m, "spec"), variables=_variables(r, m, "spec")
+    )
 
 
 def _read_template(r: _Reader, metadata: Metadata, spec: object) -> Resource | None:
     m = r.mapping(spec, "spec", ("metadata", "template", "variables", "approvalPolicy"))
     if m is None:
         return None
-    display, description, owners = "", metadata.labels.get(DESCRIPTION_LABEL, ""), ()
+    display, description = "", metadata.labels.get(DESCRIPTION_LABEL, "")
+    owners: tuple[Owner, ...] = ()
     if m.get("metadata") is not None:
         meta = r.mapping(m["metadata"], "spec.metadata", ("displayName", "description", "owners"))
         if meta is not None:
@@ -694,8 +791,13 @@ def _read_template(r: _Reader, metadata: Metadata, spec: object) -> Resource | N
     if m.get("approvalPolicy") is not None:
         policy = _approval_choice(r, m["approvalPolicy"], "spec.approvalPolicy")
     return AutomationTemplate(
-        metadata=metadata, template=template, variables=_variables(r, m, "spec"),
-        display_name=display, description=description, owners=owners, approval_policy=policy,
+        metadata=metadata,
+        template=template,
+        variables=_variables(r, m, "spec"),
+        display_name=display,
+        description=description,
+        owners=owners,
+        approval_policy=policy,
     )
 
 
@@ -706,9 +808,21 @@ def _read_policy(r: _Reader, metadata: Metadata, spec: object) -> Resource | Non
 
 def _read_request(r: _Reader, metadata: Metadata, spec: object) -> Resource | None:
     m = r.mapping(
-        spec, "spec",
-        ("id", "uuid", "title", "message", "requesterId", "requesterName", "links", "ttlSeconds",
-         "telegram", "slack", "callback"),
+        spec,
+        "spec",
+        (
+            "id",
+            "uuid",
+            "title",
+            "message",
+            "requesterId",
+            "requesterName",
+            "links",
+            "ttlSeconds",
+            "telegram",
+            "slack",
+            "callback",
+        ),
         ignored=("type", "actions", "approval"),
     )
     if m is None:
@@ -718,16 +832,24 @@ def _read_request(r: _Reader, metadata: Metadata, spec: object) -> Resource | No
     if not telegram and not slack:
         r.fail("spec", "needs at least one channel: 'telegram' or 'slack'")
     webhook = _webhook(r, m["callback"], "spec.callback") if m.get("callback") is not None else None
-    return ApprovalRequest(metadata=metadata, spec=RequestSpec(
-        id=r.string(m, "id", "spec", required=True),
-        message=r.string(m, "message", "spec", required=True),
-        uuid=r.string(m, "uuid", "spec"), title=r.string(m, "title", "spec"),
-        requester_id=r.string(m, "requesterId", "spec"),
-        requester_name=r.string(m, "requesterName", "spec"),
-        links=r.items(m, "links", "spec", lambda v, p: _link(r, v, p)),
-        ttl_seconds=r.integer(m, "ttlSeconds", "spec", default=3600, minimum=1, maximum=30 * 86400),
-        telegram=telegram, slack=slack, webhook=webhook,
-    ))
+    return ApprovalRequest(
+        metadata=metadata,
+        spec=RequestSpec(
+            id=r.string(m, "id", "spec", required=True),
+            message=r.string(m, "message", "spec", required=True),
+            uuid=r.string(m, "uuid", "spec"),
+            title=r.string(m, "title", "spec"),
+            requester_id=r.string(m, "requesterId", "spec"),
+            requester_name=r.string(m, "requesterName", "spec"),
+            links=r.items(m, "links", "spec", lambda v, p: _link(r, v, p)),
+            ttl_seconds=r.integer(
+                m, "ttlSeconds", "spec", default=3600, minimum=1, maximum=30 * 86400
+            ),
+            telegram=telegram,
+            slack=slack,
+            webhook=webhook,
+        ),
+    )
 
 
 _KIND_READERS: Mapping[Kind, Callable[[_Reader, Metadata, object], Resource | None]] = {
@@ -755,10 +877,14 @@ def to_data(resource: Resource) -> dict[str, Any]:
         info: dict[str, Any] = {}
         if resource.display_name:
             info["displayName"] = resource.display_name
-        if resource.description and resource.description != meta.get("labels", {}).get(DESCRIPTION_LABEL):
+        if resource.description and resource.description != meta.get("labels", {}).get(
+            DESCRIPTION_LABEL
+        ):
             info["description"] = resource.description
         if resource.owners:
-            info["owners"] = [_drop_empty({"name": o.name, "email": o.email}) for o in resource.owners]
+            info["owners"] = [
+                _drop_empty({"name": o.name, "email": o.email}) for o in resource.owners
+            ]
         if info:
             spec["metadata"] = info
         if resource.variables:
@@ -766,8 +892,11 @@ def to_data(resource: Resource) -> dict[str, Any]:
         if resource.approval_policy is not None:
             choice = resource.approval_policy
             spec["approvalPolicy"] = (
-                {"policyRef": choice.policy_ref} if choice.policy_ref is not None
-                else {"spec": _policy_data(choice.spec)} if choice.spec is not None else {}
+                {"policyRef": choice.policy_ref}
+                if choice.policy_ref is not None
+                else {"spec": _policy_data(choice.spec)}
+                if choice.spec is not None
+                else {}
             )
     elif isinstance(resource, ApprovalPolicy):
         spec = _policy_data(resource.spec)
@@ -788,13 +917,16 @@ def _spec_data(spec: AutomationSpec) -> dict[str, Any]:
         ]
     }
     if spec.volume_mounts:
-        out["volumeMounts"] = [{"host": m.host, "container": m.container} for m in spec.volume_mounts]
+        out["volumeMounts"] = [
+            {"host": m.host, "container": m.container} for m in spec.volume_mounts
+        ]
     return out
 
 
 def _variable_data(v: Variable) -> dict[str, Any]:
-    data = _drop_empty({"id": v.id, "type": v.type.value, "label": v.label,
-                        "description": v.description})
+    data = _drop_empty(
+        {"id": v.id, "type": v.type.value, "label": v.label, "description": v.description}
+    )
     if v.default is not None:
         data["default"] = v.default
     if v.is_required:
@@ -805,8 +937,10 @@ def _variable_data(v: Variable) -> dict[str, Any]:
 
 
 def _responders_data(responders: tuple[Responder, ...]) -> list[dict[str, Any]]:
-    return [_drop_empty({"userId": r.user_id, "username": r.username, "mfaSeed": r.mfa_seed})
-            for r in responders]
+    return [
+        _drop_empty({"userId": r.user_id, "username": r.username, "mfaSeed": r.mfa_seed})
+        for r in responders
+    ]
 
 
 def _policy_data(spec: PolicySpec | None) -> dict[str, Any]:
@@ -821,23 +955,40 @@ def _policy_data(spec: PolicySpec | None) -> dict[str, Any]:
 
 
 def _telegram_data(t: TelegramTarget) -> dict[str, Any]:
-    return _drop_empty({"chatIds": list(t.chat_ids),
-                        "authorizedResponders": _responders_data(t.authorized_responders)})
+    return _drop_empty(
+        {
+            "chatIds": list(t.chat_ids),
+            "authorizedResponders": _responders_data(t.authorized_responders),
+        }
+    )
 
 
 def _slack_data(s: SlackTarget) -> dict[str, Any]:
-    return _drop_empty({"channelNames": list(s.channel_names), "channelIds": list(s.channel_ids),
-                        "authorizedResponders": _responders_data(s.authorized_responders)})
+    return _drop_empty(
+        {
+            "channelNames": list(s.channel_names),
+            "channelIds": list(s.channel_ids),
+            "authorizedResponders": _responders_data(s.authorized_responders),
+        }
+    )
 
 
 def _request_data(spec: RequestSpec) -> dict[str, Any]:
-    data = _drop_empty({
-        "id": spec.id, "uuid": spec.uuid, "title": spec.title, "message": spec.message,
-        "requesterId": spec.requester_id, "requesterName": spec.requester_name,
-        "links": [_drop_empty({"url": ln.url, "description": ln.description}) for ln in spec.links],
-        "telegram": [_telegram_data(t) for t in spec.telegram],
-        "slack": [_slack_data(s) for s in spec.slack],
-    })
+    data = _drop_empty(
+        {
+            "id": spec.id,
+            "uuid": spec.uuid,
+            "title": spec.title,
+            "message": spec.message,
+            "requesterId": spec.requester_id,
+            "requesterName": spec.requester_name,
+            "links": [
+                _drop_empty({"url": ln.url, "description": ln.description}) for ln in spec.links
+            ],
+            "telegram": [_telegram_data(t) for t in spec.telegram],
+            "slack": [_slack_data(s) for s in spec.slack],
+        }
+    )
     data["ttlSeconds"] = spec.ttl_seconds
     if spec.webhook is not None:
         w = spec.webhook

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import attrs
 
-TOKEN_PREFIX = "opsicle-"
+TOKEN_PREFIX = "opsicle-"  # noqa: S105 - a public prefix that makes leaked tokens easy to spot
 
 
 @attrs.frozen

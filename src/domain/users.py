@@ -45,13 +45,16 @@ def normalise_email(email: str) -> str:
         if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
             problem = f"'{domain}' is not a valid domain"
     if problem:
-        raise Invalid("the email address is not valid", code="invalid_email",
-                      errors=(FieldError("email", problem),))
+        raise Invalid(
+            "the email address is not valid",
+            code="invalid_email",
+            errors=(FieldError("email", problem),),
+        )
     return f"{local}@{domain.lower()}"
 
 
 def check_password(password: str) -> None:
-    """At least 12 characters with an upper-case letter, a lower-case letter, a digit and a symbol."""
+    """At least 12 characters with upper- and lower-case letters, a digit and a symbol."""
     missing = []
     if len(password) < MIN_PASSWORD_LENGTH:
         missing.append(f"at least {MIN_PASSWORD_LENGTH} characters")
@@ -64,5 +67,8 @@ def check_password(password: str) -> None:
     if not any(unicodedata.category(c)[0] in "PS" for c in password):
         missing.append("a symbol")
     if missing:
-        raise Invalid("the password is too weak", code="weak_password",
-                      errors=(FieldError("password", "needs " + ", ".join(missing)),))
+        raise Invalid(
+            "the password is too weak",
+            code="weak_password",
+            errors=(FieldError("password", "needs " + ", ".join(missing)),),
+        )

@@ -13,9 +13,7 @@ from domain.resources import Variable, VariableValue, coerce_value
 MASK = "***"
 
 
-def resolve(
-    declared: Iterable[Variable], given: Mapping[str, object]
-) -> dict[str, VariableValue]:
+def resolve(declared: Iterable[Variable], given: Mapping[str, object]) -> dict[str, VariableValue]:
     """Typed values for every declared variable: given values, else defaults.
 
     Raises ``Invalid`` naming each unknown, missing or mistyped variable.
@@ -23,9 +21,12 @@ def resolve(
     declared = tuple(declared)
     by_id = {v.id: v for v in declared}
     errors = [
-        FieldError(field=f"variables.{key}",
-                   message=f"is not a variable of this runbook; it has: {', '.join(by_id) or 'none'}")
-        for key in given if key not in by_id
+        FieldError(
+            field=f"variables.{key}",
+            message=f"is not a variable of this runbook; it has: {', '.join(by_id) or 'none'}",
+        )
+        for key in given
+        if key not in by_id
     ]
     values: dict[str, VariableValue] = {}
     for var in declared:
@@ -37,8 +38,9 @@ def resolve(
         elif var.default is not None:
             values[var.id] = var.default
         elif var.is_required:
-            errors.append(FieldError(field=f"variables.{var.id}",
-                                     message=f"is required ({var.type.value})"))
+            errors.append(
+                FieldError(field=f"variables.{var.id}", message=f"is required ({var.type.value})")
+            )
     if errors:
         raise Invalid("the variables are not valid", errors=tuple(errors))
     return values
@@ -58,7 +60,9 @@ def render(value: VariableValue) -> str:
     return str(value)
 
 
-def environment(declared: Iterable[Variable], values: Mapping[str, VariableValue]) -> dict[str, str]:
+def environment(
+    declared: Iterable[Variable], values: Mapping[str, VariableValue]
+) -> dict[str, str]:
     return {v.env_name: render(values[v.id]) for v in declared if v.id in values}
 
 
@@ -85,8 +89,9 @@ class Redactor:
                 text = text.replace(secret, MASK)
         return text
 
-    def values(self, declared: Iterable[Variable], values: Mapping[str, VariableValue]
-               ) -> dict[str, VariableValue]:
+    def values(
+        self, declared: Iterable[Variable], values: Mapping[str, VariableValue]
+    ) -> dict[str, VariableValue]:
         """The values with secret ones shown as ``***``, for display and storage of runs."""
         secret = {v.id for v in declared if v.secret}
         return {k: (MASK if k in secret else v) for k, v in values.items()}

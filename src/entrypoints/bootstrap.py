@@ -11,9 +11,10 @@ from starlette.types import ASGIApp
 from adapters.health import CacheHealthCheck
 from adapters.memory.cache import InMemoryCache
 from adapters.sql.engine import create_engine
-from adapters.sql.migrate import migrate
 from adapters.sql.health import SqlHealthCheck
+from adapters.sql.migrate import migrate
 from adapters.system import SystemClock
+from domain.ports import HealthCheck
 from entrypoints.settings import Settings
 
 
@@ -35,7 +36,10 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
     engine = create_engine(url)
     try:
         cache = InMemoryCache(SystemClock())
-        checks = [SqlHealthCheck(engine, name="database"), CacheHealthCheck(cache)]
+        checks: list[HealthCheck] = [
+            SqlHealthCheck(engine, name="database"),
+            CacheHealthCheck(cache),
+        ]
         yield Role("standalone", create_app(checks))
     finally:
         await engine.dispose()

@@ -33,11 +33,11 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success: the command did what it was asked, and a run succeeded",
     ExitCode.ERROR: "an unexpected error; the message says what happened",
     ExitCode.INVALID: "invalid input: a command-line option, a YAML file or a variable is wrong "
-                      "(the message names the file, line and field)",
+    "(the message names the file, line and field)",
     ExitCode.PHASE_FAILED: "the run failed: a phase exited with a non-zero code",
     ExitCode.TIMED_OUT: "the run timed out: a phase ran longer than its timeout",
     ExitCode.UNAVAILABLE: "a service or store did not answer (controller, database, Docker "
-                          "engine); try again when it is back",
+    "engine); try again when it is back",
     ExitCode.NOT_FOUND: "the thing named does not exist, or you cannot see it",
     ExitCode.FORBIDDEN: "permission denied: your roles do not allow this",
     ExitCode.UNAUTHENTICATED: "not logged in, or the session expired: run 'opsicle login'",
@@ -48,9 +48,12 @@ MEANINGS: dict[ExitCode, str] = {
 
 def for_error(error: OpsicleError) -> ExitCode:
     for kind, code in (
-        (Invalid, ExitCode.INVALID), (Unavailable, ExitCode.UNAVAILABLE),
-        (NotFound, ExitCode.NOT_FOUND), (Forbidden, ExitCode.FORBIDDEN),
-        (Unauthenticated, ExitCode.UNAUTHENTICATED), (Conflict, ExitCode.CONFLICT),
+        (Invalid, ExitCode.INVALID),
+        (Unavailable, ExitCode.UNAVAILABLE),
+        (NotFound, ExitCode.NOT_FOUND),
+        (Forbidden, ExitCode.FORBIDDEN),
+        (Unauthenticated, ExitCode.UNAUTHENTICATED),
+        (Conflict, ExitCode.CONFLICT),
     ):
         if isinstance(error, kind):
             return code

@@ -49,8 +49,10 @@ def parse_vars(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise Invalid(f"--var {pair!r} is not key=value", errors=(
-                FieldError("--var", f"expected key=value, got '{pair}'"),))
+            raise Invalid(
+                f"--var {pair!r} is not key=value",
+                errors=(FieldError("--var", f"expected key=value, got '{pair}'"),),
+            )
         given[key.strip()] = value
     return given
 
@@ -76,11 +78,21 @@ class LocalRun:
         mounts = self._mounts()
         await runner.prepare(spec, mounts)
         workdir = Path(tempfile.mkdtemp(prefix="opsicle-run-"))
-        run, _ = new_run(UlidIdGenerator(clock).new_id(), spec, clock.now(),
-                         name=self.resource.metadata.name,
-                         variables=redactor.values(self.resource.variables, values))
-        ctx = Execution(runner=runner, clock=clock, workdir=str(workdir), mounts=mounts,
-                        env=environment(self.resource.variables, values), redactor=redactor)
+        run, _ = new_run(
+            UlidIdGenerator(clock).new_id(),
+            spec,
+            clock.now(),
+            name=self.resource.metadata.name,
+            variables=redactor.values(self.resource.variables, values),
+        )
+        ctx = Execution(
+            runner=runner,
+            clock=clock,
+            workdir=str(workdir),
+            mounts=mounts,
+            env=environment(self.resource.variables, values),
+            redactor=redactor,
+        )
         cancel = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -105,14 +117,22 @@ class LocalRun:
         given = dict(self.given)
         missing = missing_required(self.resource.variables, given)
         if missing and not sys.stdin.isatty():
-            raise Invalid("required variables are missing", errors=tuple(
-                FieldError(f"variables.{v.id}", f"is required ({v.type.value}); "
-                                                 f"pass --var {v.id}=VALUE") for v in missing))
+            raise Invalid(
+                "required variables are missing",
+                errors=tuple(
+                    FieldError(
+                        f"variables.{v.id}",
+                        f"is required ({v.type.value}); pass --var {v.id}=VALUE",
+                    )
+                    for v in missing
+                ),
+            )
         for var in missing:
             label = var.label or var.id
             hint = f" ({var.type.value})" if var.type.value != "string" else ""
-            given[var.id] = Prompt.ask(f"{label}{hint}", password=var.secret,
-                                       console=error_console())
+            given[var.id] = Prompt.ask(
+                f"{label}{hint}", password=var.secret, console=error_console()
+            )
         return given
 
     async def _choose_runner(self) -> Runner:
@@ -131,8 +151,10 @@ class LocalRun:
             images = sorted({p.image for p in self.resource.spec.phases})
             missing = [i for i in images if not await image_exists(docker.url, i)]
             if not missing:
-                note.print(f"runner: docker (engine at {docker.url}; every image is present "
-                           "locally)", markup=False)
+                note.print(
+                    f"runner: docker (engine at {docker.url}; every image is present locally)",
+                    markup=False,
+                )
                 return docker
             reason = f"image {', '.join(missing)} is not present locally"
         runner = ProcessRunner(grace_seconds=self.grace_seconds)
@@ -159,24 +181,40 @@ class LocalRun:
             return
         out = console()
         if isinstance(event, PhaseStarted):
-            out.print(Text(f"{_clock(event.at)} ▶ phase {event.index + 1}/"
-                           f"{len(self.resource.spec.phases)} '{event.phase.name}' "
-                           f"({event.phase.image})", style="bold"))
+            out.print(
+                Text(
+                    f"{_clock(event.at)} ▶ phase {event.index + 1}/"
+                    f"{len(self.resource.spec.phases)} '{event.phase.name}' "
+                    f"({event.phase.image})",
+                    style="bold",
+                )
+            )
         elif isinstance(event, PhaseOutput):
             style = "red" if event.stream == "stderr" else ""
-            out.print(Text(f"{_clock(event.at)} [{event.phase}] ", style="dim")
-                      + Text(event.text, style=style))
+            out.print(
+                Text(f"{_clock(event.at)} [{event.phase}] ", style="dim")
+                + Text(event.text, style=style)
+            )
         elif isinstance(event, PhaseFinished):
             if event.result.status == "succeeded":
-                out.print(Text(f"{_clock(event.result.finished_at)} ✔ phase "
-                               f"'{event.result.name}' succeeded", style="green"))
+                out.print(
+                    Text(
+                        f"{_clock(event.result.finished_at)} ✔ phase "
+                        f"'{event.result.name}' succeeded",
+                        style="green",
+                    )
+                )
             else:
-                out.print(Text(f"{_clock(event.result.finished_at)} ✘ {event.detail}",
-                               style="bold red"))
+                out.print(
+                    Text(f"{_clock(event.result.finished_at)} ✘ {event.detail}", style="bold red")
+                )
         elif isinstance(event, RunFinished):
             run = event.run
-            took = (run.finished_at - run.started_at).total_seconds() \
-                if run.finished_at and run.started_at else 0.0
+            took = (
+                (run.finished_at - run.started_at).total_seconds()
+                if run.finished_at and run.started_at
+                else 0.0
+            )
             style = "bold green" if run.status is RunStatus.SUCCEEDED else "bold red"
             out.print(Text(f"run {run.status.value} in {took:.1f} s", style=style))
 
@@ -187,18 +225,40 @@ def _clock(at: object) -> str:
 
 def _record(event: Progress) -> dict[str, object]:
     if isinstance(event, PhaseStarted):
-        return {"event": "phase_started", "at": event.at.isoformat(), "index": event.index,
-                "phase": event.phase.name, "image": event.phase.image}
+        return {
+            "event": "phase_started",
+            "at": event.at.isoformat(),
+            "index": event.index,
+            "phase": event.phase.name,
+            "image": event.phase.image,
+        }
     if isinstance(event, PhaseOutput):
-        return {"event": "output", "at": event.at.isoformat(), "phase": event.phase,
-                "stream": event.stream.value, "text": event.text}
+        return {
+            "event": "output",
+            "at": event.at.isoformat(),
+            "phase": event.phase,
+            "stream": event.stream.value,
+            "text": event.text,
+        }
     if isinstance(event, PhaseFinished):
         r = event.result
-        return {"event": "phase_finished", "phase": r.name, "status": r.status.value,
-                "exitCode": r.exit_code, "detail": event.detail,
-                "at": r.finished_at.isoformat() if r.finished_at else None}
+        return {
+            "event": "phase_finished",
+            "phase": r.name,
+            "status": r.status.value,
+            "exitCode": r.exit_code,
+            "detail": event.detail,
+            "at": r.finished_at.isoformat() if r.finished_at else None,
+        }
     run = event.run
-    return {"event": "run_finished", "id": run.id, "name": run.name, "status": run.status.value,
-            "reason": run.reason, "variables": dict(run.variables),
-            "phases": [{"name": p.name, "status": p.status.value, "exitCode": p.exit_code}
-                       for p in run.phases]}
+    return {
+        "event": "run_finished",
+        "id": run.id,
+        "name": run.name,
+        "status": run.status.value,
+        "reason": run.reason,
+        "variables": dict(run.variables),
+        "phases": [
+            {"name": p.name, "status": p.status.value, "exitCode": p.exit_code} for p in run.phases
+        ],
+    }

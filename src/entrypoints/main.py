@@ -18,7 +18,7 @@ from entrypoints.output import report_error
 app = App(
     name="opsicle",
     help="Runbook automation: run YAML runbooks here, or serve and execute them as a platform.\n\n"
-         "Exit codes are listed by 'opsicle explain exitcode --all'.",
+    "Exit codes are listed by 'opsicle explain exitcode --all'.",
     version_flags=[],
 )
 app.command(local.version)
@@ -31,17 +31,26 @@ app.command(start.app)
 @app.meta.default
 def launcher(
     *tokens: Annotated[str, Parameter(show=False, allow_leading_hyphen=True)],
-    config: Annotated[Path | None, Parameter(help="Config file (YAML; keys are option names). "
-                                             "Default: ~/.config/opsicle/config.yaml")] = None,
-    log_level: Annotated[Literal["debug", "info", "warning", "error"] | None,
-                         Parameter(help="Log level. Default: info")] = None,
-    output: Annotated[Literal["text", "json", "yaml"] | None,
-                      Parameter(name=["--output", "-o"], help="Output format. Default: text")] = None,
+    config: Annotated[
+        Path | None,
+        Parameter(
+            help="Config file (YAML; keys are option names). Default: ~/.config/opsicle/config.yaml"
+        ),
+    ] = None,
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"] | None,
+        Parameter(help="Log level. Default: info"),
+    ] = None,
+    output: Annotated[
+        Literal["text", "json", "yaml"] | None,
+        Parameter(name=["--output", "-o"], help="Output format. Default: text"),
+    ] = None,
 ) -> int:
     """Global options, valid before or after any command."""
     resolved = settings.load(config, log_level=log_level, output=output)
     logging.basicConfig(
-        level=resolved["log-level"].upper(), stream=sys.stderr,
+        level=resolved["log-level"].upper(),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     if resolved["log-level"] != "debug":

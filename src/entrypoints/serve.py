@@ -20,8 +20,12 @@ ROLES = {"standalone": bootstrap.standalone}
 def _bind(listen: str) -> str:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise Invalid(f"--listen {listen!r} is not host:port", errors=(
-            FieldError("listen", f"expected host:port such as 127.0.0.1:13371, got '{listen}'"),))
+        raise Invalid(
+            f"--listen {listen!r} is not host:port",
+            errors=(
+                FieldError("listen", f"expected host:port such as 127.0.0.1:13371, got '{listen}'"),
+            ),
+        )
     return listen
 
 

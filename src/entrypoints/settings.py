@@ -85,16 +85,28 @@ def _checked(name: str, value: Any, origin: str) -> Value:
         except (TypeError, ValueError):
             value = None
         if value is None or not 0 <= value <= 3600:
-            raise Invalid(f"{origin}: expected seconds from 0 to 3600", errors=(FieldError(
-                name, f"expected a number of seconds from 0 to 3600 ({origin})"),))
+            raise Invalid(
+                f"{origin}: expected seconds from 0 to 3600",
+                errors=(
+                    FieldError(name, f"expected a number of seconds from 0 to 3600 ({origin})"),
+                ),
+            )
     choices = CHOICES.get(name)
     if choices and value not in choices:
-        raise Invalid(f"{origin}: '{value}' is not valid", errors=(FieldError(
-            name, f"expected one of: {', '.join(choices)}; got '{value}' ({origin})"),))
+        raise Invalid(
+            f"{origin}: '{value}' is not valid",
+            errors=(
+                FieldError(
+                    name, f"expected one of: {', '.join(choices)}; got '{value}' ({origin})"
+                ),
+            ),
+        )
     return Value(value, origin)
 
 
-def load(config: Path | None = None, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+def load(
+    config: Path | None = None, env: Mapping[str, str] | None = None, **flags: Any
+) -> Settings:
     """Resolve every setting and remember where each value came from."""
     env = os.environ if env is None else env
     values = {name: Value(default, "default") for name, default in DEFAULTS.items()}
@@ -113,27 +125,45 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise Invalid(f"{path}: config file not found", errors=(
-            FieldError("", "config file not found", str(path)),)) from exc
+        raise Invalid(
+            f"{path}: config file not found",
+            errors=(FieldError("", "config file not found", str(path)),),
+        ) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        raise Invalid(f"{path}: not valid YAML", errors=(FieldError(
-            "", f"not valid YAML: {exc.problem}", str(path),
-            mark.line + 1 if mark else None),)) from exc
+        raise Invalid(
+            f"{path}: not valid YAML",
+            errors=(
+                FieldError(
+                    "", f"not valid YAML: {exc.problem}", str(path), mark.line + 1 if mark else None
+                ),
+            ),
+        ) from exc
     except (OSError, yaml.YAMLError) as exc:
-        raise Invalid(f"{path}: cannot be read", errors=(
-            FieldError("", f"cannot be read: {exc}", str(path)),)) from exc
+        raise Invalid(
+            f"{path}: cannot be read", errors=(FieldError("", f"cannot be read: {exc}", str(path)),)
+        ) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise Invalid(f"{path}: expected a mapping", errors=(
-            FieldError("", "expected a mapping of setting names to values", str(path), 1),))
+        raise Invalid(
+            f"{path}: expected a mapping",
+            errors=(FieldError("", "expected a mapping of setting names to values", str(path), 1),),
+        )
     out = {}
     for key, value in data.items():
         name = str(key).replace("_", "-")
         if name not in DEFAULTS:
-            raise Invalid(f"{path}: unknown setting '{key}'", errors=(FieldError(
-                str(key), f"unknown setting; expected one of: {', '.join(DEFAULTS)}", str(path)),))
+            raise Invalid(
+                f"{path}: unknown setting '{key}'",
+                errors=(
+                    FieldError(
+                        str(key),
+                        f"unknown setting; expected one of: {', '.join(DEFAULTS)}",
+                        str(path),
+                    ),
+                ),
+            )
         out[name] = value
     return out
 

@@ -7,9 +7,9 @@ VERSION = "0.1.0"
 
 def build_info() -> dict[str, str]:
     try:
-        from entrypoints import _build  # written by packaging/build.sh
+        from entrypoints import _build  # type: ignore[attr-defined,unused-ignore]
 
-        commit, date = _build.COMMIT, _build.DATE
+        commit, date = str(_build.COMMIT), str(_build.DATE)
     except ImportError:
         commit, date = "source", "source"
     return {"version": VERSION, "commit": commit, "buildDate": date}

@@ -19,8 +19,11 @@ def opsicle(request: pytest.FixtureRequest) -> list[str]:
     if request.param == "source":
         return [sys.executable, "-m", "entrypoints.main"]
     binary = Path(os.environ.get("OPSICLE_BINARY", ROOT / "dist" / "opsicle"))
-    require_service("the frozen executable", binary.is_file(),
-                    f"{binary} is missing; build it with packaging/build.sh")
+    require_service(
+        "the frozen executable",
+        binary.is_file(),
+        f"{binary} is missing; build it with packaging/build.sh",
+    )
     return [str(binary)]
 
 

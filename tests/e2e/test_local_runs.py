@@ -18,8 +18,10 @@ EXAMPLES = ROOT / "examples"
 EXPECTED = {
     "hello.yaml": (0, ["[greet] hello, world (1/2)", "[shout] (not shouting)", "run succeeded"]),
     "shared-data.yaml": (0, ["[consume] produced at 20", "[consume] report from "]),
-    "fails-in-phase-2.yaml": (3, ["[break] about to fail",
-                                  "phase 'break' failed with exit code 3", "run failed"]),
+    "fails-in-phase-2.yaml": (
+        3,
+        ["[break] about to fail", "phase 'break' failed with exit code 3", "run failed"],
+    ),
     "timeout.yaml": (4, ["phase 'too-slow' timed out after 2 s", "run timed_out"]),
     "secret.yaml": (0, ["calling https://api.example.invalid with token ***"]),
 }
@@ -39,10 +41,21 @@ def run_args(runner: str) -> list[str]:
 def test_every_example_runs(opsicle: list[str], runner: str, example: str) -> None:
     code, lines = EXPECTED[example]
     result = subprocess.run(
-        [*opsicle, "run", str(EXAMPLES / example), *run_args(runner),
-         "--var", "api-token=hunter2-hunter2"] if example == "secret.yaml" else
-        [*opsicle, "run", str(EXAMPLES / example), *run_args(runner)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+        [
+            *opsicle,
+            "run",
+            str(EXAMPLES / example),
+            *run_args(runner),
+            "--var",
+            "api-token=hunter2-hunter2",
+        ]
+        if example == "secret.yaml"
+        else [*opsicle, "run", str(EXAMPLES / example), *run_args(runner)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
     )
     assert result.returncode == code, result.stdout + result.stderr
     for line in lines:
@@ -83,13 +96,17 @@ spec:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("runner", ["process", pytest.param("docker", marks=pytest.mark.docker)])
-def test_ctrl_c_cancels_and_leaves_no_process(opsicle: list[str], runner: str,
-                                              tmp_path: Path) -> None:
+def test_ctrl_c_cancels_and_leaves_no_process(
+    opsicle: list[str], runner: str, tmp_path: Path
+) -> None:
     seconds = random.randint(100_000, 999_999)
     runbook = long_runbook(tmp_path, seconds, timeout=600)
     proc = subprocess.Popen(
         [*opsicle, "run", str(runbook), *run_args(runner)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
         env={**os.environ, "OPSICLE_GRACE_SECONDS": "1"},
     )
     try:
@@ -116,8 +133,14 @@ def test_ctrl_c_cancels_and_leaves_no_process(opsicle: list[str], runner: str,
 def test_timeout_leaves_no_process(opsicle: list[str], runner: str, tmp_path: Path) -> None:
     seconds = random.randint(100_000, 999_999)
     runbook = long_runbook(tmp_path, seconds, timeout=2)
-    result = subprocess.run([*opsicle, "run", str(runbook), *run_args(runner)],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+    result = subprocess.run(
+        [*opsicle, "run", str(runbook), *run_args(runner)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
     assert result.returncode == 4, result.stdout + result.stderr
     assert "timed out after 2 s" in result.stdout
     assert not sleepers(f"sleep {seconds}"), "a process of the timed-out phase survived"

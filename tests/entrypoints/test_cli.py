@@ -32,18 +32,23 @@ def test_every_example_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.count("is valid") == len(files)
 
 
-def test_validate_stops_at_the_first_invalid_file(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_stops_at_the_first_invalid_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("apiVersion: v1\ntype: Automation\nmetadata: {name: x}\n"
-                   "spec:\n  phases:\n    - name: a\n      image: b\n      commands: [c]\n"
-                   "      timeout: -1\n")
+    bad.write_text(
+        "apiVersion: v1\ntype: Automation\nmetadata: {name: x}\n"
+        "spec:\n  phases:\n    - name: a\n      image: b\n      commands: [c]\n"
+        "      timeout: -1\n"
+    )
     good = EXAMPLES / "hello.yaml"
     assert run(["validate", str(good), str(bad), str(good)]) == 2
     captured = capsys.readouterr()
     assert captured.out.count("is valid") == 1
-    assert f"{bad}:9:7: spec.phases[0].timeout: expected a number from 1 to 604800, got -1" \
+    assert (
+        f"{bad}:9:7: spec.phases[0].timeout: expected a number from 1 to 604800, got -1"
         in captured.err
+    )
 
 
 def test_validate_a_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
@@ -61,14 +66,19 @@ def test_explain_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "77 is not an exit code" in capsys.readouterr().err
 
 
-def test_run_refuses_a_resource_that_cannot_run(capsys: pytest.CaptureFixture[str],
-                                                tmp_path: Path) -> None:
+def test_run_refuses_a_resource_that_cannot_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     policy = tmp_path / "policy.yaml"
-    policy.write_text("apiVersion: v1\ntype: ApprovalPolicy\nmetadata: {name: p}\n"
-                      "spec: {telegram: {chatIds: [1]}}\n")
+    policy.write_text(
+        "apiVersion: v1\ntype: ApprovalPolicy\nmetadata: {name: p}\n"
+        "spec: {telegram: {chatIds: [1]}}\n"
+    )
     assert run(["run", str(policy)]) == 2
-    assert "type: expected Automation or AutomationTemplate here, got ApprovalPolicy" \
+    assert (
+        "type: expected Automation or AutomationTemplate here, got ApprovalPolicy"
         in capsys.readouterr().err
+    )
 
 
 def test_bad_var_syntax_is_named(capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,8 +92,12 @@ def test_settings_precedence_flag_env_file_default(tmp_path: Path) -> None:
     env = {"OPSICLE_OUTPUT": "json", "OPSICLE_RUNNER": "process"}
     resolved = settings.load(config, env, runner="auto")
     assert resolved["runner"] == "auto" and resolved.origin("runner") == "flag --runner"
-    assert resolved["output"] == "json" and resolved.origin("output") == "environment OPSICLE_OUTPUT"
-    assert resolved["log-level"] == "debug" and resolved.origin("log-level").startswith("config file")
+    assert (
+        resolved["output"] == "json" and resolved.origin("output") == "environment OPSICLE_OUTPUT"
+    )
+    assert resolved["log-level"] == "debug" and resolved.origin("log-level").startswith(
+        "config file"
+    )
     assert resolved["listen"] == "127.0.0.1:13371" and resolved.origin("listen") == "default"
 
 
@@ -96,7 +110,9 @@ def test_settings_errors_name_the_source(tmp_path: Path) -> None:
         settings.load(None, {"OPSICLE_OUTPUT": "xml", "XDG_CONFIG_HOME": str(tmp_path)})
 
 
-def test_config_file_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_file_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("output: json\n")
     assert run(["--config", str(config), "version"]) == 0

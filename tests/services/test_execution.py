@@ -19,8 +19,9 @@ from domain.services.execution import (
 )
 from domain.variables import Redactor
 
-SPEC = AutomationSpec(phases=tuple(
-    Phase(name, "busybox", ("true",), timeout=5) for name in ("one", "two", "three")))
+SPEC = AutomationSpec(
+    phases=tuple(Phase(name, "busybox", ("true",), timeout=5) for name in ("one", "two", "three"))
+)
 
 
 class Clock:
@@ -34,16 +35,22 @@ class Clock:
         await asyncio.sleep(0)
 
 
-async def run_with(runner: InMemoryRunner, cancel: asyncio.Event | None = None,
-                   redactor: Redactor = Redactor()) -> tuple[list[Progress], RunStatus]:
+async def run_with(
+    runner: InMemoryRunner, cancel: asyncio.Event | None = None, redactor: Redactor | None = None
+) -> tuple[list[Progress], RunStatus]:
     events: list[Progress] = []
 
     async def sink(event: Progress) -> None:
         events.append(event)
 
     run, _ = new_run("r1", SPEC, Clock().now())
-    ctx = Execution(runner=runner, clock=Clock(), workdir="/w", env={"TOKEN": "hunter2"},
-                    redactor=redactor)
+    ctx = Execution(
+        runner=runner,
+        clock=Clock(),
+        workdir="/w",
+        env={"TOKEN": "hunter2"},
+        redactor=redactor or Redactor(),
+    )
     final = await execute(run, ctx, sink, cancel)
     assert isinstance(events[-1], RunFinished) and events[-1].run == final
     return events, final.status
@@ -68,15 +75,17 @@ async def test_the_first_failing_phase_stops_the_run() -> None:
     final = events[-1]
     assert isinstance(final, RunFinished)
     assert [p.status for p in final.run.phases] == [
-        PhaseStatus.SUCCEEDED, PhaseStatus.FAILED, PhaseStatus.SKIPPED]
+        PhaseStatus.SUCCEEDED,
+        PhaseStatus.FAILED,
+        PhaseStatus.SKIPPED,
+    ]
     assert final.run.reason == "phase 'two' failed with exit code 3"
 
 
 async def test_secret_values_are_masked_in_every_line() -> None:
     runner = InMemoryRunner({"one": Script(["token={TOKEN}", "no secret here"])})
     events, _ = await run_with(runner, redactor=Redactor(("hunter2",)))
-    assert [e.text for e in events if isinstance(e, PhaseOutput)] == [
-        "token=***", "no secret here"]
+    assert [e.text for e in events if isinstance(e, PhaseOutput)] == ["token=***", "no secret here"]
 
 
 async def test_cancelling_stops_the_current_phase_and_ends_cancelled() -> None:

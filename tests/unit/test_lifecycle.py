@@ -25,7 +25,9 @@ from domain.automations import (
 from domain.errors import IllegalTransition
 from domain.resources import AutomationSpec, Phase
 
-SPEC = AutomationSpec(phases=(Phase("one", "busybox", ("true",)), Phase("two", "busybox", ("true",))))
+SPEC = AutomationSpec(
+    phases=(Phase("one", "busybox", ("true",)), Phase("two", "busybox", ("true",)))
+)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -45,7 +47,9 @@ class Lifecycle(RuleBasedStateMachine):
     def create(self, needs_approval: bool) -> None:
         self.run, event = new_run("r1", SPEC, self.now(), needs_approval=needs_approval)
         assert event.status is self.run.status
-        assert self.run.status is (RunStatus.PENDING_APPROVAL if needs_approval else RunStatus.QUEUED)
+        assert self.run.status is (
+            RunStatus.PENDING_APPROVAL if needs_approval else RunStatus.QUEUED
+        )
 
     @precondition(lambda self: self.run is not None)
     @rule(to=st.sampled_from(list(RunStatus)))
@@ -53,8 +57,10 @@ class Lifecycle(RuleBasedStateMachine):
         assert self.run is not None
         before = self.run
         legal = can_transition(before.status, to) and not (
-            before.status is RunStatus.RUNNING and to is RunStatus.QUEUED
-            and before.attempts >= MAX_ATTEMPTS)
+            before.status is RunStatus.RUNNING
+            and to is RunStatus.QUEUED
+            and before.attempts >= MAX_ATTEMPTS
+        )
         if legal:
             self.run, event = transition(before, to, self.now())
             assert (event.previous, event.status) == (before.status, to)
@@ -79,7 +85,9 @@ class Lifecycle(RuleBasedStateMachine):
         assert run.attempts <= MAX_ATTEMPTS
         if run.status.terminal:
             assert run.finished_at is not None
-            assert not any(p.status in (PhaseStatus.PENDING, PhaseStatus.RUNNING) for p in run.phases)
+            assert not any(
+                p.status in (PhaseStatus.PENDING, PhaseStatus.RUNNING) for p in run.phases
+            )
         if run.status is RunStatus.RUNNING:
             assert run.started_at is not None
 

@@ -37,48 +37,81 @@ text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), ma
 commands = st.lists(text.filter(str.strip), min_size=1, max_size=3).map(tuple)
 phases = st.lists(
     st.builds(Phase, name=names, image=names, commands=commands, timeout=st.integers(1, 3600)),
-    min_size=1, max_size=4, unique_by=lambda p: p.name,
+    min_size=1,
+    max_size=4,
+    unique_by=lambda p: p.name,
 ).map(tuple)
-mounts = st.lists(st.builds(VolumeMount, host=names, container=names.map(lambda n: "/" + n)),
-                  max_size=2).map(tuple)
+mounts = st.lists(
+    st.builds(VolumeMount, host=names, container=names.map(lambda n: "/" + n)), max_size=2
+).map(tuple)
 specs = st.builds(AutomationSpec, phases=phases, volume_mounts=mounts)
-metadata = st.builds(Metadata, name=names,
-                     labels=st.dictionaries(names, text, max_size=2),
-                     annotations=st.dictionaries(names, text, max_size=2))
+metadata = st.builds(
+    Metadata,
+    name=names,
+    labels=st.dictionaries(names, text, max_size=2),
+    annotations=st.dictionaries(names, text, max_size=2),
+)
 
 
 @st.composite
 def variables(draw: st.DrawFn) -> Variable:
     vtype = draw(st.sampled_from(list(VariableType)))
-    default = draw(st.none() | {
-        VariableType.STRING: text, VariableType.BOOL: st.booleans(),
-        VariableType.NUMBER: st.integers(-10**6, 10**6),
-        VariableType.FLOAT: st.floats(allow_nan=False, allow_infinity=False, width=32),
-    }[vtype])
+    default = draw(
+        st.none()
+        | {
+            VariableType.STRING: text,
+            VariableType.BOOL: st.booleans(),
+            VariableType.NUMBER: st.integers(-(10**6), 10**6),
+            VariableType.FLOAT: st.floats(allow_nan=False, allow_infinity=False, width=32),
+        }[vtype]
+    )
     vid = draw(names.filter(lambda n: env_name(n) not in RESERVED_ENV))
-    return Variable(id=vid, type=vtype, label=draw(text), description=draw(text), default=default,
-                    is_required=draw(st.booleans()), secret=draw(st.booleans()))
+    return Variable(
+        id=vid,
+        type=vtype,
+        label=draw(text),
+        description=draw(text),
+        default=default,
+        is_required=draw(st.booleans()),
+        secret=draw(st.booleans()),
+    )
 
 
 variable_lists = st.lists(variables(), max_size=4, unique_by=lambda v: env_name(v.id)).map(tuple)
-responders = st.builds(Responder, user_id=st.integers(1, 10**9).map(str),
-                       mfa_seed=st.none() | st.just("JBSWY3DPEHPK3PXPJBSWY3DP"))
+responders = st.builds(
+    Responder,
+    user_id=st.integers(1, 10**9).map(str),
+    mfa_seed=st.none() | st.just("JBSWY3DPEHPK3PXPJBSWY3DP"),
+)
 policies = st.builds(
-    PolicySpec, id=st.just(""),
-    telegram=st.lists(st.builds(TelegramTarget,
-                                chat_ids=st.lists(st.integers(-10**12, 10**12), min_size=1,
-                                                  max_size=2).map(tuple),
-                                authorized_responders=st.lists(responders, max_size=2).map(tuple)),
-                      min_size=1, max_size=2).map(tuple),
-    slack=st.lists(st.builds(SlackTarget, channel_names=st.lists(names, min_size=1, max_size=2)
-                             .map(tuple)), max_size=1).map(tuple),
+    PolicySpec,
+    id=st.just(""),
+    telegram=st.lists(
+        st.builds(
+            TelegramTarget,
+            chat_ids=st.lists(st.integers(-(10**12), 10**12), min_size=1, max_size=2).map(tuple),
+            authorized_responders=st.lists(responders, max_size=2).map(tuple),
+        ),
+        min_size=1,
+        max_size=2,
+    ).map(tuple),
+    slack=st.lists(
+        st.builds(SlackTarget, channel_names=st.lists(names, min_size=1, max_size=2).map(tuple)),
+        max_size=1,
+    ).map(tuple),
 )
 templates = st.builds(
-    AutomationTemplate, metadata=metadata, template=specs, variables=variable_lists,
-    display_name=text, description=text.filter(str.strip),
-    owners=st.lists(st.builds(Owner, name=names, email=st.just("a@b.example")), max_size=2)
-    .map(tuple),
-    approval_policy=st.none() | st.builds(ApprovalPolicyChoice, policy_ref=names)
+    AutomationTemplate,
+    metadata=metadata,
+    template=specs,
+    variables=variable_lists,
+    display_name=text,
+    description=text.filter(str.strip),
+    owners=st.lists(st.builds(Owner, name=names, email=st.just("a@b.example")), max_size=2).map(
+        tuple
+    ),
+    approval_policy=st.none()
+    | st.builds(ApprovalPolicyChoice, policy_ref=names)
     | st.builds(ApprovalPolicyChoice, spec=policies),
 )
 automations = st.builds(Automation, metadata=metadata, spec=specs, variables=variable_lists)
@@ -100,12 +133,16 @@ yaml_values = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.fixed_dictionaries({
-    "apiVersion": st.sampled_from(["v1", "v2", 1]),
-    "type": st.sampled_from([k.value for k in Kind] + ["Other", 3]),
-    "metadata": yaml_values | st.fixed_dictionaries({"name": yaml_values}),
-    "spec": yaml_values,
-}))
+@given(
+    st.fixed_dictionaries(
+        {
+            "apiVersion": st.sampled_from(["v1", "v2", 1]),
+            "type": st.sampled_from([k.value for k in Kind] + ["Other", 3]),
+            "metadata": yaml_values | st.fixed_dictionaries({"name": yaml_values}),
+            "spec": yaml_values,
+        }
+    )
+)
 def test_malformed_documents_always_get_located_errors(document: dict[str, object]) -> None:
     source = yaml.safe_dump(document)
     try:
@@ -148,38 +185,67 @@ def test_errors_name_file_line_field_and_expectation() -> None:
     with pytest.raises(Invalid) as info:
         parse_text(BROKEN, "broken.yaml")
     shown = str(info.value).splitlines()
-    assert "broken.yaml:8:7: spec.variables[0].type: expected one of: string, bool, number, " \
-           "float; got a string ('strng')" in shown
-    assert "broken.yaml:13:9: spec.template.phases[0].comands: unknown field (did you mean " \
-           "'commands'?); expected one of: name, image, commands, timeout" in shown
-    assert "broken.yaml:14:9: spec.template.phases[0].timeout: expected a whole number, got a " \
-           "string ('5s')" in shown
-    assert any(line.startswith("broken.yaml:11:9: spec.template.phases[0].commands: is required")
-               for line in shown)
+    assert (
+        "broken.yaml:8:7: spec.variables[0].type: expected one of: string, bool, number, "
+        "float; got a string ('strng')" in shown
+    )
+    assert (
+        "broken.yaml:13:9: spec.template.phases[0].comands: unknown field (did you mean "
+        "'commands'?); expected one of: name, image, commands, timeout" in shown
+    )
+    assert (
+        "broken.yaml:14:9: spec.template.phases[0].timeout: expected a whole number, got a "
+        "string ('5s')" in shown
+    )
+    assert any(
+        line.startswith("broken.yaml:11:9: spec.template.phases[0].commands: is required")
+        for line in shown
+    )
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("a: [1, 2", "x.yaml:1:9: not valid YAML"),
-    ("apiVersion: v1\ntype: Automation\nmetadata: {name: a}\nspec: {phases: []}\n",
-     "x.yaml:4:8: spec.phases: must have at least one entry"),
-    ("apiVersion: v1\ntype: Automation\nmetadata: {name: a}\nspec: {phases: [], phases: []}\n",
-     "x.yaml:4:20: spec.phases: appears twice"),
-    ("apiVersion: v1\ntype: Job\nmetadata: {name: a}\nspec: {}\n", "x.yaml:2:1: type: expected one of"),
-    ("", "x.yaml:1:1: has no resource"),
-    ("apiVersion: v1\ntype: AutomationTemplate\nmetadata: {name: a}\nspec:\n  variables:\n"
-     "    - {id: home}\n  template: {phases: [{name: a, image: b, commands: [c]}]}\n",
-     "x.yaml:6:8: spec.variables[0].id: 'home' would set $HOME"),
-    ("apiVersion: v1\ntype: AutomationTemplate\nmetadata: {name: a}\nspec:\n  variables:\n"
-     "    - {id: a-b}\n    - {id: a_b}\n  template: {phases: [{name: a, image: b, commands: [c]}]}\n",
-     "x.yaml:7:8: spec.variables[1].id: 'a_b' gives the same environment name $A_B as 'a-b'"),
-    ("apiVersion: v1\ntype: AutomationTemplate\nmetadata: {name: a}\nspec:\n"
-     "  approvalPolicy: {policyRef: p, spec: {telegram: {chatIds: [1]}}}\n"
-     "  template: {phases: [{name: a, image: b, commands: [c]}]}\n",
-     "x.yaml:5:3: spec.approvalPolicy: expected exactly one of 'policyRef' or 'spec'"),
-    ("apiVersion: v1\ntype: ApprovalPolicy\nmetadata: {name: a}\nspec:\n  telegram:\n"
-     "    chatIds: [1]\n    authorizedResponders: [{userId: bob}]\n",
-     "x.yaml:7:29: spec.telegram.authorizedResponders[0].userId: Telegram user ids are numbers"),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("a: [1, 2", "x.yaml:1:9: not valid YAML"),
+        (
+            "apiVersion: v1\ntype: Automation\nmetadata: {name: a}\nspec: {phases: []}\n",
+            "x.yaml:4:8: spec.phases: must have at least one entry",
+        ),
+        (
+            "apiVersion: v1\ntype: Automation\nmetadata: {name: a}\n"
+            "spec: {phases: [], phases: []}\n",
+            "x.yaml:4:20: spec.phases: appears twice",
+        ),
+        (
+            "apiVersion: v1\ntype: Job\nmetadata: {name: a}\nspec: {}\n",
+            "x.yaml:2:1: type: expected one of",
+        ),
+        ("", "x.yaml:1:1: has no resource"),
+        (
+            "apiVersion: v1\ntype: AutomationTemplate\nmetadata: {name: a}\nspec:\n  variables:\n"
+            "    - {id: home}\n  template: {phases: [{name: a, image: b, commands: [c]}]}\n",
+            "x.yaml:6:8: spec.variables[0].id: 'home' would set $HOME",
+        ),
+        (
+            "apiVersion: v1\ntype: AutomationTemplate\nmetadata: {name: a}\nspec:\n  variables:\n"
+            "    - {id: a-b}\n    - {id: a_b}\n"
+            "  template: {phases: [{name: a, image: b, commands: [c]}]}\n",
+            "x.yaml:7:8: spec.variables[1].id: 'a_b' gives the same environment name $A_B as 'a-b'",
+        ),
+        (
+            "apiVersion: v1\ntype: AutomationTemplate\nmetadata: {name: a}\nspec:\n"
+            "  approvalPolicy: {policyRef: p, spec: {telegram: {chatIds: [1]}}}\n"
+            "  template: {phases: [{name: a, image: b, commands: [c]}]}\n",
+            "x.yaml:5:3: spec.approvalPolicy: expected exactly one of 'policyRef' or 'spec'",
+        ),
+        (
+            "apiVersion: v1\ntype: ApprovalPolicy\nmetadata: {name: a}\nspec:\n  telegram:\n"
+            "    chatIds: [1]\n    authorizedResponders: [{userId: bob}]\n",
+            "x.yaml:7:29: spec.telegram.authorizedResponders[0].userId: "
+            "Telegram user ids are numbers",
+        ),
+    ],
+)
 def test_rejections_point_at_the_line(source: str, expected: str) -> None:
     with pytest.raises(Invalid) as info:
         parse_text(source, "x.yaml")

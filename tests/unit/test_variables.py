@@ -29,7 +29,11 @@ def test_given_values_are_typed_and_defaults_fill_the_rest() -> None:
     values = resolve(DECLARED, {"target-host": "db1", "dry-run": "yes", "ratio": "0.5"})
     assert values == {"target-host": "db1", "dry-run": True, "retries": 3, "ratio": 0.5}
     assert environment(DECLARED, values) == {
-        "TARGET_HOST": "db1", "DRY_RUN": "true", "RETRIES": "3", "RATIO": "0.5"}
+        "TARGET_HOST": "db1",
+        "DRY_RUN": "true",
+        "RETRIES": "3",
+        "RATIO": "0.5",
+    }
 
 
 def test_every_problem_is_named() -> None:
@@ -37,7 +41,7 @@ def test_every_problem_is_named() -> None:
         resolve(DECLARED, {"retries": "three", "ratio": "x", "colour": "red"})
     assert info.value.field_map() == {
         "variables.colour": "is not a variable of this runbook; it has: target-host, dry-run, "
-                            "retries, ratio, api-token",
+        "retries, ratio, api-token",
         "variables.target-host": "is required (string)",
         "variables.retries": "expected a whole number, got a string ('three')",
         "variables.ratio": "expected a number, got a string ('x')",
@@ -66,19 +70,32 @@ def test_displayed_values_mask_secrets() -> None:
     assert shown == {"api-token": MASK, "target-host": "h"}
 
 
-@pytest.mark.parametrize(("vtype", "raw", "expected"), [
-    (VariableType.BOOL, "TRUE", True), (VariableType.BOOL, "off", False),
-    (VariableType.NUMBER, " 42 ", 42), (VariableType.NUMBER, 7.0, 7),
-    (VariableType.FLOAT, "1e3", 1000.0), (VariableType.STRING, 5, "5"),
-])
+@pytest.mark.parametrize(
+    ("vtype", "raw", "expected"),
+    [
+        (VariableType.BOOL, "TRUE", True),
+        (VariableType.BOOL, "off", False),
+        (VariableType.NUMBER, " 42 ", 42),
+        (VariableType.NUMBER, 7.0, 7),
+        (VariableType.FLOAT, "1e3", 1000.0),
+        (VariableType.STRING, 5, "5"),
+    ],
+)
 def test_coercion(vtype: VariableType, raw: object, expected: object) -> None:
     assert coerce_value(vtype, raw) == expected
 
 
-@pytest.mark.parametrize(("vtype", "raw"), [
-    (VariableType.BOOL, "maybe"), (VariableType.NUMBER, "1.5"), (VariableType.NUMBER, True),
-    (VariableType.FLOAT, "nan"), (VariableType.FLOAT, "inf"), (VariableType.STRING, [1]),
-])
+@pytest.mark.parametrize(
+    ("vtype", "raw"),
+    [
+        (VariableType.BOOL, "maybe"),
+        (VariableType.NUMBER, "1.5"),
+        (VariableType.NUMBER, True),
+        (VariableType.FLOAT, "nan"),
+        (VariableType.FLOAT, "inf"),
+        (VariableType.STRING, [1]),
+    ],
+)
 def test_coercion_refuses(vtype: VariableType, raw: object) -> None:
     with pytest.raises(ValueError, match="expected"):
         coerce_value(vtype, raw)

@@ -64,7 +64,7 @@ class Execution:
     workdir: str
     mounts: tuple[Mount, ...] = ()
     env: Mapping[str, str] = attrs.field(factory=dict)
-    redactor: Redactor = Redactor()
+    redactor: Redactor = attrs.field(factory=Redactor)
 
 
 async def execute(
@@ -84,12 +84,16 @@ async def execute(
         run = record_phase(run, PhaseResult(phase.name, PhaseStatus.RUNNING, started_at=started))
         await sink(PhaseStarted(run.id, index, phase, started))
         outcome = await _run_phase(run.id, phase, ctx, sink, cancel)
-        result = PhaseResult(phase.name, outcome.status, outcome.exit_code, started, ctx.clock.now())
+        result = PhaseResult(
+            phase.name, outcome.status, outcome.exit_code, started, ctx.clock.now()
+        )
         run = record_phase(run, result)
         detail = ctx.redactor(_describe(phase, outcome))
         await sink(PhaseFinished(run.id, index, result, detail))
         if outcome.status is not PhaseStatus.SUCCEEDED:
-            return await _finish(run, _RUN_END.get(outcome.status, RunStatus.FAILED), detail, ctx, sink)
+            return await _finish(
+                run, _RUN_END.get(outcome.status, RunStatus.FAILED), detail, ctx, sink
+            )
     return await _finish(run, RunStatus.SUCCEEDED, "", ctx, sink)
 
 
@@ -97,11 +101,13 @@ async def _run_phase(
     run_id: str, phase: Phase, ctx: Execution, sink: ProgressSink, cancel: asyncio.Event
 ) -> PhaseOutcome:
     async def on_line(line: OutputLine) -> None:
-        await sink(PhaseOutput(run_id, phase.name, line.stream, ctx.redactor(line.text),
-                               ctx.clock.now()))
+        await sink(
+            PhaseOutput(run_id, phase.name, line.stream, ctx.redactor(line.text), ctx.clock.now())
+        )
 
-    job = PhaseJob(run_id=run_id, phase=phase, env=dict(ctx.env), workdir=ctx.workdir,
-                   mounts=ctx.mounts)
+    job = PhaseJob(
+        run_id=run_id, phase=phase, env=dict(ctx.env), workdir=ctx.workdir, mounts=ctx.mounts
+    )
     task = asyncio.create_task(ctx.runner.run_phase(job, on_line))
     waiter = asyncio.create_task(cancel.wait())
     try:
@@ -136,8 +142,9 @@ def _describe(phase: Phase, outcome: PhaseOutcome) -> str:
     return f"phase '{phase.name}' failed with {code}{extra}"
 
 
-async def _finish(run: Run, status: RunStatus, reason: str, ctx: Execution,
-                  sink: ProgressSink) -> Run:
+async def _finish(
+    run: Run, status: RunStatus, reason: str, ctx: Execution, sink: ProgressSink
+) -> Run:
     run, _ = transition(run, status, ctx.clock.now(), reason)
     await sink(RunFinished(run))
     return run

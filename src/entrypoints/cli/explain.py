@@ -18,22 +18,29 @@ app = App(name="explain", help="Explain what Opsicle's outputs mean.")
 def exitcode(
     code: Annotated[int | None, Parameter(help="The exit code to explain.")] = None,
     *,
-    all: Annotated[bool, Parameter(help="List every exit code.")] = False,  # noqa: A002
+    all: Annotated[bool, Parameter(help="List every exit code.")] = False,
 ) -> int:
     """Say what an exit code of an opsicle command means."""
     fmt = settings.current.get(settings.load())["output"]
     if all:
-        emit([{"code": int(c), "name": c.name.lower(), "meaning": m} for c, m in MEANINGS.items()],
-             fmt, columns=("code", "name", "meaning"))
+        emit(
+            [{"code": int(c), "name": c.name.lower(), "meaning": m} for c, m in MEANINGS.items()],
+            fmt,
+            columns=("code", "name", "meaning"),
+        )
         return 0
     if code is None:
-        raise Invalid("give an exit code, or --all", errors=(
-            FieldError("code", "expected a number such as 3, or --all"),))
+        raise Invalid(
+            "give an exit code, or --all",
+            errors=(FieldError("code", "expected a number such as 3, or --all"),),
+        )
     try:
         known = ExitCode(code)
     except ValueError:
         choices = ", ".join(str(int(c)) for c in ExitCode)
-        raise Invalid(f"{code} is not an exit code opsicle uses", errors=(
-            FieldError("code", f"expected one of: {choices}"),)) from None
+        raise Invalid(
+            f"{code} is not an exit code opsicle uses",
+            errors=(FieldError("code", f"expected one of: {choices}"),),
+        ) from None
     emit({"code": int(known), "name": known.name.lower(), "meaning": MEANINGS[known]}, fmt)
     return 0

@@ -19,8 +19,10 @@ def version() -> int:
     fmt = settings.current.get(settings.load())["output"]
     info = build_info()
     if fmt == "text":
-        console().print(f"opsicle {info['version']} (commit {info['commit']}, "
-                        f"built {info['buildDate']})", markup=False)
+        console().print(
+            f"opsicle {info['version']} (commit {info['commit']}, built {info['buildDate']})",
+            markup=False,
+        )
     else:
         emit(info, fmt)
     return 0
@@ -37,11 +39,16 @@ def validate(files: Annotated[list[Path], Parameter(help="YAML files to check.")
     checked = []
     for path in files:
         for doc in load_file(path):
-            row = {"file": str(path), "kind": doc.resource.kind.value,
-                   "name": doc.resource.metadata.name, "valid": True}
+            row = {
+                "file": str(path),
+                "kind": doc.resource.kind.value,
+                "name": doc.resource.metadata.name,
+                "valid": True,
+            }
             if fmt == "text":
-                console().print(f"{row['file']}: {row['kind']} '{row['name']}' is valid",
-                                markup=False)
+                console().print(
+                    f"{row['file']}: {row['kind']} '{row['name']}' is valid", markup=False
+                )
             checked.append(row)
     if fmt != "text":
         emit(checked, fmt)
@@ -52,19 +59,31 @@ def run(
     file: Annotated[Path, Parameter(help="An Automation or AutomationTemplate YAML file.")],
     /,
     *,
-    var: Annotated[list[str] | None, Parameter(
-        name=["--var", "-v"], help="A variable as key=value; repeat for more.")] = None,
-    runner: Annotated[Literal["auto", "process", "docker"] | None, Parameter(
-        help="How phases run. auto: docker when an engine answers and every image is "
-             "present locally, else process. Default: auto")] = None,
+    var: Annotated[
+        list[str] | None,
+        Parameter(name=["--var", "-v"], help="A variable as key=value; repeat for more."),
+    ] = None,
+    runner: Annotated[
+        Literal["auto", "process", "docker"] | None,
+        Parameter(
+            help="How phases run. auto: docker when an engine answers and every image is "
+            "present locally, else process. Default: auto"
+        ),
+    ] = None,
     pull: Annotated[bool, Parameter(help="Let the docker runner pull missing images.")] = False,
-    docker_host: Annotated[str | None, Parameter(
-        help="Docker engine URL. Default: $DOCKER_HOST or the local socket")] = None,
-    grace_seconds: Annotated[float | None, Parameter(
-        help="After a timeout or Ctrl-C, how long a phase has between SIGTERM and SIGKILL. "
-             "Default: 5")] = None,
-    keep_workdir: Annotated[bool, Parameter(
-        help="Keep the run's working directory afterwards and print its path.")] = False,
+    docker_host: Annotated[
+        str | None, Parameter(help="Docker engine URL. Default: $DOCKER_HOST or the local socket")
+    ] = None,
+    grace_seconds: Annotated[
+        float | None,
+        Parameter(
+            help="After a timeout or Ctrl-C, how long a phase has between SIGTERM and SIGKILL. "
+            "Default: 5"
+        ),
+    ] = None,
+    keep_workdir: Annotated[
+        bool, Parameter(help="Keep the run's working directory afterwards and print its path.")
+    ] = False,
 ) -> int:
     """Run a runbook on this machine: phases in order, output streamed line by line.
 
@@ -79,11 +98,16 @@ def run(
     from entrypoints.local_run import LocalRun, parse_vars
 
     resolved = settings.current.get(settings.load()).with_flags(
-        runner=runner, docker_host=docker_host, grace_seconds=grace_seconds)
+        runner=runner, docker_host=docker_host, grace_seconds=grace_seconds
+    )
     docs = load_file(file, expected=(Kind.AUTOMATION, Kind.AUTOMATION_TEMPLATE))
     if len(docs) != 1:
-        raise Invalid(f"{file} holds {len(docs)} runbooks; expected one", errors=(FieldError(
-            "", f"holds {len(docs)} runbooks; put each in its own file", str(file)),))
+        raise Invalid(
+            f"{file} holds {len(docs)} runbooks; expected one",
+            errors=(
+                FieldError("", f"holds {len(docs)} runbooks; put each in its own file", str(file)),
+            ),
+        )
     local = LocalRun(
         resource=docs[0].resource,  # type: ignore[arg-type]
         base_dir=file.resolve().parent,

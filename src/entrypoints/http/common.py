@@ -9,7 +9,13 @@ import uuid
 from collections.abc import Sequence
 from contextvars import ContextVar
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,10 +38,15 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def problem(status: int, code: str, title: str, detail: str = "",
-            errors: dict[str, str] | None = None) -> JSONResponse:
-    body: dict[str, object] = {"type": f"https://opsicle.dev/problems/{code}", "title": title,
-                               "status": status, "code": code}
+def problem(
+    status: int, code: str, title: str, detail: str = "", errors: dict[str, str] | None = None
+) -> JSONResponse:
+    body: dict[str, object] = {
+        "type": f"https://opsicle.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "code": code,
+    }
     if detail:
         body["detail"] = detail
     if errors:
@@ -54,10 +65,18 @@ class Instrumentation:
 
     def __init__(self, role: str) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("opsicle_http_requests", "HTTP requests answered",
-                                ["role", "method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("opsicle_http_request_seconds", "HTTP request latency",
-                                 ["role", "method", "route"], registry=self.registry)
+        self.requests = Counter(
+            "opsicle_http_requests",
+            "HTTP requests answered",
+            ["role", "method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "opsicle_http_request_seconds",
+            "HTTP request latency",
+            ["role", "method", "route"],
+            registry=self.registry,
+        )
         self.role = role
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
@@ -75,8 +94,10 @@ class Instrumentation:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
-                    message["headers"] = [*message.get("headers", []),
-                                          (b"x-request-id", rid.encode("latin-1"))]
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        (b"x-request-id", rid.encode("latin-1")),
+                    ]
                 await send(message)
 
             try:
@@ -85,7 +106,8 @@ class Instrumentation:
                 route = _route_template(scope)
                 self.requests.labels(self.role, scope["method"], route, str(status)).inc()
                 self.latency.labels(self.role, scope["method"], route).observe(
-                    time.perf_counter() - started)
+                    time.perf_counter() - started
+                )
                 request_id.reset(token)
 
         return wrapped
@@ -108,11 +130,16 @@ def probe_routes(checks: Sequence[HealthCheck], instrumentation: Instrumentation
         results = await asyncio.gather(*(_check(c) for c in checks))
         report = dict(zip((c.name for c in checks), results, strict=True))
         ok = all(r == "ok" for r in results)
-        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": report},
-                            status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": report},
+            status_code=200 if ok else 503,
+        )
 
-    return [Route("/healthz", healthz), Route("/readyz", readyz),
-            Route("/metrics", instrumentation.metrics)]
+    return [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", instrumentation.metrics),
+    ]
 
 
 async def _check(check: HealthCheck) -> str:
@@ -127,6 +154,8 @@ async def _check(check: HealthCheck) -> str:
 
 def build_app(role: str, routes: list[Route], checks: Sequence[HealthCheck]) -> ASGIApp:
     instrumentation = Instrumentation(role)
-    app = Starlette(routes=[*probe_routes(checks, instrumentation), *routes],
-                    exception_handlers={OpsicleError: _domain_error})
+    app = Starlette(
+        routes=[*probe_routes(checks, instrumentation), *routes],
+        exception_handlers={OpsicleError: _domain_error},
+    )
     return instrumentation.middleware(app)
