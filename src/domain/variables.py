@@ -34,7 +34,9 @@ def resolve(declared: Iterable[Variable], given: Mapping[str, object]) -> dict[s
             try:
                 values[var.id] = coerce_value(var.type, given[var.id])
             except ValueError as exc:
-                errors.append(FieldError(field=f"variables.{var.id}", message=str(exc)))
+                # A secret's value must not reach the error message either.
+                message = f"expected a {var.type.value} value" if var.secret else str(exc)
+                errors.append(FieldError(field=f"variables.{var.id}", message=message))
         elif var.default is not None:
             values[var.id] = var.default
         elif var.is_required:

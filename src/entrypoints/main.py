@@ -73,6 +73,14 @@ def run(argv: list[str] | None = None) -> int:
         code = for_error(exc)
     except KeyboardInterrupt:
         code = ExitCode.CANCELLED
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
+        logging.getLogger("opsicle").debug("unexpected error", exc_info=True)
+        report_error(
+            OpsicleError(
+                f"unexpected {type(exc).__name__}: {exc} (--log-level debug shows the details)"
+            )
+        )
+        code = ExitCode.ERROR
     if argv is None:
         sys.exit(int(code or 0))
     return int(code or 0)

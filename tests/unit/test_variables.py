@@ -99,3 +99,11 @@ def test_coercion(vtype: VariableType, raw: object, expected: object) -> None:
 def test_coercion_refuses(vtype: VariableType, raw: object) -> None:
     with pytest.raises(ValueError, match="expected"):
         coerce_value(vtype, raw)
+
+
+def test_a_mistyped_secret_is_not_echoed_in_the_error() -> None:
+    pin = Variable("pin", VariableType.NUMBER, secret=True)
+    with pytest.raises(Invalid) as info:
+        resolve((pin,), {"pin": "12ab-secret"})
+    assert "12ab-secret" not in str(info.value)
+    assert info.value.field_map() == {"variables.pin": "expected a number value"}

@@ -1,0 +1,104 @@
+"""Phase start-up cost of each runner and start-up time of the CLI; prints figures and setup.
+
+Run: uv run python bench/local_runs.py [--runs N] [--docker-host URL] [--binary dist/opsicle]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from adapters.runners.docker import DockerRunner, docker_available, image_exists
+from adapters.runners.process import ProcessRunner
+from adapters.system import SystemClock
+from domain.automations import new_run
+from domain.ports import Runner
+from domain.resources import AutomationSpec, Phase
+from domain.services.execution import Execution, Progress, execute
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def bench_runner(runner: Runner, runs: int) -> list[float]:
+    spec = AutomationSpec(phases=(Phase("noop", "busybox:latest", ("true",)),))
+    clock = SystemClock()
+
+    async def sink(event: Progress) -> None:
+        return None
+
+    durations = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for i in range(runs):
+            run, _ = new_run(f"bench-{i}", spec, clock.now())
+            started = time.perf_counter()
+            await execute(run, Execution(runner=runner, clock=clock, workdir=workdir), sink)
+            durations.append(time.perf_counter() - started)
+    return durations
+
+
+def report(label: str, seconds: Sequence[float], *, rate: bool = True) -> None:
+    ms = [s * 1000 for s in seconds]
+    line = (
+        f"{label:<34} n={len(ms):<4} p50={percentile(ms, 0.5):7.1f} ms  "
+        f"p99={percentile(ms, 0.99):7.1f} ms  mean={statistics.fmean(ms):7.1f} ms"
+    )
+    if rate:
+        line += f"  => {1000 / statistics.fmean(ms):6.1f} runs/s sequential"
+    print(line)
+
+
+def time_command(argv: list[str], repeat: int) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run(argv, capture_output=True, check=True)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"))
+    parser.add_argument("--binary", default="dist/opsicle")
+    args = parser.parse_args()
+    print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"# one-phase runs of `true`, sequential, {args.runs} each, through domain execute()")
+    for sandbox in (True, False):
+        runner = ProcessRunner(sandbox=sandbox)
+        report(
+            f"process ({'bubblewrap' if sandbox else 'unsandboxed'})",
+            await bench_runner(runner, args.runs),
+        )
+    docker = DockerRunner(args.docker_host)
+    if await docker_available(docker.url) and await image_exists(docker.url, "busybox:latest"):
+        report("docker (busybox:latest)", await bench_runner(docker, max(5, args.runs // 5)))
+    else:
+        print(f"docker: skipped (no engine with busybox:latest at {docker.url})")
+    print("# CLI start-up, `opsicle version`, 20 times each")
+    report("python3 -c pass", time_command([sys.executable, "-c", "pass"], 20), rate=False)
+    report(
+        "source: python -m entrypoints.main",
+        time_command([sys.executable, "-m", "entrypoints.main", "version"], 20),
+        rate=False,
+    )
+    if Path(args.binary).is_file():
+        report(f"frozen: {args.binary}", time_command([args.binary, "version"], 20), rate=False)
+    else:
+        print(f"frozen: skipped ({args.binary} not built; run packaging/build.sh)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
