@@ -15,7 +15,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from adapters.runners.docker import DockerRunner, docker_available, image_exists
 from adapters.runners.process import ProcessRunner
@@ -94,7 +93,7 @@ async def main() -> None:
         time_command([sys.executable, "-m", "entrypoints.main", "version"], 20),
         rate=False,
     )
-    if Path(args.binary).is_file():
+    if os.path.isfile(args.binary):
         report(f"frozen: {args.binary}", time_command([args.binary, "version"], 20), rate=False)
     else:
         print(f"frozen: skipped ({args.binary} not built; run packaging/build.sh)")

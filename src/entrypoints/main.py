@@ -73,7 +73,7 @@ def run(argv: list[str] | None = None) -> int:
         code = for_error(exc)
     except KeyboardInterrupt:
         code = ExitCode.CANCELLED
-    except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
+    except Exception as exc:  # the last resort: one line, never a traceback
         logging.getLogger("opsicle").debug("unexpected error", exc_info=True)
         report_error(
             OpsicleError(
