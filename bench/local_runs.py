@@ -67,32 +67,31 @@ def time_command(argv: list[str], repeat: int) -> list[float]:
     return samples
 
 
-async def main() -> None:
+async def bench_runners(runs: int, docker_host: str | None) -> None:
+    print(f"# one-phase runs of `true`, sequential, {runs} each, through domain execute()")
+    for sandbox in (True, False):
+        runner = ProcessRunner(sandbox=sandbox)
+        label = f"process ({'bubblewrap' if sandbox else 'unsandboxed'})"
+        report(label, await bench_runner(runner, runs))
+    docker = DockerRunner(docker_host)
+    if await docker_available(docker.url) and await image_exists(docker.url, "busybox:latest"):
+        report("docker (busybox:latest)", await bench_runner(docker, max(5, runs // 5)))
+    else:
+        print(f"docker: skipped (no engine with busybox:latest at {docker.url})")
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"))
     parser.add_argument("--binary", default="dist/opsicle")
     args = parser.parse_args()
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    print(f"# one-phase runs of `true`, sequential, {args.runs} each, through domain execute()")
-    for sandbox in (True, False):
-        runner = ProcessRunner(sandbox=sandbox)
-        report(
-            f"process ({'bubblewrap' if sandbox else 'unsandboxed'})",
-            await bench_runner(runner, args.runs),
-        )
-    docker = DockerRunner(args.docker_host)
-    if await docker_available(docker.url) and await image_exists(docker.url, "busybox:latest"):
-        report("docker (busybox:latest)", await bench_runner(docker, max(5, args.runs // 5)))
-    else:
-        print(f"docker: skipped (no engine with busybox:latest at {docker.url})")
+    asyncio.run(bench_runners(args.runs, args.docker_host))
     print("# CLI start-up, `opsicle version`, 20 times each")
+    source = [sys.executable, "-m", "entrypoints.main", "version"]
     report("python3 -c pass", time_command([sys.executable, "-c", "pass"], 20), rate=False)
-    report(
-        "source: python -m entrypoints.main",
-        time_command([sys.executable, "-m", "entrypoints.main", "version"], 20),
-        rate=False,
-    )
+    report("source: python -m entrypoints.main", time_command(source, 20), rate=False)
     if os.path.isfile(args.binary):
         report(f"frozen: {args.binary}", time_command([args.binary, "version"], 20), rate=False)
     else:
@@ -100,4 +99,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
