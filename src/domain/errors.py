@@ -65,6 +65,17 @@ class Unauthenticated(OpsicleError):
     status = 401
 
 
+class RateLimited(OpsicleError):
+    """Too many attempts; ``retry_after`` says in how many seconds to try again."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Unavailable(OpsicleError):
     """A store or service did not answer; callers may retry with backoff."""
 

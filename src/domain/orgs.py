@@ -57,3 +57,26 @@ def check_org(name: str, code: str) -> None:
         )
     if errors:
         raise Invalid("the organisation is not valid", errors=tuple(errors))
+
+
+class InvitationStatus(StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+@attrs.frozen
+class Invitation:
+    """An invitation to join an org, addressed to an email; the join code is stored hashed."""
+
+    id: str
+    org_id: str
+    email: str
+    member_type: MemberType
+    inviter_id: str
+    code_hash: str
+    created_at: datetime
+    expires_at: datetime
+    status: InvitationStatus = InvitationStatus.PENDING
+    answered_at: datetime | None = None

@@ -18,12 +18,12 @@ import attrs
 from domain.approvals import Approval
 from domain.audit import AuditEvent, Outcome
 from domain.automations import PhaseResult, PhaseStatus, Run, RunStatus
-from domain.orgs import Membership, Organisation
+from domain.orgs import Invitation, Membership, Organisation
 from domain.permissions import Role
 from domain.resources import AutomationSpec, Phase
 from domain.templates import Template, TemplateVersion
 from domain.tokens import WorkerToken
-from domain.users import User
+from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
 from domain.workers import Worker
 
 # ---------------------------------------------------------------- time and identity
@@ -58,6 +58,38 @@ class TokenSigner(Protocol):
 
     def verify(self, token: str) -> dict[str, Any]:
         """The claims of a valid, unexpired token; raises ``Unauthenticated`` otherwise."""
+        ...
+
+
+class Secrets(Protocol):
+    """Random secrets and their stored form; secrets are shown once and kept only as hashes."""
+
+    def new_token(self, prefix: str = "opsicle-") -> str:
+        """A high-entropy secret such as a worker token or a session secret."""
+        ...
+
+    def new_code(self, digits: int) -> str:
+        """A random numeric code of exactly ``digits`` digits (may start with 0)."""
+        ...
+
+    def hash(self, secret: str) -> str:
+        """The stored form of a high-entropy secret (not for passwords)."""
+        ...
+
+
+class Totp(Protocol):
+    """Time-based one-time passwords (RFC 6238: SHA-1, 6 digits, 30 s)."""
+
+    def new_secret(self) -> str:
+        """A new random base32 secret."""
+        ...
+
+    def provisioning_uri(self, secret: str, account: str) -> str:
+        """The ``otpauth://`` URI authenticator apps read (usually from a QR code)."""
+        ...
+
+    def matching_step(self, secret: str, code: str, at: datetime) -> int | None:
+        """The time step ``code`` is valid for at ``at`` (one step of drift allowed), or None."""
         ...
 
 
@@ -157,6 +189,73 @@ class RoleRepository(Protocol):
 
     async def of_member(self, org_id: str, user_id: str) -> list[Role]: ...
 
+    async def assign_token(self, token_id: str, role_id: str) -> None:
+        """Idempotent; raises ``NotFound`` when the token or role does not exist, ``Invalid``
+        when they belong to different orgs."""
+        ...
+
+    async def unassign_token(self, token_id: str, role_id: str) -> None: ...
+
+    async def of_token(self, token_id: str) -> list[Role]: ...
+
+
+class MfaRepository(Protocol):
+    async def add(self, enrolment: MfaEnrolment) -> None:
+        """Replaces an unconfirmed enrolment; raises ``Conflict`` over a confirmed one."""
+        ...
+
+    async def of_user(self, user_id: str) -> MfaEnrolment:
+        """Raises ``NotFound`` when the user has no enrolment."""
+        ...
+
+    async def update(self, enrolment: MfaEnrolment) -> None: ...
+
+    async def delete(self, user_id: str) -> None:
+        """Removes the enrolment and the recovery codes; raises ``NotFound``."""
+        ...
+
+    async def set_recovery_codes(self, user_id: str, code_hashes: Sequence[str]) -> None:
+        """Replace the user's recovery codes with these (hashes of single-use codes)."""
+        ...
+
+    async def use_recovery_code(self, user_id: str, code_hash: str, at: datetime) -> bool:
+        """Mark the code used; False when it is unknown or was used before."""
+        ...
+
+    async def recovery_codes_left(self, user_id: str) -> int: ...
+
+
+class CodeRepository(Protocol):
+    async def add(self, code: OneTimeCode) -> None: ...
+
+    async def by_hash(self, purpose: CodePurpose, code_hash: str) -> OneTimeCode:
+        """Raises ``NotFound``."""
+        ...
+
+    async def update(self, code: OneTimeCode) -> None: ...
+
+    async def retire(self, user_id: str, purpose: CodePurpose, at: datetime) -> None:
+        """Mark every unused code of that purpose used, so only a newer one works."""
+        ...
+
+
+class InvitationRepository(Protocol):
+    async def add(self, invitation: Invitation) -> None:
+        """Raises ``Conflict`` when a pending invitation to that org and email exists."""
+        ...
+
+    async def get(self, invitation_id: str) -> Invitation: ...
+
+    async def by_code_hash(self, code_hash: str) -> Invitation: ...
+
+    async def for_email(self, email: str) -> builtins.list[Invitation]:
+        """Pending invitations addressed to ``email`` (case-insensitive), oldest first."""
+        ...
+
+    async def of_org(self, org_id: str) -> builtins.list[Invitation]: ...
+
+    async def update(self, invitation: Invitation) -> None: ...
+
 
 class TokenRepository(Protocol):
     async def add(self, token: WorkerToken) -> None: ...
@@ -241,6 +340,9 @@ class UnitOfWork(Protocol):
     orgs: OrgRepository
     roles: RoleRepository
     tokens: TokenRepository
+    mfa: MfaRepository
+    codes: CodeRepository
+    invitations: InvitationRepository
     templates: TemplateRepository
     runs: RunRepository
     workers: WorkerRepository

@@ -14,11 +14,11 @@ class WorkerToken:
     id: str
     org_id: str
     name: str
-    role_id: str
     secret_hash: str
     created_at: datetime
     created_by: str | None = None
     revoked_at: datetime | None = None
+    rotated_at: datetime | None = None
 
     @property
     def active(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime
+from enum import StrEnum
 
 import attrs
 
@@ -72,3 +73,52 @@ def check_password(password: str) -> None:
             code="weak_password",
             errors=(FieldError("password", "needs " + ", ".join(missing)),),
         )
+
+
+class CodePurpose(StrEnum):
+    VERIFY_EMAIL = "verify_email"
+    RESET_PASSWORD = "reset_password"
+
+
+@attrs.frozen
+class OneTimeCode:
+    """A code sent to a user (email verification, password reset); stored only as a hash."""
+
+    id: str
+    user_id: str
+    purpose: CodePurpose
+    code_hash: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+    def usable(self, at: datetime) -> bool:
+        return self.used_at is None and at < self.expires_at
+
+
+@attrs.frozen
+class MfaEnrolment:
+    """A user's TOTP secret; it counts only once confirmed with a code."""
+
+    user_id: str
+    secret: str
+    created_at: datetime
+    confirmed_at: datetime | None = None
+    # The last TOTP time step accepted: a code is accepted once per window.
+    last_step: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.confirmed_at is not None
+
+
+@attrs.frozen
+class Session:
+    """A login: the session token carries its id, and it is valid while the cache holds it."""
+
+    id: str
+    user_id: str
+    created_at: datetime
+    expires_at: datetime
+    source_ip: str = ""
+    user_agent: str = ""

@@ -1,0 +1,97 @@
+"""What the controller's use cases share: their ports, settings, the caller and auditing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+from domain.audit import AuditEvent, Outcome
+from domain.ports import (
+    AuditLog,
+    Cache,
+    Clock,
+    IdGenerator,
+    Mailer,
+    PasswordHasher,
+    Secrets,
+    TokenSigner,
+    Totp,
+    UnitOfWorkFactory,
+)
+
+
+@attrs.frozen
+class Limits:
+    """Lifetimes and attempt limits; every number an operator may want to tune."""
+
+    session_seconds: int = 12 * 3600
+    verification_code_seconds: int = 24 * 3600
+    reset_code_seconds: int = 15 * 60
+    invitation_seconds: int = 7 * 24 * 3600
+    login_attempts_per_account: int = 10
+    login_attempts_per_address: int = 50
+    mfa_attempts_per_account: int = 10
+    attempt_window_seconds: int = 15 * 60
+
+
+@attrs.frozen
+class Platform:
+    """Every port a controller use case may need; built by the composition root."""
+
+    uow: UnitOfWorkFactory
+    clock: Clock
+    ids: IdGenerator
+    passwords: PasswordHasher
+    signer: TokenSigner
+    secrets: Secrets
+    totp: Totp
+    cache: Cache
+    audit: AuditLog
+    mailer: Mailer
+    limits: Limits = Limits()
+    public_url: str = "http://127.0.0.1:13371"
+
+
+@attrs.frozen
+class Caller:
+    """Who is asking, from where: every use case receives one and audits with it."""
+
+    user_id: str | None = None
+    source_ip: str = ""
+    user_agent: str = ""
+    email: str = ""
+
+    @property
+    def actor(self) -> str:
+        return self.user_id or (f"anonymous@{self.source_ip}" if self.source_ip else "anonymous")
+
+
+async def record(
+    p: Platform,
+    caller: Caller,
+    verb: str,
+    resource_type: str,
+    resource_id: str = "",
+    *,
+    org_id: str | None = None,
+    outcome: Outcome = Outcome.SUCCESS,
+    data: Mapping[str, str] | None = None,
+    actor: str | None = None,
+) -> None:
+    """Append one audit event; never put secrets in ``data``."""
+    await p.audit.append(
+        AuditEvent(
+            id=p.ids.new_id(),
+            at=p.clock.now(),
+            actor=actor or caller.actor,
+            verb=verb,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            org_id=org_id,
+            outcome=outcome,
+            source_ip=caller.source_ip,
+            user_agent=caller.user_agent[:256],
+            data=dict(data or {}),
+        )
+    )
