@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -10,7 +12,12 @@ import pytest
 
 from adapters.memory.cache import InMemoryCache
 from adapters.memory.clock import FakeClock
+from adapters.redis.cache import RedisCache, RedisHealthCheck, redis_cache
+from domain.errors import Invalid, Unavailable
 from domain.ports import Cache
+from tests.support import port_open, require_service
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @attrs.frozen
@@ -30,9 +37,18 @@ async def _memory() -> AsyncIterator[CacheHarness]:
     yield CacheHarness(InMemoryCache(clock), elapse)
 
 
-# A Redis leg is one more entry here: an async generator that skips (or fails under CI) via
-# tests.support.require_service, and elapses real time with asyncio.sleep.
-LEGS: dict[str, Callable[[], AsyncIterator[CacheHarness]]] = {"memory": _memory}
+async def _redis() -> AsyncIterator[CacheHarness]:
+    require_service("Redis", port_open("127.0.0.1", 6379), "expected on 127.0.0.1:6379")
+    # A prefix of its own: the test never sees, or flushes, anything else on the server.
+    cache = RedisCache(REDIS_URL, prefix=f"opsicle-test-{uuid.uuid4().hex[:8]}:")
+    try:
+        yield CacheHarness(cache, asyncio.sleep)
+    finally:
+        await cache.aclose()
+
+
+LEGS: dict[str, Callable[[], AsyncIterator[CacheHarness]]] = {"memory": _memory,
+                                                               "redis": _redis}
 
 
 @pytest.fixture(params=sorted(LEGS))
@@ -133,3 +149,53 @@ async def test_keys_are_independent(harness: CacheHarness, key: str) -> None:
     assert await harness.cache.get(key + ":a") == b"a"
     assert await harness.cache.get(key + ":b") == b"1"
     assert await harness.cache.get(key) is None
+
+
+# ---------------------------------------------------------------- Redis only
+
+
+async def test_redis_keys_live_under_the_prefix(key: str) -> None:
+    async for h in _redis():
+        assert isinstance(h.cache, RedisCache)
+        await h.cache.set(key, b"v", ttl_seconds=60)
+        assert await h.cache.client.get(h.cache.prefix + key) == b"v"
+        assert await h.cache.client.exists(key) == 0
+
+
+async def test_redis_incr_of_a_non_counter_is_invalid(key: str) -> None:
+    async for h in _redis():
+        await h.cache.set(key, b"not a number", ttl_seconds=60)
+        with pytest.raises(Invalid):
+            await h.cache.incr(key, ttl_seconds=60)
+
+
+async def test_redis_health_check_pings() -> None:
+    async for h in _redis():
+        assert isinstance(h.cache, RedisCache)
+        check = RedisHealthCheck(h.cache)
+        await check.check()
+        assert check.name == "redis"
+
+
+async def test_unreachable_redis_is_unavailable_naming_the_address_not_the_password(
+        key: str) -> None:
+    port = _closed_port()
+    cache = redis_cache(f"redis://:s3cret-pw@127.0.0.1:{port}/0")
+    assert isinstance(cache, RedisCache)
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await cache.get(key)
+        assert f"Redis at 127.0.0.1:{port}" in str(caught.value)
+        assert "s3cret-pw" not in str(caught.value)
+        with pytest.raises(Unavailable):
+            await RedisHealthCheck(cache).check()
+    finally:
+        await cache.aclose()
+
+
+def _closed_port() -> int:
+    # Bound but never listening: connections to it are refused at once.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port

@@ -1,0 +1,1 @@
+"""Adapters on Redis (``redis.asyncio``)."""
