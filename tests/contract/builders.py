@@ -56,8 +56,8 @@ def role(org_id: str, name: str | None = None) -> Role:
 
 
 def token(org_id: str, name: str = "ci") -> WorkerToken:
-    return WorkerToken(id=uid("tok"), org_id=org_id, name=name, role_id=uid("role"),
-                       secret_hash="argon2-hash", created_at=T0, created_by="admin")
+    return WorkerToken(id=uid("tok"), org_id=org_id, name=name, secret_hash="argon2-hash",
+                       created_at=T0, created_by="admin")
 
 
 def template(*, org_id: str | None = None, owner_id: str | None = None,

@@ -8,7 +8,7 @@ import binascii
 import builtins
 import copy
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -17,9 +17,12 @@ import attrs
 
 from domain.automations import Run, RunStatus
 from domain.errors import Conflict, FieldError, Invalid, NotFound
-from domain.orgs import Membership, Organisation
+from domain.orgs import Invitation, InvitationStatus, Membership, Organisation
 from domain.permissions import Role
 from domain.ports import (
+    CodeRepository,
+    InvitationRepository,
+    MfaRepository,
     OrgRepository,
     Page,
     RoleRepository,
@@ -33,7 +36,7 @@ from domain.ports import (
 )
 from domain.templates import Template, TemplateVersion
 from domain.tokens import WorkerToken
-from domain.users import User
+from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
 from domain.workers import Worker
 
 MAX_PAGE = 1000
@@ -50,6 +53,12 @@ class PlatformState:
     roles: dict[str, Role] = attrs.field(factory=dict)
     assignments: set[tuple[str, str, str]] = attrs.field(factory=set)
     tokens: dict[str, WorkerToken] = attrs.field(factory=dict)
+    token_roles: set[tuple[str, str]] = attrs.field(factory=set)
+    mfa: dict[str, MfaEnrolment] = attrs.field(factory=dict)
+    # (user id, code hash) -> when it was used, or None while it is still good.
+    recovery_codes: dict[tuple[str, str], datetime | None] = attrs.field(factory=dict)
+    codes: dict[str, OneTimeCode] = attrs.field(factory=dict)
+    invitations: dict[str, Invitation] = attrs.field(factory=dict)
     templates: dict[str, Template] = attrs.field(factory=dict)
     versions: dict[tuple[str, int], TemplateVersion] = attrs.field(factory=dict)
     runs: dict[str, Run] = attrs.field(factory=dict)
@@ -80,6 +89,9 @@ class InMemoryUnitOfWork:
         self.orgs: OrgRepository = InMemoryOrgRepository(self)
         self.roles: RoleRepository = InMemoryRoleRepository(self)
         self.tokens: TokenRepository = InMemoryTokenRepository(self)
+        self.mfa: MfaRepository = InMemoryMfaRepository(self)
+        self.codes: CodeRepository = InMemoryCodeRepository(self)
+        self.invitations: InvitationRepository = InMemoryInvitationRepository(self)
         self.templates: TemplateRepository = InMemoryTemplateRepository(self)
         self.runs: RunRepository = InMemoryRunRepository(self)
         self.workers: WorkerRepository = InMemoryWorkerRepository(self)
@@ -212,6 +224,9 @@ class InMemoryOrgRepository(_Repository):
         s.roles = {k: v for k, v in s.roles.items() if k not in gone}
         s.assignments = {a for a in s.assignments if a[0] != org_id and a[2] not in gone}
         s.tokens = {k: v for k, v in s.tokens.items() if v.org_id != org_id}
+        s.token_roles = {(tk, r) for (tk, r) in s.token_roles
+                         if tk in s.tokens and r not in gone}
+        s.invitations = {k: v for k, v in s.invitations.items() if v.org_id != org_id}
 
     async def of_user(self, user_id: str) -> list[Organisation]:
         orgs = [self._s.orgs[o] for (o, u) in self._s.members if u == user_id]
@@ -270,6 +285,7 @@ class InMemoryRoleRepository(_Repository):
         await self.get(role_id)
         del self._s.roles[role_id]
         self._s.assignments = {a for a in self._s.assignments if a[2] != role_id}
+        self._s.token_roles = {a for a in self._s.token_roles if a[1] != role_id}
 
     async def of_org(self, org_id: str) -> list[Role]:
         return _sorted((r for r in self._s.roles.values() if r.org_id == org_id),
@@ -288,6 +304,133 @@ class InMemoryRoleRepository(_Repository):
     async def of_member(self, org_id: str, user_id: str) -> list[Role]:
         return _sorted((self._s.roles[r] for (o, u, r) in self._s.assignments
                         if (o, u) == (org_id, user_id)), lambda r: (r.name, r.id))
+
+    async def assign_token(self, token_id: str, role_id: str) -> None:
+        token = await self._uow.tokens.get(token_id)
+        role = await self.get(role_id)
+        if role.org_id != token.org_id:
+            raise Invalid(f"role {role_id} and token {token_id} belong to different organisations",
+                          errors=(FieldError("role_id", "is not a role of the token's org"),))
+        self._s.token_roles.add((token_id, role_id))
+
+    async def unassign_token(self, token_id: str, role_id: str) -> None:
+        self._s.token_roles.discard((token_id, role_id))
+
+    async def of_token(self, token_id: str) -> list[Role]:
+        return _sorted((self._s.roles[r] for (tk, r) in self._s.token_roles if tk == token_id),
+                       lambda r: (r.name, r.id))
+
+
+class InMemoryMfaRepository(_Repository):
+    async def add(self, enrolment: MfaEnrolment) -> None:
+        await self._uow.users.get(enrolment.user_id)
+        stored = self._s.mfa.get(enrolment.user_id)
+        if stored is not None and stored.active:
+            raise Conflict(f"user {enrolment.user_id} already has multi-factor authentication")
+        self._s.mfa[enrolment.user_id] = enrolment
+
+    async def of_user(self, user_id: str) -> MfaEnrolment:
+        return _get(self._s.mfa, user_id, f"user {user_id} has no multi-factor enrolment")
+
+    async def update(self, enrolment: MfaEnrolment) -> None:
+        await self.of_user(enrolment.user_id)
+        self._s.mfa[enrolment.user_id] = enrolment
+
+    async def delete(self, user_id: str) -> None:
+        await self.of_user(user_id)
+        del self._s.mfa[user_id]
+        self._drop_codes(user_id)
+
+    def _drop_codes(self, user_id: str) -> None:
+        self._s.recovery_codes = {k: v for k, v in self._s.recovery_codes.items()
+                                  if k[0] != user_id}
+
+    async def set_recovery_codes(self, user_id: str, code_hashes: Sequence[str]) -> None:
+        await self._uow.users.get(user_id)
+        self._drop_codes(user_id)
+        for h in code_hashes:
+            self._s.recovery_codes[(user_id, h)] = None
+
+    async def use_recovery_code(self, user_id: str, code_hash: str, at: datetime) -> bool:
+        key = (user_id, code_hash)
+        if key not in self._s.recovery_codes or self._s.recovery_codes[key] is not None:
+            return False
+        self._s.recovery_codes[key] = at
+        return True
+
+    async def recovery_codes_left(self, user_id: str) -> int:
+        return sum(1 for (u, _), used in self._s.recovery_codes.items()
+                   if u == user_id and used is None)
+
+
+class InMemoryCodeRepository(_Repository):
+    async def add(self, code: OneTimeCode) -> None:
+        await self._uow.users.get(code.user_id)
+        if code.id in self._s.codes:
+            raise Conflict(f"code {code.id} already exists")
+        self._s.codes[code.id] = code
+
+    async def by_hash(self, purpose: CodePurpose, code_hash: str) -> OneTimeCode:
+        # Hashes are not unique; should two codes share one, the newer wins.
+        found = [c for c in self._s.codes.values()
+                 if c.purpose is purpose and c.code_hash == code_hash]
+        if not found:
+            raise NotFound(f"no {purpose.value} code matches")
+        return max(found, key=lambda c: (c.created_at, c.id))
+
+    async def update(self, code: OneTimeCode) -> None:
+        _get(self._s.codes, code.id, f"code {code.id} not found")
+        self._s.codes[code.id] = code
+
+    async def retire(self, user_id: str, purpose: CodePurpose, at: datetime) -> None:
+        for c in builtins.list(self._s.codes.values()):
+            if c.user_id == user_id and c.purpose is purpose and c.used_at is None:
+                self._s.codes[c.id] = attrs.evolve(c, used_at=at)
+
+
+class InMemoryInvitationRepository(_Repository):
+    def _pending_taken(self, invitation: Invitation) -> bool:
+        if invitation.status is not InvitationStatus.PENDING:
+            return False
+        key = invitation.email.lower()
+        return any(i.org_id == invitation.org_id and i.email.lower() == key
+                   and i.status is InvitationStatus.PENDING and i.id != invitation.id
+                   for i in self._s.invitations.values())
+
+    async def add(self, invitation: Invitation) -> None:
+        await self._uow.orgs.get(invitation.org_id)
+        if invitation.id in self._s.invitations or self._pending_taken(invitation):
+            raise Conflict(f"invitation {invitation.id} or a pending invitation of "
+                           f"{invitation.email} to {invitation.org_id} already exists")
+        self._s.invitations[invitation.id] = invitation
+
+    async def get(self, invitation_id: str) -> Invitation:
+        return _get(self._s.invitations, invitation_id, f"invitation {invitation_id} not found")
+
+    async def by_code_hash(self, code_hash: str) -> Invitation:
+        found = [i for i in self._s.invitations.values() if i.code_hash == code_hash]
+        if not found:
+            raise NotFound("no invitation matches the code")
+        return max(found, key=lambda i: (i.created_at, i.id))
+
+    async def for_email(self, email: str) -> builtins.list[Invitation]:
+        key = email.lower()
+        return _sorted((i for i in self._s.invitations.values()
+                        if i.email.lower() == key and i.status is InvitationStatus.PENDING),
+                       lambda i: (i.created_at, i.id))
+
+    async def of_org(self, org_id: str) -> builtins.list[Invitation]:
+        return _sorted((i for i in self._s.invitations.values() if i.org_id == org_id),
+                       lambda i: (i.created_at, i.id))
+
+    async def update(self, invitation: Invitation) -> None:
+        stored = await self.get(invitation.id)
+        # An invitation never moves to another org; the SQL store does not rewrite it either.
+        invitation = attrs.evolve(invitation, org_id=stored.org_id)
+        if self._pending_taken(invitation):
+            raise Conflict(
+                f"a pending invitation of {invitation.email} to the org already exists")
+        self._s.invitations[invitation.id] = invitation
 
 
 class InMemoryTokenRepository(_Repository):

@@ -14,12 +14,12 @@ from sqlalchemy.engine import RowMapping
 from domain.audit import AuditEvent, Outcome
 from domain.automations import PhaseResult, PhaseStatus, Run, RunStatus
 from domain.errors import FieldError, Invalid
-from domain.orgs import Membership, MemberType, Organisation
+from domain.orgs import Invitation, InvitationStatus, Membership, MemberType, Organisation
 from domain.permissions import Action, Grant, Resource, Role
 from domain.resources import AutomationSpec, Phase, VariableValue, VolumeMount
 from domain.templates import Template, TemplateVersion
 from domain.tokens import WorkerToken
-from domain.users import User
+from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
 from domain.workers import Worker
 
 
@@ -101,15 +101,55 @@ def role_of(r: RowMapping, grants: list[RowMapping]) -> Role:
 
 
 def token_row(t: WorkerToken) -> dict[str, Any]:
-    return {"id": t.id, "org_id": t.org_id, "name": t.name, "role_id": t.role_id,
-            "secret_hash": t.secret_hash, "created_at": t.created_at,
-            "created_by": t.created_by, "revoked_at": t.revoked_at}
+    return {"id": t.id, "org_id": t.org_id, "name": t.name, "secret_hash": t.secret_hash,
+            "created_at": t.created_at, "created_by": t.created_by,
+            "revoked_at": t.revoked_at, "rotated_at": t.rotated_at}
 
 
 def token_of(r: RowMapping) -> WorkerToken:
-    return WorkerToken(id=r["id"], org_id=r["org_id"], name=r["name"], role_id=r["role_id"],
+    return WorkerToken(id=r["id"], org_id=r["org_id"], name=r["name"],
                        secret_hash=r["secret_hash"], created_at=r["created_at"],
-                       created_by=r["created_by"], revoked_at=r["revoked_at"])
+                       created_by=r["created_by"], revoked_at=r["revoked_at"],
+                       rotated_at=r["rotated_at"])
+
+
+def mfa_row(e: MfaEnrolment) -> dict[str, Any]:
+    return {"user_id": e.user_id, "secret": e.secret, "created_at": e.created_at,
+            "confirmed_at": e.confirmed_at, "last_step": e.last_step}
+
+
+def mfa_of(r: RowMapping) -> MfaEnrolment:
+    return MfaEnrolment(user_id=r["user_id"], secret=r["secret"], created_at=r["created_at"],
+                        confirmed_at=r["confirmed_at"], last_step=r["last_step"])
+
+
+def code_row(c: OneTimeCode) -> dict[str, Any]:
+    return {"id": c.id, "user_id": c.user_id, "purpose": c.purpose.value,
+            "code_hash": c.code_hash, "created_at": c.created_at, "expires_at": c.expires_at,
+            "used_at": c.used_at}
+
+
+def code_of(r: RowMapping) -> OneTimeCode:
+    return OneTimeCode(id=r["id"], user_id=r["user_id"], purpose=CodePurpose(r["purpose"]),
+                       code_hash=r["code_hash"], created_at=r["created_at"],
+                       expires_at=r["expires_at"], used_at=r["used_at"])
+
+
+def invitation_row(i: Invitation) -> dict[str, Any]:
+    key = i.email.lower()
+    return {"id": i.id, "org_id": i.org_id, "email": i.email, "email_key": key,
+            "pending_key": key if i.status is InvitationStatus.PENDING else None,
+            "member_type": i.member_type.value, "inviter_id": i.inviter_id,
+            "code_hash": i.code_hash, "created_at": i.created_at, "expires_at": i.expires_at,
+            "status": i.status.value, "answered_at": i.answered_at}
+
+
+def invitation_of(r: RowMapping) -> Invitation:
+    return Invitation(id=r["id"], org_id=r["org_id"], email=r["email"],
+                      member_type=MemberType(r["member_type"]), inviter_id=r["inviter_id"],
+                      code_hash=r["code_hash"], created_at=r["created_at"],
+                      expires_at=r["expires_at"], status=InvitationStatus(r["status"]),
+                      answered_at=r["answered_at"])
 
 
 # ---------------------------------------------------------------- templates

@@ -18,9 +18,12 @@ from adapters.sql import tables as t
 from adapters.sql.engine import SQLITE_BEGIN, is_sqlite, store_name, translate_errors
 from domain.automations import Run, RunStatus
 from domain.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
-from domain.orgs import Membership, Organisation
+from domain.orgs import Invitation, InvitationStatus, Membership, Organisation
 from domain.permissions import Role
 from domain.ports import (
+    CodeRepository,
+    InvitationRepository,
+    MfaRepository,
     OrgRepository,
     Page,
     RoleRepository,
@@ -34,7 +37,7 @@ from domain.ports import (
 )
 from domain.templates import Template, TemplateVersion
 from domain.tokens import WorkerToken
-from domain.users import User
+from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
 from domain.workers import Worker
 
 MAX_PAGE = 1000
@@ -62,6 +65,9 @@ class SqlUnitOfWork:
         self.orgs: OrgRepository = SqlOrgRepository(self)
         self.roles: RoleRepository = SqlRoleRepository(self)
         self.tokens: TokenRepository = SqlTokenRepository(self)
+        self.mfa: MfaRepository = SqlMfaRepository(self)
+        self.codes: CodeRepository = SqlCodeRepository(self)
+        self.invitations: InvitationRepository = SqlInvitationRepository(self)
         self.templates: TemplateRepository = SqlTemplateRepository(self)
         self.runs: RunRepository = SqlRunRepository(self)
         self.workers: WorkerRepository = SqlWorkerRepository(self)
@@ -174,7 +180,8 @@ class SqlOrgRepository(_Repository):
             f"no organisation has code {code}"))
 
     async def delete(self, org_id: str) -> None:
-        # Members, roles (with grants and assignments) and tokens go by ON DELETE CASCADE.
+        # Members, roles (with grants and assignments), tokens (with their role assignments)
+        # and invitations go by ON DELETE CASCADE.
         result = await self._uow.execute(sa.delete(t.orgs).where(t.orgs.c.id == org_id))
         if result.rowcount == 0:
             raise NotFound(f"organisation {org_id} not found")
@@ -292,6 +299,29 @@ class SqlRoleRepository(_Repository):
             .where(a.org_id == org_id, a.user_id == user_id)
             .order_by(t.roles.c.name, t.roles.c.id)))
 
+    async def assign_token(self, token_id: str, role_id: str) -> None:
+        token = await self._uow.tokens.get(token_id)
+        role = await self.get(role_id)
+        if role.org_id != token.org_id:
+            raise Invalid(f"role {role_id} and token {token_id} belong to different organisations",
+                          errors=(FieldError("role_id", "is not a role of the token's org"),))
+        c = t.token_roles.c
+        if not await self._uow.exists(sa.select(c.role_id).where(
+                c.token_id == token_id, c.role_id == role_id)):
+            await self._uow.execute(sa.insert(t.token_roles).values(
+                token_id=token_id, role_id=role_id))
+
+    async def unassign_token(self, token_id: str, role_id: str) -> None:
+        c = t.token_roles.c
+        await self._uow.execute(sa.delete(t.token_roles).where(
+            c.token_id == token_id, c.role_id == role_id))
+
+    async def of_token(self, token_id: str) -> list[Role]:
+        c = t.token_roles.c
+        return await self._with_grants(await self._uow.rows(
+            sa.select(t.roles).join(t.token_roles, c.role_id == t.roles.c.id)
+            .where(c.token_id == token_id).order_by(t.roles.c.name, t.roles.c.id)))
+
 
 class SqlTokenRepository(_Repository):
     async def add(self, token: WorkerToken) -> None:
@@ -316,6 +346,141 @@ class SqlTokenRepository(_Repository):
         rows = await self._uow.rows(
             sa.select(t.worker_tokens).where(c.org_id == org_id).order_by(c.name, c.id))
         return [m.token_of(r) for r in rows]
+
+
+class SqlMfaRepository(_Repository):
+    async def add(self, enrolment: MfaEnrolment) -> None:
+        await self._uow.users.get(enrolment.user_id)
+        c = t.user_mfa.c
+        row = (await self._uow.execute(
+            sa.select(c.confirmed_at).where(c.user_id == enrolment.user_id))).first()
+        if row is None:
+            await self._uow.execute(
+                sa.insert(t.user_mfa).values(m.mfa_row(enrolment)),
+                conflict=f"user {enrolment.user_id} enrolled concurrently")
+        elif row[0] is None:
+            await self._uow.execute(sa.update(t.user_mfa).where(
+                c.user_id == enrolment.user_id).values(m.mfa_row(enrolment)))
+        else:
+            raise Conflict(f"user {enrolment.user_id} already has multi-factor authentication")
+
+    async def of_user(self, user_id: str) -> MfaEnrolment:
+        return m.mfa_of(await self._uow.one(
+            sa.select(t.user_mfa).where(t.user_mfa.c.user_id == user_id),
+            f"user {user_id} has no multi-factor enrolment"))
+
+    async def update(self, enrolment: MfaEnrolment) -> None:
+        result = await self._uow.execute(
+            sa.update(t.user_mfa).where(t.user_mfa.c.user_id == enrolment.user_id)
+            .values(m.mfa_row(enrolment)))
+        if result.rowcount == 0:
+            raise NotFound(f"user {enrolment.user_id} has no multi-factor enrolment")
+
+    async def delete(self, user_id: str) -> None:
+        result = await self._uow.execute(
+            sa.delete(t.user_mfa).where(t.user_mfa.c.user_id == user_id))
+        if result.rowcount == 0:
+            raise NotFound(f"user {user_id} has no multi-factor enrolment")
+        await self._uow.execute(sa.delete(t.user_recovery_codes).where(
+            t.user_recovery_codes.c.user_id == user_id))
+
+    async def set_recovery_codes(self, user_id: str, code_hashes: Sequence[str]) -> None:
+        await self._uow.users.get(user_id)
+        await self._uow.execute(sa.delete(t.user_recovery_codes).where(
+            t.user_recovery_codes.c.user_id == user_id))
+        hashes = builtins.list(dict.fromkeys(code_hashes))
+        if hashes:
+            await self._uow.execute(sa.insert(t.user_recovery_codes), [
+                {"user_id": user_id, "code_hash": h, "used_at": None} for h in hashes])
+
+    async def use_recovery_code(self, user_id: str, code_hash: str, at: datetime) -> bool:
+        c = t.user_recovery_codes.c
+        # One conditional statement: of two concurrent uses of a code, only one marks it.
+        result = await self._uow.execute(
+            sa.update(t.user_recovery_codes)
+            .where(c.user_id == user_id, c.code_hash == code_hash, c.used_at.is_(None))
+            .values(used_at=at))
+        return bool(result.rowcount)
+
+    async def recovery_codes_left(self, user_id: str) -> int:
+        c = t.user_recovery_codes.c
+        result = await self._uow.execute(
+            sa.select(sa.func.count()).where(c.user_id == user_id, c.used_at.is_(None)))
+        return int(result.scalar_one())
+
+
+class SqlCodeRepository(_Repository):
+    async def add(self, code: OneTimeCode) -> None:
+        await self._uow.users.get(code.user_id)
+        await self._uow.execute(sa.insert(t.user_codes).values(m.code_row(code)),
+                                conflict=f"code {code.id} already exists")
+
+    async def by_hash(self, purpose: CodePurpose, code_hash: str) -> OneTimeCode:
+        c = t.user_codes.c
+        # Hashes are not unique; should two codes share one, the newer wins.
+        return m.code_of(await self._uow.one(
+            sa.select(t.user_codes).where(c.purpose == purpose.value, c.code_hash == code_hash)
+            .order_by(c.created_at.desc(), c.id.desc()).limit(1),
+            f"no {purpose.value} code matches"))
+
+    async def update(self, code: OneTimeCode) -> None:
+        result = await self._uow.execute(
+            sa.update(t.user_codes).where(t.user_codes.c.id == code.id).values(m.code_row(code)))
+        if result.rowcount == 0:
+            raise NotFound(f"code {code.id} not found")
+
+    async def retire(self, user_id: str, purpose: CodePurpose, at: datetime) -> None:
+        c = t.user_codes.c
+        await self._uow.execute(
+            sa.update(t.user_codes)
+            .where(c.user_id == user_id, c.purpose == purpose.value, c.used_at.is_(None))
+            .values(used_at=at))
+
+
+class SqlInvitationRepository(_Repository):
+    async def add(self, invitation: Invitation) -> None:
+        await self._uow.orgs.get(invitation.org_id)
+        await self._uow.execute(
+            sa.insert(t.org_invitations).values(m.invitation_row(invitation)),
+            conflict=f"invitation {invitation.id} or a pending invitation of "
+                     f"{invitation.email} to {invitation.org_id} already exists")
+
+    async def get(self, invitation_id: str) -> Invitation:
+        return m.invitation_of(await self._uow.one(
+            sa.select(t.org_invitations).where(t.org_invitations.c.id == invitation_id),
+            f"invitation {invitation_id} not found"))
+
+    async def by_code_hash(self, code_hash: str) -> Invitation:
+        c = t.org_invitations.c
+        return m.invitation_of(await self._uow.one(
+            sa.select(t.org_invitations).where(c.code_hash == code_hash)
+            .order_by(c.created_at.desc(), c.id.desc()).limit(1),
+            "no invitation matches the code"))
+
+    async def for_email(self, email: str) -> builtins.list[Invitation]:
+        c = t.org_invitations.c
+        rows = await self._uow.rows(
+            sa.select(t.org_invitations)
+            .where(c.email_key == email.lower(), c.status == InvitationStatus.PENDING.value)
+            .order_by(c.created_at, c.id))
+        return [m.invitation_of(r) for r in rows]
+
+    async def of_org(self, org_id: str) -> builtins.list[Invitation]:
+        c = t.org_invitations.c
+        rows = await self._uow.rows(
+            sa.select(t.org_invitations).where(c.org_id == org_id)
+            .order_by(c.created_at, c.id))
+        return [m.invitation_of(r) for r in rows]
+
+    async def update(self, invitation: Invitation) -> None:
+        c = t.org_invitations.c
+        row = m.invitation_row(invitation)
+        del row["org_id"]  # an invitation never moves to another org
+        result = await self._uow.execute(
+            sa.update(t.org_invitations).where(c.id == invitation.id).values(row),
+            conflict=f"a pending invitation of {invitation.email} to the org already exists")
+        if result.rowcount == 0:
+            raise NotFound(f"invitation {invitation.id} not found")
 
 
 class SqlTemplateRepository(_Repository):

@@ -119,11 +119,77 @@ worker_tokens = sa.Table(
     _id(primary_key=True),
     _id("org_id", sa.ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False, index=True),
     sa.Column("name", sa.String(NAME), nullable=False),
-    _id("role_id", nullable=False),
     sa.Column("secret_hash", sa.Text, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     _id("created_by"),
     sa.Column("revoked_at", UtcDateTime),
+    sa.Column("rotated_at", UtcDateTime),
+    **TABLE_OPTIONS,
+)
+
+token_roles = sa.Table(
+    "token_roles", metadata,
+    _id("token_id", sa.ForeignKey("worker_tokens.id", ondelete="CASCADE"), primary_key=True),
+    _id("role_id", sa.ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+    sa.Index("ix_token_roles_role", "role_id"),
+    **TABLE_OPTIONS,
+)
+
+# One row per user: the TOTP secret, which counts once confirmed.
+user_mfa = sa.Table(
+    "user_mfa", metadata,
+    _id("user_id", sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("confirmed_at", UtcDateTime),
+    sa.Column("last_step", sa.BigInteger),
+    **TABLE_OPTIONS,
+)
+
+user_recovery_codes = sa.Table(
+    "user_recovery_codes", metadata,
+    _id("user_id", sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("code_hash", sa.String(NAME), primary_key=True),
+    sa.Column("used_at", UtcDateTime),
+    **TABLE_OPTIONS,
+)
+
+# Email verification and password reset codes; only their hashes are stored.
+user_codes = sa.Table(
+    "user_codes", metadata,
+    _id(primary_key=True),
+    _id("user_id", sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("code_hash", sa.String(NAME), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("used_at", UtcDateTime),
+    sa.Index("ix_user_codes_hash", "purpose", "code_hash"),
+    sa.Index("ix_user_codes_user", "user_id", "purpose"),
+    **TABLE_OPTIONS,
+)
+
+# ``pending_key`` is the lower-cased email while the invitation is pending and NULL after:
+# the unique index then allows one pending invitation per org and email (MySQL has no
+# partial indexes), while answered ones pile up freely.
+org_invitations = sa.Table(
+    "org_invitations", metadata,
+    _id(primary_key=True),
+    _id("org_id", sa.ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("email", sa.String(NAME), nullable=False),
+    sa.Column("email_key", sa.String(NAME), nullable=False),
+    sa.Column("pending_key", sa.String(NAME)),
+    sa.Column("member_type", sa.String(32), nullable=False),
+    _id("inviter_id", nullable=False),
+    sa.Column("code_hash", sa.String(NAME), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("answered_at", UtcDateTime),
+    sa.UniqueConstraint("org_id", "pending_key", name="uq_org_invitations_pending"),
+    sa.Index("ix_org_invitations_email", "email_key", "status", "created_at"),
+    sa.Index("ix_org_invitations_code", "code_hash"),
+    sa.Index("ix_org_invitations_org", "org_id", "created_at"),
     **TABLE_OPTIONS,
 )
 
