@@ -77,7 +77,7 @@ def check_password(password: str) -> None:
 
 class CodePurpose(StrEnum):
     VERIFY_EMAIL = "verify_email"
-    RESET_PASSWORD = "reset_password"
+    RESET_PASSWORD = "reset_password"  # noqa: S105 - a purpose, not a password
 
 
 @attrs.frozen

@@ -22,7 +22,11 @@ DEFAULTS: dict[str, Any] = {
     "runner": "auto",
     "docker-host": None,
     "grace-seconds": 5.0,
+    "controller-url": "http://127.0.0.1:13371",
+    "public-url": None,  # derived: http://<listen>
+    "secret-key": None,  # derived: a key kept in data-dir/secret.key
 }
+SECRET = frozenset({"secret-key"})
 NUMBERS = frozenset({"grace-seconds"})
 CHOICES: dict[str, tuple[str, ...]] = {
     "log-level": ("debug", "info", "warning", "error"),
@@ -72,6 +76,10 @@ class Settings:
             return Path(configured).expanduser()
         base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
         return Path(base) / "opsicle"
+
+    @property
+    def public_url(self) -> str:
+        return str(self["public-url"] or f"http://{self['listen']}").rstrip("/")
 
     @property
     def database_url(self) -> str:

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain.errors import Invalid, OpsicleError
+from domain.errors import Invalid, OpsicleError, RateLimited, Unauthenticated
 from domain.ports import HealthCheck
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
@@ -57,7 +57,12 @@ def problem(
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OpsicleError)
     errors = dict(exc.field_map()) if isinstance(exc, Invalid) else None
-    return problem(exc.status, exc.code, exc.message, str(exc) if errors else "", errors)
+    response = problem(exc.status, exc.code, exc.message, str(exc) if errors else "", errors)
+    if isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(max(1, exc.retry_after))
+    if isinstance(exc, Unauthenticated):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="opsicle"'
+    return response
 
 
 class Instrumentation:

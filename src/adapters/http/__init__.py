@@ -1,0 +1,1 @@
+"""HTTP adapters: the controller SDK client and the wire types shared with the server."""
