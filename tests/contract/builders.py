@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 from domain.audit import AuditEvent, Outcome
 from domain.automations import PhaseResult, Run, RunStatus
-from domain.orgs import Membership, MemberType, Organisation
+from domain.orgs import Invitation, InvitationStatus, Membership, MemberType, Organisation
 from domain.permissions import Action, Grant, Resource, Role
 from domain.resources import AutomationSpec, Phase, VolumeMount
 from domain.templates import Template, TemplateVersion
 from domain.tokens import WorkerToken
-from domain.users import User
+from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
 from domain.workers import Worker
 
 # Microseconds on purpose: the stores must keep them.
@@ -58,6 +58,34 @@ def role(org_id: str, name: str | None = None) -> Role:
 def token(org_id: str, name: str = "ci") -> WorkerToken:
     return WorkerToken(id=uid("tok"), org_id=org_id, name=name, secret_hash="argon2-hash",
                        created_at=T0, created_by="admin")
+
+
+def enrolment(user_id: str, **kw: object) -> MfaEnrolment:
+    fields: dict[str, object] = {"user_id": user_id, "secret": uid("SECRET").upper(),
+                                 "created_at": T0}
+    fields.update(kw)
+    return MfaEnrolment(**fields)  # type: ignore[arg-type]
+
+
+def code(user_id: str, purpose: CodePurpose = CodePurpose.VERIFY_EMAIL, created: float = 0,
+         **kw: object) -> OneTimeCode:
+    fields: dict[str, object] = {"id": uid("code"), "user_id": user_id, "purpose": purpose,
+                                 "code_hash": uid("sha256"), "created_at": at(created),
+                                 "expires_at": at(created + 3600)}
+    fields.update(kw)
+    return OneTimeCode(**fields)  # type: ignore[arg-type]
+
+
+def invitation(org_id: str, email: str | None = None, created: float = 0,
+               **kw: object) -> Invitation:
+    fields: dict[str, object] = {
+        "id": uid("inv"), "org_id": org_id, "email": email or f"{uid('guest')}@Example.com",
+        "member_type": MemberType.MEMBER, "inviter_id": "usr-admin", "code_hash": uid("sha256"),
+        "created_at": at(created), "expires_at": at(created + 86400),
+        "status": InvitationStatus.PENDING,
+    }
+    fields.update(kw)
+    return Invitation(**fields)  # type: ignore[arg-type]
 
 
 def template(*, org_id: str | None = None, owner_id: str | None = None,

@@ -21,9 +21,10 @@ from adapters.sql.repositories import SqlUnitOfWork
 from adapters.sql.tables import metadata
 from domain.automations import PhaseResult, PhaseStatus, RunStatus
 from domain.errors import Conflict, Invalid, NotFound, Unavailable
-from domain.orgs import MemberType
+from domain.orgs import InvitationStatus, MemberType
 from domain.permissions import Action, Grant, Resource
 from domain.ports import RunFilter, UnitOfWork, UnitOfWorkFactory
+from domain.users import CodePurpose
 from tests.contract import builders as b
 from tests.contract.builders import at, uid
 
@@ -210,6 +211,9 @@ async def test_deleting_an_org_removes_members_roles_and_tokens(uow: UnitOfWork)
     await uow.roles.add(role)
     await uow.roles.assign(org.id, user.id, role.id)
     await uow.tokens.add(token)
+    await uow.roles.assign_token(token.id, role.id)
+    invitation = b.invitation(org.id)
+    await uow.invitations.add(invitation)
 
     await uow.orgs.delete(org.id)
     with pytest.raises(NotFound):
@@ -221,6 +225,13 @@ async def test_deleting_an_org_removes_members_roles_and_tokens(uow: UnitOfWork)
     with pytest.raises(NotFound):
         await uow.tokens.get(token.id)
     assert await uow.roles.of_member(org.id, user.id) == []
+    assert await uow.roles.of_token(token.id) == []
+    with pytest.raises(NotFound):
+        await uow.invitations.get(invitation.id)
+    with pytest.raises(NotFound):
+        await uow.invitations.by_code_hash(invitation.code_hash)
+    assert await uow.invitations.of_org(org.id) == []
+    assert await uow.invitations.for_email(invitation.email) == []
     assert await uow.users.get(user.id) == user
     with pytest.raises(NotFound):
         await uow.orgs.delete(org.id)
@@ -342,6 +353,356 @@ async def test_tokens(uow: UnitOfWork) -> None:
         await uow.tokens.update(b.token(org_id))
     with pytest.raises(NotFound):
         await uow.tokens.get(uid("tok"))
+
+    rotated = attrs.evolve(backup, secret_hash="new-hash", rotated_at=at(90))
+    await uow.tokens.update(rotated)
+    assert await uow.tokens.get(backup.id) == rotated
+
+
+async def test_token_role_assignments(uow: UnitOfWork) -> None:
+    org_id, _ = await _org_with_member(uow)
+    other_org, _ = await _org_with_member(uow)
+    ops, viewers, foreign = b.role(org_id, "ops"), b.role(org_id, "viewers"), b.role(other_org)
+    for role in (ops, viewers, foreign):
+        await uow.roles.add(role)
+    token, other = b.token(org_id), b.token(org_id, "other")
+    await uow.tokens.add(token)
+    await uow.tokens.add(other)
+    assert await uow.roles.of_token(token.id) == []
+
+    await uow.roles.assign_token(token.id, viewers.id)
+    await uow.roles.assign_token(token.id, ops.id)
+    await uow.roles.assign_token(token.id, ops.id)
+    assert await uow.roles.of_token(token.id) == [ops, viewers]
+    assert await uow.roles.of_token(other.id) == []
+    assert await uow.roles.of_token(uid("tok")) == []
+
+    await uow.roles.unassign_token(token.id, viewers.id)
+    await uow.roles.unassign_token(token.id, viewers.id)
+    await uow.roles.unassign_token(uid("tok"), uid("role"))
+    assert await uow.roles.of_token(token.id) == [ops]
+
+
+async def test_assigning_a_token_a_role_needs_both_in_one_org(uow: UnitOfWork) -> None:
+    org_id, _ = await _org_with_member(uow)
+    other_org, _ = await _org_with_member(uow)
+    role, foreign = b.role(org_id), b.role(other_org)
+    await uow.roles.add(role)
+    await uow.roles.add(foreign)
+    token = b.token(org_id)
+    await uow.tokens.add(token)
+
+    with pytest.raises(NotFound):
+        await uow.roles.assign_token(uid("tok"), role.id)
+    with pytest.raises(NotFound):
+        await uow.roles.assign_token(token.id, uid("role"))
+    with pytest.raises(Invalid):
+        await uow.roles.assign_token(token.id, foreign.id)
+    assert await uow.roles.of_token(token.id) == []
+
+
+async def test_token_role_assignments_follow_role_changes_and_deletion(uow: UnitOfWork) -> None:
+    org_id, _ = await _org_with_member(uow)
+    ops, viewers = b.role(org_id, "ops"), b.role(org_id, "viewers")
+    await uow.roles.add(ops)
+    await uow.roles.add(viewers)
+    token = b.token(org_id)
+    await uow.tokens.add(token)
+    await uow.roles.assign_token(token.id, ops.id)
+    await uow.roles.assign_token(token.id, viewers.id)
+
+    changed = attrs.evolve(ops, grants={Resource.ORG: Grant(allow=Action.VIEW)})
+    await uow.roles.update(changed)
+    assert await uow.roles.of_token(token.id) == [changed, viewers]
+
+    await uow.roles.delete(viewers.id)
+    assert await uow.roles.of_token(token.id) == [changed]
+    # A role recreated under the same name is a new role: the assignment did not survive.
+    again = b.role(org_id, "viewers")
+    await uow.roles.add(again)
+    assert await uow.roles.of_token(token.id) == [changed]
+
+
+async def test_token_role_assignments_are_committed_with_the_unit(
+        uow_factory: UnitOfWorkFactory) -> None:
+    async with uow_factory() as uow:
+        org_id, _ = await _org_with_member(uow)
+        role, token = b.role(org_id), b.token(org_id)
+        await uow.roles.add(role)
+        await uow.tokens.add(token)
+        await uow.commit()
+    async with uow_factory() as uow:
+        await uow.roles.assign_token(token.id, role.id)
+    async with uow_factory() as uow:
+        assert await uow.roles.of_token(token.id) == []
+        await uow.roles.assign_token(token.id, role.id)
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert await uow.roles.of_token(token.id) == [role]
+
+
+# ---------------------------------------------------------------- multi-factor authentication
+
+
+async def _user(uow: UnitOfWork) -> str:
+    user = b.user()
+    await uow.users.add(user)
+    return user.id
+
+
+async def test_mfa_enrolment_add_and_read_back(uow: UnitOfWork) -> None:
+    user_id = await _user(uow)
+    enrolment = b.enrolment(user_id)
+    await uow.mfa.add(enrolment)
+    assert await uow.mfa.of_user(user_id) == enrolment
+    with pytest.raises(NotFound):
+        await uow.mfa.of_user(await _user(uow))
+    with pytest.raises(NotFound):
+        await uow.mfa.of_user(uid("usr"))
+    with pytest.raises(NotFound):
+        await uow.mfa.add(b.enrolment(uid("usr")))
+
+
+async def test_mfa_add_replaces_an_unconfirmed_enrolment_only(uow: UnitOfWork) -> None:
+    user_id = await _user(uow)
+    first = b.enrolment(user_id)
+    await uow.mfa.add(first)
+    second = b.enrolment(user_id, created_at=at(10))
+    await uow.mfa.add(second)
+    assert await uow.mfa.of_user(user_id) == second
+
+    confirmed = attrs.evolve(second, confirmed_at=at(20), last_step=58_000_123)
+    await uow.mfa.update(confirmed)
+    assert await uow.mfa.of_user(user_id) == confirmed
+    assert (await uow.mfa.of_user(user_id)).active
+    with pytest.raises(Conflict):
+        await uow.mfa.add(b.enrolment(user_id, created_at=at(30)))
+    assert await uow.mfa.of_user(user_id) == confirmed
+
+
+async def test_mfa_update_and_delete_need_an_enrolment(uow: UnitOfWork) -> None:
+    user_id = await _user(uow)
+    with pytest.raises(NotFound):
+        await uow.mfa.update(b.enrolment(user_id))
+    with pytest.raises(NotFound):
+        await uow.mfa.delete(user_id)
+    with pytest.raises(NotFound):
+        await uow.mfa.of_user(user_id)
+
+
+async def test_mfa_delete_removes_the_enrolment_and_recovery_codes(uow: UnitOfWork) -> None:
+    user_id, other_id = await _user(uow), await _user(uow)
+    await uow.mfa.add(b.enrolment(user_id, confirmed_at=at(1)))
+    await uow.mfa.add(b.enrolment(other_id, confirmed_at=at(1)))
+    await uow.mfa.set_recovery_codes(user_id, ["h1", "h2"])
+    await uow.mfa.set_recovery_codes(other_id, ["h1", "h2"])
+
+    await uow.mfa.delete(user_id)
+    with pytest.raises(NotFound):
+        await uow.mfa.of_user(user_id)
+    assert await uow.mfa.recovery_codes_left(user_id) == 0
+    assert not await uow.mfa.use_recovery_code(user_id, "h1", at(2))
+    with pytest.raises(NotFound):
+        await uow.mfa.delete(user_id)
+    # A new enrolment starts afresh, and the other user kept everything.
+    await uow.mfa.add(b.enrolment(user_id))
+    assert await uow.mfa.recovery_codes_left(other_id) == 2
+
+
+async def test_recovery_codes_are_single_use(uow: UnitOfWork) -> None:
+    user_id, other_id = await _user(uow), await _user(uow)
+    await uow.mfa.add(b.enrolment(user_id, confirmed_at=at(1)))
+    assert await uow.mfa.recovery_codes_left(user_id) == 0
+    await uow.mfa.set_recovery_codes(user_id, ["h1", "h2", "h3"])
+    assert await uow.mfa.recovery_codes_left(user_id) == 3
+
+    assert await uow.mfa.use_recovery_code(user_id, "h2", at(5))
+    assert not await uow.mfa.use_recovery_code(user_id, "h2", at(6))
+    assert not await uow.mfa.use_recovery_code(user_id, "unknown", at(6))
+    assert not await uow.mfa.use_recovery_code(other_id, "h1", at(6))
+    assert not await uow.mfa.use_recovery_code(uid("usr"), "h1", at(6))
+    assert await uow.mfa.recovery_codes_left(user_id) == 2
+    assert await uow.mfa.recovery_codes_left(other_id) == 0
+
+
+async def test_setting_recovery_codes_replaces_every_old_one(uow: UnitOfWork) -> None:
+    user_id = await _user(uow)
+    await uow.mfa.add(b.enrolment(user_id, confirmed_at=at(1)))
+    await uow.mfa.set_recovery_codes(user_id, ["old1", "old2"])
+    assert await uow.mfa.use_recovery_code(user_id, "old1", at(2))
+
+    await uow.mfa.set_recovery_codes(user_id, ["new1", "new2", "new3", "old1"])
+    assert await uow.mfa.recovery_codes_left(user_id) == 4
+    assert not await uow.mfa.use_recovery_code(user_id, "old2", at(3))
+    # A hash given again is a fresh code: the old one's use does not carry over.
+    assert await uow.mfa.use_recovery_code(user_id, "old1", at(3))
+
+    await uow.mfa.set_recovery_codes(user_id, [])
+    assert await uow.mfa.recovery_codes_left(user_id) == 0
+    with pytest.raises(NotFound):
+        await uow.mfa.set_recovery_codes(uid("usr"), ["h"])
+
+
+async def test_of_two_concurrent_uses_of_a_recovery_code_one_succeeds(
+        uow_factory: UnitOfWorkFactory) -> None:
+    async with uow_factory() as uow:
+        user_id = await _user(uow)
+        await uow.mfa.add(b.enrolment(user_id, confirmed_at=at(1)))
+        await uow.mfa.set_recovery_codes(user_id, ["h1", "h2"])
+        await uow.commit()
+
+    async def use() -> bool:
+        async with uow_factory() as uow:
+            used = await uow.mfa.use_recovery_code(user_id, "h1", at(2))
+            await asyncio.sleep(0.01)
+            await uow.commit()
+            return used
+
+    assert sorted(await asyncio.gather(use(), use())) == [False, True]
+    async with uow_factory() as uow:
+        assert await uow.mfa.recovery_codes_left(user_id) == 1
+
+
+# ---------------------------------------------------------------- one-time codes
+
+
+async def test_codes_add_and_find_by_purpose_and_hash(uow: UnitOfWork) -> None:
+    user_id = await _user(uow)
+    code = b.code(user_id, CodePurpose.RESET_PASSWORD)
+    await uow.codes.add(code)
+    stored = await uow.codes.by_hash(CodePurpose.RESET_PASSWORD, code.code_hash)
+    assert stored == code
+    assert stored.usable(at(1))
+    assert not stored.usable(at(3600))
+    with pytest.raises(NotFound):
+        await uow.codes.by_hash(CodePurpose.VERIFY_EMAIL, code.code_hash)
+    with pytest.raises(NotFound):
+        await uow.codes.by_hash(CodePurpose.RESET_PASSWORD, uid("sha256"))
+    with pytest.raises(Conflict):
+        await uow.codes.add(attrs.evolve(code, code_hash=uid("sha256")))
+    with pytest.raises(NotFound):
+        await uow.codes.add(b.code(uid("usr")))
+
+
+async def test_codes_update(uow: UnitOfWork) -> None:
+    user_id = await _user(uow)
+    code = b.code(user_id)
+    await uow.codes.add(code)
+    used = attrs.evolve(code, used_at=at(30))
+    await uow.codes.update(used)
+    assert await uow.codes.by_hash(code.purpose, code.code_hash) == used
+    assert not used.usable(at(31))
+    with pytest.raises(NotFound):
+        await uow.codes.update(b.code(user_id))
+
+
+async def test_retire_uses_up_every_unused_code_of_that_user_and_purpose(
+        uow: UnitOfWork) -> None:
+    user_id, other_id = await _user(uow), await _user(uow)
+    old, older = b.code(user_id, created=10), b.code(user_id, created=0)
+    spent = b.code(user_id, created=5, used_at=at(6))
+    reset = b.code(user_id, CodePurpose.RESET_PASSWORD, created=10)
+    others = b.code(other_id, created=10)
+    for code in (old, older, spent, reset, others):
+        await uow.codes.add(code)
+
+    await uow.codes.retire(user_id, CodePurpose.VERIFY_EMAIL, at(20))
+    assert await uow.codes.by_hash(old.purpose, old.code_hash) == attrs.evolve(
+        old, used_at=at(20))
+    assert await uow.codes.by_hash(older.purpose, older.code_hash) == attrs.evolve(
+        older, used_at=at(20))
+    assert await uow.codes.by_hash(spent.purpose, spent.code_hash) == spent
+    assert await uow.codes.by_hash(reset.purpose, reset.code_hash) == reset
+    assert await uow.codes.by_hash(others.purpose, others.code_hash) == others
+
+    newer = b.code(user_id, created=21)
+    await uow.codes.add(newer)
+    assert (await uow.codes.by_hash(newer.purpose, newer.code_hash)).usable(at(22))
+    await uow.codes.retire(uid("usr"), CodePurpose.VERIFY_EMAIL, at(23))
+
+
+# ---------------------------------------------------------------- invitations
+
+
+async def test_invitations_add_get_and_find_by_code(uow: UnitOfWork) -> None:
+    org = b.org()
+    await uow.orgs.add(org)
+    invitation = b.invitation(org.id, member_type=MemberType.MANAGER)
+    await uow.invitations.add(invitation)
+    assert await uow.invitations.get(invitation.id) == invitation
+    assert await uow.invitations.by_code_hash(invitation.code_hash) == invitation
+    with pytest.raises(NotFound):
+        await uow.invitations.get(uid("inv"))
+    with pytest.raises(NotFound):
+        await uow.invitations.by_code_hash(uid("sha256"))
+    with pytest.raises(Conflict):
+        await uow.invitations.add(b.invitation(org.id, id=invitation.id))
+    with pytest.raises(NotFound):
+        await uow.invitations.add(b.invitation(uid("org")))
+
+
+async def test_one_pending_invitation_per_org_and_email_ignoring_case(
+        uow: UnitOfWork) -> None:
+    org, other_org = b.org(), b.org()
+    await uow.orgs.add(org)
+    await uow.orgs.add(other_org)
+    first = b.invitation(org.id)
+    await uow.invitations.add(first)
+    with pytest.raises(Conflict):
+        await uow.invitations.add(b.invitation(org.id, first.email.swapcase(), created=1))
+    elsewhere = b.invitation(other_org.id, first.email, created=1)
+    await uow.invitations.add(elsewhere)
+
+    # Once answered, the email can be invited again; answered ones do not block each other.
+    for n, status in enumerate((InvitationStatus.REJECTED, InvitationStatus.CANCELLED)):
+        [pending] = [i for i in await uow.invitations.for_email(first.email)
+                     if i.org_id == org.id]
+        await uow.invitations.update(attrs.evolve(pending, status=status, answered_at=at(2)))
+        await uow.invitations.add(b.invitation(org.id, first.email.upper(), created=3 + n))
+    assert [i.status for i in await uow.invitations.of_org(org.id)] == [
+        InvitationStatus.REJECTED, InvitationStatus.CANCELLED, InvitationStatus.PENDING]
+
+    # Reopening an answered invitation would make a second pending one.
+    with pytest.raises(Conflict):
+        await uow.invitations.update(first)
+
+
+async def test_invitations_for_an_email_are_pending_ones_oldest_first(
+        uow: UnitOfWork) -> None:
+    email = f"{uid('guest')}@Example.com"
+    orgs = [b.org() for _ in range(4)]
+    for org in orgs:
+        await uow.orgs.add(org)
+    newest = b.invitation(orgs[0].id, email, created=30)
+    oldest = b.invitation(orgs[1].id, email.upper(), created=10)
+    middle = b.invitation(orgs[2].id, email.lower(), created=20)
+    accepted = b.invitation(orgs[3].id, email, created=5)
+    for invitation in (newest, oldest, middle, accepted):
+        await uow.invitations.add(invitation)
+    await uow.invitations.add(b.invitation(orgs[0].id, created=1))
+    await uow.invitations.update(attrs.evolve(
+        accepted, status=InvitationStatus.ACCEPTED, answered_at=at(6)))
+
+    assert await uow.invitations.for_email(email.swapcase()) == [oldest, middle, newest]
+    assert await uow.invitations.for_email(f"{uid('nobody')}@example.com") == []
+
+
+async def test_invitations_of_an_org_and_update(uow: UnitOfWork) -> None:
+    org = b.org()
+    await uow.orgs.add(org)
+    second, first = b.invitation(org.id, created=2), b.invitation(org.id, created=1)
+    await uow.invitations.add(second)
+    await uow.invitations.add(first)
+    assert await uow.invitations.of_org(org.id) == [first, second]
+    assert await uow.invitations.of_org(uid("org")) == []
+
+    accepted = attrs.evolve(first, status=InvitationStatus.ACCEPTED, answered_at=at(5))
+    await uow.invitations.update(accepted)
+    assert await uow.invitations.get(first.id) == accepted
+    assert await uow.invitations.by_code_hash(first.code_hash) == accepted
+    assert await uow.invitations.for_email(first.email) == []
+    with pytest.raises(NotFound):
+        await uow.invitations.update(b.invitation(org.id))
 
 
 # ---------------------------------------------------------------- templates
