@@ -1,0 +1,145 @@
+"""The one authorisation path: resolve the org, require membership, then ask ``decide``."""
+
+from __future__ import annotations
+
+import attrs
+
+from domain.audit import Outcome
+from domain.errors import FieldError, Forbidden, Invalid, NotFound, Unauthenticated
+from domain.orgs import Membership, Organisation
+from domain.permissions import Action, Decision, Resource, Role, decide
+from domain.ports import UnitOfWork
+from domain.services.platform import Caller, Platform, record
+
+ACTION_ALIASES: dict[str, Action] = {
+    "create": Action.CREATE,
+    "view": Action.VIEW,
+    "read": Action.VIEW,
+    "get": Action.VIEW,
+    "list": Action.VIEW,
+    "update": Action.UPDATE,
+    "patch": Action.UPDATE,
+    "put": Action.UPDATE,
+    "edit": Action.UPDATE,
+    "delete": Action.DELETE,
+    "remove": Action.DELETE,
+    "execute": Action.EXECUTE,
+    "run": Action.EXECUTE,
+    "manage": Action.MANAGE,
+    "admin": Action.MANAGE,
+}
+
+
+@attrs.frozen
+class Access:
+    """What an authorised request resolved to: the org and the caller's membership in it."""
+
+    org: Organisation
+    member: Membership
+
+
+def action_named(name: str) -> Action:
+    """An action by name or alias (view = read = get …); raises ``Invalid`` otherwise."""
+    try:
+        return ACTION_ALIASES[name.strip().lower()]
+    except KeyError:
+        known = ", ".join(sorted({a.name.lower() for a in Action if a.name}))
+        raise Invalid(
+            f"unknown action {name!r}", errors=(FieldError("action", f"expected one of: {known}"),)
+        ) from None
+
+
+def resource_named(name: str) -> Resource:
+    """A resource by name (dashes or underscores); raises ``Invalid`` otherwise."""
+    try:
+        return Resource(name.strip().lower().replace("-", "_"))
+    except ValueError:
+        known = ", ".join(r.value for r in Resource)
+        raise Invalid(
+            f"unknown resource {name!r}",
+            errors=(FieldError("resource", f"expected one of: {known}"),),
+        ) from None
+
+
+def action_label(action: Action) -> str:
+    return action.name.lower() if action.name else str(action.value)
+
+
+async def find_org(uow: UnitOfWork, ref: str) -> Organisation:
+    """An org by id or by code (case-insensitive)."""
+    try:
+        return await uow.orgs.get(ref)
+    except NotFound:
+        pass
+    try:
+        return await uow.orgs.by_code(ref)
+    except NotFound:
+        raise NotFound(f"organisation {ref} not found", code="org_not_found") from None
+
+
+def user_of(caller: Caller) -> str:
+    if caller.user_id is None:
+        raise Unauthenticated("log in first")
+    return caller.user_id
+
+
+async def roles_of(uow: UnitOfWork, org_id: str, user_id: str) -> list[Role]:
+    return await uow.roles.of_member(org_id, user_id)
+
+
+async def authorize(
+    p: Platform,
+    uow: UnitOfWork,
+    caller: Caller,
+    org_ref: str,
+    action: Action | None,
+    resource: Resource | None,
+    *,
+    verb: str,
+) -> Access:
+    """Let the caller act on ``resource`` in the org, or raise.
+
+    An org the caller does not belong to answers ``NotFound`` exactly like one that does not
+    exist, so nobody learns which orgs exist. A member whose roles do not allow the action
+    gets ``Forbidden`` with the policy's reason. With ``action`` None, membership is enough.
+    Every refusal is audited with outcome failure.
+    """
+    user_id = user_of(caller)
+    try:
+        org = await find_org(uow, org_ref)
+        member = await uow.orgs.member(org.id, user_id)
+    except NotFound:
+        await record(
+            p,
+            caller,
+            verb,
+            resource.value if resource else "org",
+            org_ref,
+            outcome=Outcome.FAILURE,
+            data={"reason": "not a member"},
+        )
+        raise NotFound(f"organisation {org_ref} not found", code="org_not_found") from None
+    if action is not None and resource is not None:
+        decision = decide(await roles_of(uow, org.id, user_id), action, resource)
+        if not decision:
+            await record(
+                p,
+                caller,
+                verb,
+                resource.value,
+                org_id=org.id,
+                outcome=Outcome.FAILURE,
+                data={"reason": decision.reason},
+            )
+            raise Forbidden(
+                f"you may not {action_label(action)} {resource.value} in {org.code}: "
+                f"{decision.reason}",
+                code="insufficient_permissions",
+            )
+    return Access(org, member)
+
+
+async def decision_for(
+    uow: UnitOfWork, org_id: str, user_id: str, action: Action, resource: Resource
+) -> Decision:
+    return decide(await roles_of(uow, org_id, user_id), action, resource)
