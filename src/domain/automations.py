@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import attrs
 
-from domain.errors import IllegalTransition
+from domain.errors import Conflict, IllegalTransition
 from domain.resources import AutomationSpec, VariableValue
 
 MAX_ATTEMPTS = 3
@@ -105,8 +105,12 @@ class Run:
     variables: Mapping[str, VariableValue] = attrs.field(factory=dict)
     phases: tuple[PhaseResult, ...] = ()
     reason: str = ""
+    # Each claim increments ``attempts``; it is also the lease's fencing token, so a worker
+    # whose lease expired can no longer write to a run someone else now holds.
     attempts: int = 0
     worker_id: str | None = None
+    lease_expires_at: datetime | None = None
+    cancel_requested: bool = False
     updated_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -147,9 +151,11 @@ def transition(run: Run, target: RunStatus, at: datetime, reason: str = "") -> t
         changes["started_at"] = run.started_at or at
     if target is RunStatus.QUEUED and run.status is RunStatus.RUNNING:
         changes["worker_id"] = None
+        changes["lease_expires_at"] = None
         changes["phases"] = tuple(PhaseResult(name=p.name) for p in run.phases)
     if target.terminal:
         changes["finished_at"] = at
+        changes["lease_expires_at"] = None
         changes["phases"] = tuple(
             attrs.evolve(p, status=PhaseStatus.SKIPPED)
             if p.status is PhaseStatus.PENDING
@@ -179,3 +185,56 @@ def record_phase(run: Run, result: PhaseResult) -> Run:
     return attrs.evolve(
         run, phases=tuple(result if p.name == result.name else p for p in run.phases)
     )
+
+
+def claim(run: Run, worker_id: str, at: datetime, lease_seconds: float) -> tuple[Run, RunEvent]:
+    """A worker takes a queued run: it runs under a lease whose fencing token is ``attempts``."""
+    running, event = transition(run, RunStatus.RUNNING, at)
+    lease = at + timedelta(seconds=lease_seconds)
+    return attrs.evolve(running, worker_id=worker_id, lease_expires_at=lease), event
+
+
+def check_lease(run: Run, worker_id: str, fencing_token: int) -> None:
+    """Raise ``Conflict`` unless ``worker_id`` holds the run's current lease."""
+    if (
+        run.status is not RunStatus.RUNNING
+        or run.worker_id != worker_id
+        or run.attempts != fencing_token
+    ):
+        raise Conflict(
+            f"run {run.id} is no longer held by this worker under lease {fencing_token}",
+            code="lease_lost",
+        )
+
+
+def extend_lease(
+    run: Run, worker_id: str, fencing_token: int, at: datetime, lease_seconds: float
+) -> Run:
+    check_lease(run, worker_id, fencing_token)
+    return attrs.evolve(run, lease_expires_at=at + timedelta(seconds=lease_seconds), updated_at=at)
+
+
+def lease_expired(run: Run, at: datetime) -> bool:
+    return (
+        run.status is RunStatus.RUNNING
+        and run.lease_expires_at is not None
+        and run.lease_expires_at <= at
+    )
+
+
+def reclaim(run: Run, at: datetime) -> tuple[Run, RunEvent]:
+    """A run whose worker vanished: back to the queue while attempts remain, else failed."""
+    if run.attempts < MAX_ATTEMPTS:
+        return transition(run, RunStatus.QUEUED, at, "worker lost; queued again")
+    return transition(run, RunStatus.FAILED, at, f"worker lost ({run.attempts} attempts)")
+
+
+def request_cancel(
+    run: Run, at: datetime, reason: str = "cancelled"
+) -> tuple[Run, RunEvent | None]:
+    """Cancel a run: at once when it is not running; a running one is told at its heartbeat."""
+    if run.status.terminal:
+        raise IllegalTransition(f"run {run.id} has already ended ({run.status.value})")
+    if run.status is RunStatus.RUNNING:
+        return attrs.evolve(run, cancel_requested=True, updated_at=at), None
+    return transition(run, RunStatus.CANCELLED, at, reason)

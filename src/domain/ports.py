@@ -19,9 +19,10 @@ from domain.approvals import Approval
 from domain.audit import AuditEvent, Outcome
 from domain.automations import PhaseResult, PhaseStatus, Run, RunStatus
 from domain.orgs import Invitation, Membership, Organisation
+from domain.outbox import OutboxMessage
 from domain.permissions import Role
 from domain.resources import AutomationSpec, Phase
-from domain.templates import Template, TemplateVersion
+from domain.templates import Template, TemplateGrant, TemplateInvitation, TemplateVersion
 from domain.tokens import WorkerToken
 from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
 from domain.workers import Worker
@@ -296,6 +297,38 @@ class TemplateRepository(Protocol):
 
     async def version(self, template_id: str, version: int) -> TemplateVersion: ...
 
+    async def grant(self, grant: TemplateGrant) -> None:
+        """Insert or replace the user's rights on a personal template."""
+        ...
+
+    async def revoke(self, template_id: str, user_id: str) -> None:
+        """Raises ``NotFound`` when the user has no grant."""
+        ...
+
+    async def grants(self, template_id: str) -> builtins.list[TemplateGrant]: ...
+
+    async def grant_of(self, template_id: str, user_id: str) -> TemplateGrant:
+        """Raises ``NotFound``."""
+        ...
+
+    async def shared_with(self, user_id: str) -> builtins.list[Template]:
+        """Personal templates the user holds a grant on (their own included), by name."""
+        ...
+
+    async def add_invitation(self, invitation: TemplateInvitation) -> None:
+        """Raises ``Conflict`` when a pending invitation to that template and email exists."""
+        ...
+
+    async def invitation(self, invitation_id: str) -> TemplateInvitation: ...
+
+    async def invitation_by_code_hash(self, code_hash: str) -> TemplateInvitation: ...
+
+    async def invitations_for(self, email: str) -> builtins.list[TemplateInvitation]:
+        """Pending invitations addressed to ``email`` (case-insensitive), oldest first."""
+        ...
+
+    async def update_invitation(self, invitation: TemplateInvitation) -> None: ...
+
 
 @attrs.frozen
 class RunFilter:
@@ -312,8 +345,23 @@ class RunRepository(Protocol):
 
     async def get(self, run_id: str) -> Run: ...
 
-    async def update(self, run: Run, *, expected: RunStatus | None = None) -> None:
-        """Store ``run``; with ``expected``, raise ``Conflict`` unless the stored status is that."""
+    async def update(
+        self,
+        run: Run,
+        *,
+        expected: RunStatus | None = None,
+        expected_attempts: int | None = None,
+    ) -> None:
+        """Store ``run``; raise ``Conflict`` unless the stored run still has the ``expected``
+        status and ``expected_attempts`` (the lease's fencing token), when they are given."""
+        ...
+
+    async def expired_leases(self, at: datetime, limit: int = 100) -> builtins.list[Run]:
+        """Running runs whose lease ended at or before ``at``, oldest lease first."""
+        ...
+
+    async def queued_ahead(self, run: Run) -> int:
+        """How many queued runs of the same org were created before ``run``."""
         ...
 
     async def list(
@@ -321,6 +369,16 @@ class RunRepository(Protocol):
     ) -> Page[Run]:
         """Newest first; ``next_cursor`` continues where the page ended."""
         ...
+
+
+class OutboxRepository(Protocol):
+    async def add(self, message: OutboxMessage) -> None: ...
+
+    async def pending(self, limit: int = 100) -> builtins.list[OutboxMessage]:
+        """Unpublished messages, oldest first."""
+        ...
+
+    async def mark_published(self, ids: Sequence[str], at: datetime) -> None: ...
 
 
 class WorkerRepository(Protocol):
@@ -343,6 +401,7 @@ class UnitOfWork(Protocol):
     mfa: MfaRepository
     codes: CodeRepository
     invitations: InvitationRepository
+    outbox: OutboxRepository
     templates: TemplateRepository
     runs: RunRepository
     workers: WorkerRepository
