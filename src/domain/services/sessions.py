@@ -10,6 +10,8 @@ from domain.services.platform import Caller, Platform
 from domain.users import Session, User
 
 SESSION_KEY = "session:{}"
+# Sessions of a user with an id below the stored marker have ended (ids sort by creation).
+ENDED_KEY = "sessions-ended:{}"
 
 
 async def open_session(p: Platform, user: User, caller: Caller) -> tuple[Session, str]:
@@ -43,6 +45,11 @@ async def authenticate(p: Platform, token: str, caller: Caller) -> tuple[Caller,
     raw = await p.cache.get(SESSION_KEY.format(session_id))
     if raw is None or json.loads(raw).get("userId") != user_id:
         raise Unauthenticated("the session has ended; log in again", code="session_expired")
+    ended = await p.cache.get(ENDED_KEY.format(user_id))
+    if ended is not None:
+        marker = json.loads(ended)
+        if session_id < marker["before"] and session_id != marker.get("keep"):
+            raise Unauthenticated("the session has ended; log in again", code="session_expired")
     async with p.uow() as uow:
         try:
             user = await uow.users.get(user_id)
@@ -55,3 +62,15 @@ async def authenticate(p: Platform, token: str, caller: Caller) -> tuple[Caller,
 
 async def close_session(p: Platform, session_id: str) -> bool:
     return await p.cache.delete(SESSION_KEY.format(session_id))
+
+
+async def end_sessions(p: Platform, user_id: str, *, keep: str | None = None) -> None:
+    """End every session of ``user_id`` opened so far, except ``keep`` (the caller's own).
+
+    One marker per user rather than a list of sessions: it is a single atomic write, and it
+    need only outlive the sessions it ends, which expire within ``session_seconds``.
+    """
+    marker = {"before": p.ids.new_id(), "keep": keep}
+    await p.cache.set(
+        ENDED_KEY.format(user_id), json.dumps(marker).encode(), ttl_seconds=p.limits.session_seconds
+    )
