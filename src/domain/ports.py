@@ -78,6 +78,16 @@ class Secrets(Protocol):
         ...
 
 
+class Sealer(Protocol):
+    """Authenticated encryption for values stored only to be handed back later (secrets)."""
+
+    def seal(self, plain: bytes) -> str: ...
+
+    def open(self, sealed: str) -> bytes:
+        """Raises ``Invalid`` when ``sealed`` was not made by this key or was altered."""
+        ...
+
+
 class Totp(Protocol):
     """Time-based one-time passwords (RFC 6238: SHA-1, 6 digits, 30 s)."""
 

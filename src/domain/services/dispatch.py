@@ -1,0 +1,274 @@
+"""Dispatch: queued runs reach workers through the queue, under leases fenced by attempts.
+
+The SQL store is the truth about runs; the queue only says "run R of org O is ready". A claim
+is a conditional update (queued -> running, attempts + 1), so whatever the queue delivers
+twice, a run is held by one worker at a time, and a worker whose lease lapsed can no longer
+write to it. A run is announced through the outbox in the transaction that queues it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import attrs
+
+from domain.automations import (
+    PhaseResult,
+    Run,
+    RunStatus,
+    check_lease,
+    claim,
+    extend_lease,
+    lease_expired,
+    reclaim,
+    record_phase,
+    transition,
+)
+from domain.errors import Conflict, FieldError, Invalid, NotFound
+from domain.outbox import OutboxMessage
+from domain.ports import (
+    Clock,
+    IdGenerator,
+    Queue,
+    QueueMessage,
+    RunLogStore,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+from domain.workers import Worker
+
+FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED)
+
+
+def run_topic(org_id: str) -> str:
+    return f"runs.{org_id}"
+
+
+@attrs.frozen
+class Dispatch:
+    """The ports the coordinator's use cases need."""
+
+    uow: UnitOfWorkFactory
+    clock: Clock
+    ids: IdGenerator
+    queues: Callable[[str], Queue]
+    logs: RunLogStore
+    lease_seconds: float = 30.0
+
+
+@attrs.frozen
+class WorkerIdentity:
+    """A worker as the coordinator knows it: its org (from its token) and its self-chosen id."""
+
+    org_id: str
+    worker_id: str
+    token_id: str = ""
+    name: str = ""
+    version: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
+class Lease:
+    run: Run
+    fencing_token: int
+    lease_seconds: float
+
+
+async def announce(uow: UnitOfWork, ids: IdGenerator, run: Run, at: datetime) -> None:
+    """Stage the queue message for a queued run, in the caller's transaction."""
+    if run.org_id is None:
+        raise Invalid(
+            "a run needs an org to be dispatched",
+            errors=(FieldError("org", "is required to queue a run"),),
+        )
+    body = json.dumps({"runId": run.id, "attempt": run.attempts}).encode()
+    await uow.outbox.add(OutboxMessage(ids.new_id(), run_topic(run.org_id), body, at))
+
+
+async def relay_outbox(d: Dispatch, limit: int = 100) -> int:
+    """Publish committed outbox messages; return how many. Safe to run in several places:
+    the message id makes a second publish a duplicate the queue drops."""
+    async with d.uow() as uow:
+        pending = await uow.outbox.pending(limit)
+    for message in pending:
+        await d.queues(message.topic).publish(QueueMessage(message.id, message.body))
+    if pending:
+        async with d.uow() as uow:
+            await uow.outbox.mark_published([m.id for m in pending], d.clock.now())
+            await uow.commit()
+    return len(pending)
+
+
+async def claim_next(
+    d: Dispatch, worker: WorkerIdentity, wait_seconds: float, busy: int = 0
+) -> Lease | None:
+    """Hold the next queued run of the worker's org, waiting up to ``wait_seconds``."""
+    queue = d.queues(run_topic(worker.org_id))
+    deadline = d.clock.monotonic() + max(0.0, wait_seconds)
+    await _seen(d, worker, busy=busy)
+    while (remaining := deadline - d.clock.monotonic()) > 0:
+        delivery = await queue.pull(remaining)
+        if delivery is None:
+            return None
+        lease = await _take(d, worker, delivery.message.body)
+        # Acked whatever happened: a run that was not queued any more needs no delivery.
+        await delivery.ack()
+        if lease is not None:
+            return lease
+    return None
+
+
+async def _take(d: Dispatch, worker: WorkerIdentity, body: bytes) -> Lease | None:
+    try:
+        run_id = str(json.loads(body)["runId"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    now = d.clock.now()
+    async with d.uow() as uow:
+        try:
+            run = await uow.runs.get(run_id)
+        except NotFound:
+            return None
+        if run.status is not RunStatus.QUEUED or run.org_id != worker.org_id:
+            return None
+        held, _ = claim(run, worker.worker_id, now, d.lease_seconds)
+        try:
+            await uow.runs.update(held, expected=RunStatus.QUEUED, expected_attempts=run.attempts)
+        except Conflict:
+            return None
+        await uow.commit()
+    return Lease(held, held.attempts, d.lease_seconds)
+
+
+async def heartbeat(
+    d: Dispatch, worker: WorkerIdentity, run_id: str, fencing_token: int, busy: int = 1
+) -> bool:
+    """Extend the lease; return True when the run should be cancelled."""
+    now = d.clock.now()
+    async with d.uow() as uow:
+        run = await _held(uow, worker, run_id, fencing_token)
+        extended = extend_lease(run, worker.worker_id, fencing_token, now, d.lease_seconds)
+        await uow.runs.update(extended, expected=RunStatus.RUNNING, expected_attempts=fencing_token)
+        await uow.commit()
+    await _seen(d, worker, busy=busy)
+    return extended.cancel_requested
+
+
+async def append_log(
+    d: Dispatch, worker: WorkerIdentity, run_id: str, fencing_token: int, offset: int, data: bytes
+) -> int:
+    async with d.uow() as uow:
+        await _held(uow, worker, run_id, fencing_token)
+    return await d.logs.append(run_id, offset, data)
+
+
+async def report_phase(
+    d: Dispatch, worker: WorkerIdentity, run_id: str, fencing_token: int, result: PhaseResult
+) -> None:
+    async with d.uow() as uow:
+        run = await _held(uow, worker, run_id, fencing_token)
+        updated = attrs.evolve(record_phase(run, result), updated_at=d.clock.now())
+        await uow.runs.update(updated, expected=RunStatus.RUNNING, expected_attempts=fencing_token)
+        await uow.commit()
+
+
+async def complete(
+    d: Dispatch,
+    worker: WorkerIdentity,
+    run_id: str,
+    fencing_token: int,
+    status: RunStatus,
+    reason: str = "",
+    phases: Sequence[PhaseResult] = (),
+) -> Run:
+    """End a held run; a repeat of the same completion is accepted and changes nothing."""
+    if status not in FINAL_STATUSES:
+        raise Invalid(
+            "a run ends succeeded, failed, timed_out or cancelled",
+            errors=(
+                FieldError(
+                    "status", f"expected one of: {', '.join(s.value for s in FINAL_STATUSES)}"
+                ),
+            ),
+        )
+    async with d.uow() as uow:
+        run = await uow.runs.get(run_id)
+        if (
+            run.status is status
+            and run.worker_id == worker.worker_id
+            and run.attempts == fencing_token
+        ):
+            return run
+        run = await _held(uow, worker, run_id, fencing_token)
+        for result in phases:
+            run = record_phase(run, result)
+        ended, _ = transition(run, status, d.clock.now(), reason)
+        await uow.runs.update(ended, expected=RunStatus.RUNNING, expected_attempts=fencing_token)
+        await uow.commit()
+    return ended
+
+
+async def release(d: Dispatch, worker: WorkerIdentity, run_id: str, fencing_token: int) -> Run:
+    """A draining worker hands a run back: it is queued again (or fails, out of attempts)."""
+    now = d.clock.now()
+    async with d.uow() as uow:
+        run = await _held(uow, worker, run_id, fencing_token)
+        back, _ = reclaim(run, now)
+        await uow.runs.update(back, expected=RunStatus.RUNNING, expected_attempts=fencing_token)
+        if back.status is RunStatus.QUEUED:
+            await announce(uow, d.ids, back, now)
+        await uow.commit()
+    return back
+
+
+async def reap(d: Dispatch, limit: int = 100) -> int:
+    """Requeue (or fail) runs whose lease expired; return how many were handled."""
+    now = d.clock.now()
+    async with d.uow() as uow:
+        expired = [r for r in await uow.runs.expired_leases(now, limit) if lease_expired(r, now)]
+    handled = 0
+    for run in expired:
+        async with d.uow() as uow:
+            back, _ = reclaim(run, now)
+            try:
+                await uow.runs.update(
+                    back, expected=RunStatus.RUNNING, expected_attempts=run.attempts
+                )
+            except Conflict:
+                continue  # its worker came back in time, or another reaper got there first
+            if back.status is RunStatus.QUEUED:
+                await announce(uow, d.ids, back, now)
+            await uow.commit()
+        handled += 1
+    return handled
+
+
+async def _held(uow: UnitOfWork, worker: WorkerIdentity, run_id: str, fencing_token: int) -> Run:
+    try:
+        run = await uow.runs.get(run_id)
+    except NotFound:
+        raise NotFound(f"run {run_id} does not exist") from None
+    if run.org_id != worker.org_id:
+        raise NotFound(f"run {run_id} does not exist")
+    check_lease(run, worker.worker_id, fencing_token)
+    return run
+
+
+async def _seen(d: Dispatch, worker: WorkerIdentity, busy: int) -> None:
+    async with d.uow() as uow:
+        await uow.workers.save(
+            Worker(
+                id=worker.worker_id,
+                org_id=worker.org_id,
+                name=worker.name or worker.worker_id,
+                version=worker.version,
+                last_seen_at=d.clock.now(),
+                token_id=worker.token_id or None,
+                labels=dict(worker.labels),
+                runs_in_progress=busy,
+            )
+        )
+        await uow.commit()

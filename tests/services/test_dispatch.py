@@ -1,0 +1,169 @@
+"""Dispatch: one holder per run, fenced writes, lost workers' runs reclaimed, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from adapters.memory.clock import FakeClock
+from adapters.memory.queue import InMemoryQueue
+from adapters.memory.repositories import InMemoryPlatformStore
+from adapters.memory.run_logs import InMemoryRunLogStore
+from adapters.system import UlidIdGenerator
+from domain.automations import MAX_ATTEMPTS, PhaseResult, PhaseStatus, Run, RunStatus, new_run
+from domain.errors import Conflict, NotFound
+from domain.orgs import Organisation
+from domain.ports import Queue
+from domain.resources import AutomationSpec, Phase
+from domain.services import dispatch
+from domain.services.dispatch import Dispatch, WorkerIdentity
+from domain.users import User
+
+SPEC = AutomationSpec(phases=(Phase("one", "busybox", ("true",)),))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def d(clock: FakeClock) -> Dispatch:
+    store = InMemoryPlatformStore()
+    queues: dict[str, Queue] = {}
+
+    def queue(topic: str) -> Queue:
+        return queues.setdefault(topic, InMemoryQueue(ack_wait_seconds=60))
+
+    ids = UlidIdGenerator(clock)
+    result = Dispatch(
+        store.unit_of_work, clock, ids, queue, InMemoryRunLogStore(), lease_seconds=30
+    )
+    async with result.uow() as uow:
+        await uow.users.add(User("u1", "u1@example.com", "x", clock.now()))
+        for org in ("org-a", "org-b"):
+            await uow.orgs.add(Organisation(org, f"Org {org}", org, clock.now()))
+        await uow.commit()
+    return result
+
+
+async def queued(d: Dispatch, org: str = "org-a") -> Run:
+    run, _ = new_run(d.ids.new_id(), SPEC, d.clock.now(), org_id=org, requested_by="u1")
+    async with d.uow() as uow:
+        await uow.runs.add(run)
+        await dispatch.announce(uow, d.ids, run, d.clock.now())
+        await uow.commit()
+    assert await dispatch.relay_outbox(d) == 1
+    return run
+
+
+def worker(name: str, org: str = "org-a") -> WorkerIdentity:
+    return WorkerIdentity(org_id=org, worker_id=name, name=name, version="test")
+
+
+async def status_of(d: Dispatch, run_id: str) -> Run:
+    async with d.uow() as uow:
+        return await uow.runs.get(run_id)
+
+
+async def test_a_queued_run_is_claimed_once(d: Dispatch) -> None:
+    run = await queued(d)
+    lease = await dispatch.claim_next(d, worker("w1"), wait_seconds=1)
+    assert lease is not None and lease.run.id == run.id and lease.fencing_token == 1
+    assert await dispatch.claim_next(d, worker("w2"), wait_seconds=0.05) is None
+    held = await status_of(d, run.id)
+    assert held.status is RunStatus.RUNNING and held.worker_id == "w1"
+
+
+async def test_workers_only_see_their_own_org(d: Dispatch) -> None:
+    await queued(d, "org-b")
+    assert await dispatch.claim_next(d, worker("w1", "org-a"), wait_seconds=0.05) is None
+    assert await dispatch.claim_next(d, worker("w2", "org-b"), wait_seconds=0.05) is not None
+
+
+async def test_a_duplicate_delivery_never_gives_the_run_twice(d: Dispatch) -> None:
+    run = await queued(d)
+    # The outbox relayed again (say, after a crash before marking it published).
+    async with d.uow() as uow:
+        await dispatch.announce(uow, d.ids, run, d.clock.now())
+        await uow.commit()
+    await dispatch.relay_outbox(d)
+    first, second = await asyncio.gather(
+        dispatch.claim_next(d, worker("w1"), 0.1), dispatch.claim_next(d, worker("w2"), 0.1)
+    )
+    assert [lease is not None for lease in (first, second)].count(True) == 1
+
+
+async def test_fenced_writes_and_completion(d: Dispatch) -> None:
+    run = await queued(d)
+    lease = await dispatch.claim_next(d, worker("w1"), 1)
+    assert lease is not None
+    w1, token = worker("w1"), lease.fencing_token
+    assert await dispatch.heartbeat(d, w1, run.id, token) is False
+    assert await dispatch.append_log(d, w1, run.id, token, 0, b"line\n") == 5
+    assert await dispatch.append_log(d, w1, run.id, token, 0, b"line\n") == 5  # resent: once
+    with pytest.raises(Conflict):
+        await dispatch.heartbeat(d, worker("w2"), run.id, token)
+    with pytest.raises(Conflict):
+        await dispatch.append_log(d, w1, run.id, token + 1, 5, b"x")
+    await dispatch.report_phase(d, w1, run.id, token, PhaseResult("one", PhaseStatus.SUCCEEDED, 0))
+    ended = await dispatch.complete(d, w1, run.id, token, RunStatus.SUCCEEDED)
+    assert ended.status is RunStatus.SUCCEEDED
+    again = await dispatch.complete(d, w1, run.id, token, RunStatus.SUCCEEDED)
+    assert again == ended
+    with pytest.raises(Conflict):
+        await dispatch.heartbeat(d, w1, run.id, token)
+
+
+async def test_another_orgs_worker_cannot_touch_a_run(d: Dispatch) -> None:
+    run = await queued(d)
+    lease = await dispatch.claim_next(d, worker("w1"), 1)
+    assert lease is not None
+    with pytest.raises(NotFound):
+        await dispatch.heartbeat(d, worker("w1", "org-b"), run.id, lease.fencing_token)
+
+
+async def test_a_lost_worker_s_run_is_queued_again_then_fails(
+    d: Dispatch, clock: FakeClock
+) -> None:
+    run = await queued(d)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        lease = await dispatch.claim_next(d, worker(f"w{attempt}"), 1)
+        assert lease is not None and lease.fencing_token == attempt
+        clock.advance(31)
+        assert await dispatch.reap(d) == 1
+        await dispatch.relay_outbox(d)
+        # The old holder is fenced off.
+        with pytest.raises(Conflict):
+            await dispatch.heartbeat(d, worker(f"w{attempt}"), run.id, attempt)
+    final = await status_of(d, run.id)
+    assert final.status is RunStatus.FAILED and "worker lost" in final.reason
+
+
+async def test_heartbeats_keep_the_lease(d: Dispatch, clock: FakeClock) -> None:
+    run = await queued(d)
+    lease = await dispatch.claim_next(d, worker("w1"), 1)
+    assert lease is not None
+    for _ in range(5):
+        clock.advance(20)
+        await dispatch.heartbeat(d, worker("w1"), run.id, lease.fencing_token)
+        assert await dispatch.reap(d) == 0
+
+
+async def test_a_draining_worker_hands_its_run_back(d: Dispatch) -> None:
+    run = await queued(d)
+    lease = await dispatch.claim_next(d, worker("w1"), 1)
+    assert lease is not None
+    back = await dispatch.release(d, worker("w1"), run.id, lease.fencing_token)
+    assert back.status is RunStatus.QUEUED
+    await dispatch.relay_outbox(d)
+    again = await dispatch.claim_next(d, worker("w2"), 1)
+    assert again is not None and again.fencing_token == 2
+
+
+async def test_the_worker_registry_records_who_was_seen(d: Dispatch) -> None:
+    await dispatch.claim_next(d, worker("w9"), 0)
+    async with d.uow() as uow:
+        seen = await uow.workers.of_org("org-a")
+    assert [w.id for w in seen] == ["w9"]
