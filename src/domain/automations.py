@@ -111,6 +111,8 @@ class Run:
     worker_id: str | None = None
     lease_expires_at: datetime | None = None
     cancel_requested: bool = False
+    # Secret variable values, sealed (encrypted) for the worker; shown nowhere.
+    sealed_secrets: str = ""
     updated_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -14,6 +14,8 @@ from domain.ports import (
     IdGenerator,
     Mailer,
     PasswordHasher,
+    RunLogStore,
+    Sealer,
     Secrets,
     TokenSigner,
     Totp,
@@ -49,6 +51,8 @@ class Platform:
     cache: Cache
     audit: AuditLog
     mailer: Mailer
+    logs: RunLogStore
+    sealer: Sealer
     limits: Limits = Limits()
     public_url: str = "http://127.0.0.1:13371"
 
