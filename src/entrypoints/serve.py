@@ -15,7 +15,7 @@ from entrypoints import bootstrap
 from entrypoints.settings import Settings
 
 log = logging.getLogger("opsicle.serve")
-ROLES = {"standalone": bootstrap.standalone}
+ROLES = {"standalone": bootstrap.standalone, "controller": bootstrap.controller}
 
 
 def _bind(listen: str) -> str:
