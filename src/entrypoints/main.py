@@ -11,7 +11,7 @@ from cyclopts import App, Parameter
 
 from domain.errors import OpsicleError
 from entrypoints import settings
-from entrypoints.cli import explain, local, start
+from entrypoints.cli import accounts, explain, local, start, verbs
 from entrypoints.exitcodes import ExitCode, for_error
 from entrypoints.output import report_error
 
@@ -26,6 +26,12 @@ app.command(local.validate)
 app.command(local.run)
 app.command(explain.app)
 app.command(start.app)
+app.command(accounts.register)
+app.command(accounts.login)
+app.command(accounts.logout)
+app.command(accounts.whoami)
+for _verb in verbs.ALL:
+    app.command(_verb)
 
 
 @app.meta.default

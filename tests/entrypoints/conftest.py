@@ -26,7 +26,7 @@ class RunningController:
 
     def emails(self, to: str) -> list[OutboxEmail]:
         """Emails the controller sent to ``to``, oldest first (from its file outbox)."""
-        return [e for e in list_outbox(self.data_dir / "outbox") if to in e.to]
+        return [e for e in list_outbox(self.data_dir / "outbox") if to in e.email.to]
 
 
 def _free_port() -> int:
