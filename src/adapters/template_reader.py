@@ -1,0 +1,20 @@
+"""The YAML reader the template and run use cases get: one AutomationTemplate per text."""
+
+from __future__ import annotations
+
+from adapters.resources_yaml import parse_text
+from domain.errors import FieldError, Invalid
+from domain.resources import AutomationTemplate, Kind
+
+
+def read_template(text: str, source: str) -> AutomationTemplate:
+    """The one AutomationTemplate in ``text``; ``Invalid`` names the file, line and field."""
+    docs = parse_text(text, source, expected=(Kind.AUTOMATION_TEMPLATE,))
+    if len(docs) != 1:
+        raise Invalid(
+            f"{source} holds {len(docs)} templates; expected one",
+            errors=(FieldError("", f"holds {len(docs)} templates; submit each alone", source),),
+        )
+    resource = docs[0].resource
+    assert isinstance(resource, AutomationTemplate)  # the expected kind guarantees it
+    return resource
