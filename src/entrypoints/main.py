@@ -12,6 +12,7 @@ from cyclopts import App, Parameter
 from domain.errors import OpsicleError
 from entrypoints import settings
 from entrypoints.cli import accounts, explain, local, start, verbs
+from entrypoints.cli import orgs as org_commands
 from entrypoints.exitcodes import ExitCode, for_error
 from entrypoints.output import report_error
 
@@ -30,6 +31,8 @@ app.command(accounts.register)
 app.command(accounts.login)
 app.command(accounts.logout)
 app.command(accounts.whoami)
+app.command(org_commands.invite)
+app.command(org_commands.can)
 for _verb in verbs.ALL:
     app.command(_verb)
 

@@ -9,7 +9,7 @@ import attrs
 from domain.audit import GENESIS, AuditEvent, digest
 from domain.permissions import Action, Resource
 from domain.ports import AuditFilter, Page
-from domain.services.authorization import authorize, user_of
+from domain.services.authorization import authorize, unit_of_work, user_of
 from domain.services.platform import Caller, Platform
 
 
@@ -48,7 +48,7 @@ async def my_trail(p: Platform, caller: Caller, q: Query) -> Page[AuditEvent]:
 
 async def org_trail(p: Platform, caller: Caller, ref: str, q: Query) -> Page[AuditEvent]:
     """Every event in the org, for members allowed to view the org (``org:view``)."""
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(p, uow, caller, ref, Action.VIEW, Resource.ORG, verb="audit.org")
     flt = AuditFilter(
         actor=q.actor,

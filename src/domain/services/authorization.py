@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import attrs
 
 from domain.audit import Outcome
@@ -65,6 +68,56 @@ def action_label(action: Action) -> str:
     return action.name.lower() if action.name else str(action.value)
 
 
+@attrs.frozen
+class Pending:
+    """A refusal still to be audited."""
+
+    caller: Caller
+    verb: str
+    resource_type: str
+    resource_id: str
+    org_id: str | None
+    reason: str
+
+
+class Hidden(NotFound):
+    """Not a member: answered exactly like an org that does not exist."""
+
+    def __init__(self, message: str, pending: Pending) -> None:
+        super().__init__(message, code="org_not_found")
+        self.pending = pending
+
+
+class Refused(Forbidden):
+    """A member whose roles do not allow the action."""
+
+    def __init__(self, message: str, pending: Pending) -> None:
+        super().__init__(message, code="insufficient_permissions")
+        self.pending = pending
+
+
+@asynccontextmanager
+async def unit_of_work(p: Platform) -> AsyncIterator[UnitOfWork]:
+    """``p.uow()`` that audits a refusal raised inside it once it is closed: an embedded
+    SQL store has one writer at a time, and the open unit may hold it."""
+    try:
+        async with p.uow() as uow:
+            yield uow
+    except (Hidden, Refused) as exc:
+        e = exc.pending
+        await record(
+            p,
+            e.caller,
+            e.verb,
+            e.resource_type,
+            e.resource_id,
+            org_id=e.org_id,
+            outcome=Outcome.FAILURE,
+            data={"reason": e.reason},
+        )
+        raise
+
+
 async def find_org(uow: UnitOfWork, ref: str) -> Organisation:
     """An org by id or by code (case-insensitive)."""
     try:
@@ -102,39 +155,27 @@ async def authorize(
     An org the caller does not belong to answers ``NotFound`` exactly like one that does not
     exist, so nobody learns which orgs exist. A member whose roles do not allow the action
     gets ``Forbidden`` with the policy's reason. With ``action`` None, membership is enough.
-    Every refusal is audited with outcome failure.
+    Every refusal is audited with outcome failure when the unit of work is opened with
+    ``unit_of_work`` (as every use case does).
     """
     user_id = user_of(caller)
     try:
         org = await find_org(uow, org_ref)
         member = await uow.orgs.member(org.id, user_id)
     except NotFound:
-        await record(
-            p,
-            caller,
-            verb,
-            resource.value if resource else "org",
-            org_ref,
-            outcome=Outcome.FAILURE,
-            data={"reason": "not a member"},
-        )
-        raise NotFound(f"organisation {org_ref} not found", code="org_not_found") from None
+        raise Hidden(
+            f"organisation {org_ref} not found",
+            Pending(
+                caller, verb, resource.value if resource else "org", org_ref, None, "not a member"
+            ),
+        ) from None
     if action is not None and resource is not None:
         decision = decide(await roles_of(uow, org.id, user_id), action, resource)
         if not decision:
-            await record(
-                p,
-                caller,
-                verb,
-                resource.value,
-                org_id=org.id,
-                outcome=Outcome.FAILURE,
-                data={"reason": decision.reason},
-            )
-            raise Forbidden(
+            raise Refused(
                 f"you may not {action_label(action)} {resource.value} in {org.code}: "
                 f"{decision.reason}",
-                code="insufficient_permissions",
+                Pending(caller, verb, resource.value, "", org.id, decision.reason),
             )
     return Access(org, member)
 

@@ -17,7 +17,7 @@ from domain.orgs import (
 )
 from domain.permissions import ADMINISTRATOR_ROLE, Action, Resource, Role, default_roles
 from domain.ports import Email, UnitOfWork
-from domain.services.authorization import authorize, user_of
+from domain.services.authorization import authorize, unit_of_work, user_of
 from domain.services.platform import Caller, Platform, record
 from domain.users import User, normalise_email
 
@@ -54,7 +54,7 @@ async def create_org(p: Platform, caller: Caller, name: str, code: str) -> Organ
     now = p.clock.now()
     org = Organisation(p.ids.new_id(), name, code, now, created_by=user_id)
     admin, worker = default_roles(org.id, p.ids.new_id(), p.ids.new_id())
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         try:
             await uow.orgs.by_code(code)
         except NotFound:
@@ -72,21 +72,21 @@ async def create_org(p: Platform, caller: Caller, name: str, code: str) -> Organ
 
 
 async def get_org(p: Platform, caller: Caller, ref: str) -> MyOrg:
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(p, uow, caller, ref, None, None, verb="org.get")
     return MyOrg(access.org, access.member)
 
 
 async def list_orgs(p: Platform, caller: Caller) -> list[MyOrg]:
     user_id = user_of(caller)
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         return [
             MyOrg(o, await uow.orgs.member(o.id, user_id)) for o in await uow.orgs.of_user(user_id)
         ]
 
 
 async def delete_org(p: Platform, caller: Caller, ref: str) -> Organisation:
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.DELETE, Resource.ORG, verb="org.delete"
         )
@@ -115,7 +115,7 @@ async def invite(
     Inviting an admin hands out the Administrator role, so it needs ``org_user:manage``.
     """
     email = normalise_email(email)
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.CREATE, Resource.ORG_USER, verb="org.invite"
         )
@@ -180,7 +180,7 @@ async def invite(
 
 
 async def org_invitations(p: Platform, caller: Caller, ref: str) -> list[Invitation]:
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.VIEW, Resource.ORG_USER, verb="org.invitations"
         )
@@ -190,7 +190,7 @@ async def org_invitations(p: Platform, caller: Caller, ref: str) -> list[Invitat
 async def cancel_invitation(
     p: Platform, caller: Caller, ref: str, invitation_id: str
 ) -> Invitation:
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.DELETE, Resource.ORG_USER, verb="invitation.cancel"
         )
@@ -219,7 +219,7 @@ async def my_invitations(p: Platform, caller: Caller) -> list[InvitationView]:
     """Pending, unexpired invitations addressed to the caller's email."""
     user_of(caller)
     now = p.clock.now()
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         found = await uow.invitations.for_email(caller.email) if caller.email else []
         return [
             InvitationView(i, await uow.orgs.get(i.org_id)) for i in found if i.expires_at > now
@@ -262,7 +262,7 @@ async def accept_invitation(
     """Join the org with the invited member type; an admin gets the Administrator role."""
     user_id = user_of(caller)
     now = p.clock.now()
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         invitation = await _mine(p, uow, caller, code, invitation_id)
         if not code:
             raise Invalid(
@@ -288,7 +288,7 @@ async def reject_invitation(
     p: Platform, caller: Caller, code: str | None, invitation_id: str | None = None
 ) -> Invitation:
     user_of(caller)
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         invitation = await _mine(p, uow, caller, code, invitation_id)
         invitation = attrs.evolve(
             invitation, status=InvitationStatus.REJECTED, answered_at=p.clock.now()
@@ -305,7 +305,7 @@ async def reject_invitation(
 
 
 async def list_members(p: Platform, caller: Caller, ref: str) -> list[MemberView]:
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.VIEW, Resource.ORG_USER, verb="org.members"
         )
@@ -313,7 +313,7 @@ async def list_members(p: Platform, caller: Caller, ref: str) -> list[MemberView
 
 
 async def get_member(p: Platform, caller: Caller, ref: str, user_ref: str) -> MemberView:
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.VIEW, Resource.ORG_USER, verb="org.member"
         )
@@ -325,7 +325,7 @@ async def change_member_type(
 ) -> MemberView:
     """Change the NAMED member's type; making or unmaking an admin needs ``org_user:manage``
     and moves the Administrator role with it; the last admin cannot be demoted."""
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.UPDATE, Resource.ORG_USER, verb="member.update"
         )
@@ -365,7 +365,7 @@ async def change_member_type(
 
 async def remove_member(p: Platform, caller: Caller, ref: str, user_ref: str) -> Membership:
     """Remove the NAMED member (never the requester unless named); keep the last admin."""
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.DELETE, Resource.ORG_USER, verb="member.remove"
         )
@@ -379,7 +379,7 @@ async def remove_member(p: Platform, caller: Caller, ref: str, user_ref: str) ->
 
 
 async def leave_org(p: Platform, caller: Caller, ref: str) -> Membership:
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(p, uow, caller, ref, None, None, verb="member.leave")
         if access.member.type is MemberType.ADMIN:
             await _keep_an_admin(uow, access.org, access.member.user_id, "leave")

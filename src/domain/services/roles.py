@@ -10,7 +10,7 @@ from domain.errors import Conflict, FieldError, Invalid, NotFound
 from domain.orgs import MemberType, Organisation
 from domain.permissions import ADMINISTRATOR_ROLE, Action, Decision, Grant, Resource, Role
 from domain.ports import UnitOfWork
-from domain.services.authorization import authorize, decision_for, user_of
+from domain.services.authorization import authorize, decision_for, unit_of_work, user_of
 from domain.services.orgs import find_member
 from domain.services.platform import Caller, Platform, record
 from domain.services.tokens import find_token
@@ -46,7 +46,7 @@ def describe_grants(grants: Mapping[Resource, Grant]) -> str:
 
 
 async def list_roles(p: Platform, caller: Caller, ref: str) -> list[Role]:
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.VIEW, Resource.ORG_USER, verb="role.list"
         )
@@ -54,7 +54,7 @@ async def list_roles(p: Platform, caller: Caller, ref: str) -> list[Role]:
 
 
 async def get_role(p: Platform, caller: Caller, ref: str, role_ref: str) -> Role:
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.VIEW, Resource.ORG_USER, verb="role.get"
         )
@@ -65,7 +65,7 @@ async def create_role(
     p: Platform, caller: Caller, ref: str, name: str, grants: Mapping[Resource, Grant]
 ) -> Role:
     name = check_role_name(name)
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.MANAGE, Resource.ORG_USER, verb="role.create"
         )
@@ -101,7 +101,7 @@ async def update_role(
     """Rename a role and/or change its grants: the resources given replace theirs (all of
     them with ``replace``). The built-in Administrator role cannot change, so an org always
     has a role that can manage it."""
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.MANAGE, Resource.ORG_USER, verb="role.update"
         )
@@ -142,7 +142,7 @@ async def set_permissions(
 
 
 async def delete_role(p: Platform, caller: Caller, ref: str, role_ref: str) -> Role:
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.MANAGE, Resource.ORG_USER, verb="role.delete"
         )
@@ -201,7 +201,7 @@ async def _assignment(
             errors=(FieldError("user", "give exactly one of user and token"),),
         )
     verb = "role.assign" if assign else "role.unassign"
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(p, uow, caller, ref, Action.MANAGE, Resource.ORG_USER, verb=verb)
         role = await find_role(uow, access.org, role_ref)
         if user is not None:
@@ -249,7 +249,7 @@ async def can(
     Asking about yourself needs membership; asking about others needs ``org_user:view``.
     """
     me = user_of(caller)
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(p, uow, caller, ref, None, None, verb="org.can")
         target = access.member.user_id
         if user is not None:

@@ -10,7 +10,7 @@ from domain.errors import Conflict, FieldError, Invalid, NotFound, Unauthenticat
 from domain.orgs import Organisation
 from domain.permissions import WORKER_ROLE, Action, Resource, Role
 from domain.ports import UnitOfWork
-from domain.services.authorization import authorize
+from domain.services.authorization import authorize, unit_of_work
 from domain.services.platform import Caller, Platform, record
 from domain.tokens import TOKEN_PREFIX, WorkerToken
 
@@ -46,7 +46,7 @@ async def create_token(
             "the token name is not valid",
             errors=(FieldError("name", f"expected 1 to {MAX_TOKEN_NAME} printable characters"),),
         )
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.CREATE, Resource.ORG_CONFIG, verb="token.create"
         )
@@ -89,7 +89,7 @@ async def create_token(
 
 
 async def list_tokens(p: Platform, caller: Caller, ref: str) -> list[TokenView]:
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.VIEW, Resource.ORG_CONFIG, verb="token.list"
         )
@@ -100,7 +100,7 @@ async def list_tokens(p: Platform, caller: Caller, ref: str) -> list[TokenView]:
 
 
 async def get_token(p: Platform, caller: Caller, ref: str, token_ref: str) -> TokenView:
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.VIEW, Resource.ORG_CONFIG, verb="token.get"
         )
@@ -110,7 +110,7 @@ async def get_token(p: Platform, caller: Caller, ref: str, token_ref: str) -> To
 
 async def revoke_token(p: Platform, caller: Caller, ref: str, token_ref: str) -> TokenView:
     """Revoke at once: the next authentication with it fails."""
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.DELETE, Resource.ORG_CONFIG, verb="token.revoke"
         )
@@ -127,7 +127,7 @@ async def revoke_token(p: Platform, caller: Caller, ref: str, token_ref: str) ->
 
 async def rotate_token(p: Platform, caller: Caller, ref: str, token_ref: str) -> IssuedToken:
     """A new secret for the same token id; the old secret stops working at once."""
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, ref, Action.UPDATE, Resource.ORG_CONFIG, verb="token.rotate"
         )
@@ -146,7 +146,7 @@ async def rotate_token(p: Platform, caller: Caller, ref: str, token_ref: str) ->
 async def authenticate_token(p: Platform, token_id: str, secret: str) -> TokenView:
     """The active token that ``secret`` belongs to; ``Unauthenticated`` otherwise."""
     refused = Unauthenticated("the worker token is not valid", code="token_invalid")
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         try:
             token = await uow.tokens.get(token_id)
         except NotFound:
