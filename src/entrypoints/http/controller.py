@@ -14,7 +14,7 @@ from domain.services.platform import Caller, Platform
 from domain.services.sessions import authenticate
 from entrypoints.http.api import Api
 from entrypoints.http.common import build_app
-from entrypoints.http.routes import accounts, orgs
+from entrypoints.http.routes import accounts, orgs, runs, templates
 from entrypoints.version import VERSION
 
 
@@ -28,6 +28,8 @@ def controller_api(p: Platform) -> Api:
     api = Api("Opsicle controller", VERSION, bearer)
     accounts.register(api, p)
     orgs.register(api, p)
+    templates.register(api, p)
+    runs.register(api, p)
     return api
 
 
