@@ -69,8 +69,9 @@ def test_register(cli: CliRunner, controller_process: RunningController) -> None
     assert weak.code == ExitCode.INVALID and "password" in weak.err
 
 
-def test_register_reads_a_piped_password(cli: CliRunner,
-                                         controller_process: RunningController) -> None:
+def test_register_reads_a_piped_password(
+    cli: CliRunner, controller_process: RunningController
+) -> None:
     email = unique_email()
     result = cli("register", "--email", email, stdin=PASSWORD + "\n")
     assert result.code == 0, result.err
@@ -109,15 +110,25 @@ def test_login(cli: CliRunner, controller_process: RunningController, tmp_path: 
 def test_login_with_mfa(cli: CliRunner, controller_process: RunningController) -> None:
     email = signed_up(cli, controller_process)
     app, codes = enrol(cli)
-    with_code = cli("login", "--email", email, "--password", PASSWORD,
-                    "--code", next_window_code(app), user="laptop")
+    with_code = cli(
+        "login",
+        "--email",
+        email,
+        "--password",
+        PASSWORD,
+        "--code",
+        next_window_code(app),
+        user="laptop",
+    )
     assert with_code.code == 0, with_code.err
-    asked = cli("login", "--email", email, "--password", PASSWORD, user="phone",
-                stdin=codes[0] + "\n")
+    asked = cli(
+        "login", "--email", email, "--password", PASSWORD, user="phone", stdin=codes[0] + "\n"
+    )
     assert asked.code == 0, asked.err
     assert cli("whoami", user="phone").code == 0
-    reused = cli("login", "--email", email, "--password", PASSWORD, "--code", codes[0],
-                 user="tablet")
+    reused = cli(
+        "login", "--email", email, "--password", PASSWORD, "--code", codes[0], user="tablet"
+    )
     assert reused.code == ExitCode.INVALID
 
 
@@ -141,8 +152,15 @@ def test_whoami(cli: CliRunner, controller_process: RunningController) -> None:
 
 
 def test_controller_unreachable(cli: CliRunner) -> None:
-    result = cli("register", "--email", unique_email(), "--password", PASSWORD,
-                 "--controller-url", "http://127.0.0.1:1")
+    result = cli(
+        "register",
+        "--email",
+        unique_email(),
+        "--password",
+        PASSWORD,
+        "--controller-url",
+        "http://127.0.0.1:1",
+    )
     assert result.code == ExitCode.UNAVAILABLE and "did not answer" in result.err
 
 
@@ -161,11 +179,13 @@ def test_reset_password(cli: CliRunner, controller_process: RunningController) -
     assert reused.code == ExitCode.INVALID
 
 
-def test_reset_password_when_logged_in_changes_it(cli: CliRunner,
-                                                  controller_process: RunningController) -> None:
+def test_reset_password_when_logged_in_changes_it(
+    cli: CliRunner, controller_process: RunningController
+) -> None:
     email = signed_up(cli, controller_process)
-    wrong = cli("reset", "password", "--current-password", "Wr0ng-password!",
-                "--new-password", NEW_PASSWORD)
+    wrong = cli(
+        "reset", "password", "--current-password", "Wr0ng-password!", "--new-password", NEW_PASSWORD
+    )
     assert wrong.code == ExitCode.FORBIDDEN
     changed = cli("reset", "password", stdin=f"{PASSWORD}\n{NEW_PASSWORD}\n")
     assert changed.code == 0, changed.err
@@ -188,8 +208,10 @@ def test_create_mfa(cli: CliRunner, controller_process: RunningController) -> No
     assert isinstance(app, pyotp.TOTP)
     confirmed = cli("create", "mfa", "--code", app.now())
     assert confirmed.code == 0, confirmed.err
-    assert len(re.findall(r"^\s+[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}$", confirmed.out,
-                          re.MULTILINE)) == 10
+    assert (
+        len(re.findall(r"^\s+[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}$", confirmed.out, re.MULTILINE))
+        == 10
+    )
     status = json.loads(cli("get", "mfa", "-o", "json").out)
     assert status["active"] is True and status["recoveryCodesLeft"] == 10
     twice = cli("create", "mfa", "--password", PASSWORD, stdin="")
@@ -225,8 +247,11 @@ def test_list_emails(cli: CliRunner, controller_process: RunningController) -> N
     text = cli("list", "emails", "--data-dir", data_dir, "--to", email)
     assert text.code == 0 and "Verify your Opsicle email address" in text.out
     assert latest_code(controller_process, email) in text.out
-    rows = json.loads(cli("list", "emails", "--data-dir", data_dir, "--to", email,
-                          "-o", "json").out)
+    rows = json.loads(
+        cli("list", "emails", "--data-dir", data_dir, "--to", email, "-o", "json").out
+    )
     assert [r["to"] for r in rows] == [email]
-    assert json.loads(cli("list", "emails", "--data-dir", data_dir, "--last", "0",
-                          "-o", "json").out) == []
+    assert (
+        json.loads(cli("list", "emails", "--data-dir", data_dir, "--last", "0", "-o", "json").out)
+        == []
+    )

@@ -71,13 +71,21 @@ def auth(token: str) -> dict[str, str]:
 async def test_every_account_route_is_in_the_openapi_document(server: Server) -> None:
     paths = (await server.http.get("/api/v1/openapi.json")).json()["paths"]
     expected = {
-        ("/api/v1/users", "post"), ("/api/v1/users/me", "get"), ("/api/v1/whoami", "get"),
-        ("/api/v1/verification", "post"), ("/api/v1/verification/{code}", "get"),
-        ("/api/v1/verification/resend", "post"), ("/api/v1/sessions", "post"),
-        ("/api/v1/sessions/mfa", "post"), ("/api/v1/sessions/current", "delete"),
-        ("/api/v1/users/me/password", "put"), ("/api/v1/password-resets", "post"),
-        ("/api/v1/password-resets/complete", "post"), ("/api/v1/users/me/mfa", "post"),
-        ("/api/v1/users/me/mfa", "get"), ("/api/v1/users/me/mfa", "delete"),
+        ("/api/v1/users", "post"),
+        ("/api/v1/users/me", "get"),
+        ("/api/v1/whoami", "get"),
+        ("/api/v1/verification", "post"),
+        ("/api/v1/verification/{code}", "get"),
+        ("/api/v1/verification/resend", "post"),
+        ("/api/v1/sessions", "post"),
+        ("/api/v1/sessions/mfa", "post"),
+        ("/api/v1/sessions/current", "delete"),
+        ("/api/v1/users/me/password", "put"),
+        ("/api/v1/password-resets", "post"),
+        ("/api/v1/password-resets/complete", "post"),
+        ("/api/v1/users/me/mfa", "post"),
+        ("/api/v1/users/me/mfa", "get"),
+        ("/api/v1/users/me/mfa", "delete"),
         ("/api/v1/users/me/mfa/confirm", "post"),
         ("/api/v1/users/me/mfa/recovery-codes", "post"),
     }
@@ -85,8 +93,9 @@ async def test_every_account_route_is_in_the_openapi_document(server: Server) ->
 
 
 async def test_register_answers_201_with_the_account_and_no_secrets(server: Server) -> None:
-    reply = await server.http.post("/api/v1/users",
-                                   json={"email": "a+b@example.com", "password": PASSWORD})
+    reply = await server.http.post(
+        "/api/v1/users", json={"email": "a+b@example.com", "password": PASSWORD}
+    )
     assert reply.status_code == 201
     body = reply.json()
     assert set(body) == {"id", "email", "verified", "createdAt"}
@@ -155,8 +164,9 @@ async def test_login_refusals(server: Server) -> None:
 async def test_too_many_logins_answer_429_with_retry_after(server: Server) -> None:
     email, _ = await server.user()
     for _ in range(3):
-        reply = await server.http.post("/api/v1/sessions",
-                                       json={"email": email, "password": "Wr0ng-pass!!x"})
+        reply = await server.http.post(
+            "/api/v1/sessions", json={"email": email, "password": "Wr0ng-pass!!x"}
+        )
         assert reply.status_code == 401
     reply = await server.http.post("/api/v1/sessions", json={"email": email, "password": PASSWORD})
     assert reply.status_code == 429 and reply.json()["code"] == "rate_limited"
@@ -168,8 +178,11 @@ async def test_too_many_logins_answer_429_with_retry_after(server: Server) -> No
 
 async def test_change_password(server: Server) -> None:
     email, token = await server.user()
-    reply = await server.http.put("/api/v1/users/me/password", headers=auth(token),
-                                  json={"currentPassword": PASSWORD, "newPassword": NEW_PASSWORD})
+    reply = await server.http.put(
+        "/api/v1/users/me/password",
+        headers=auth(token),
+        json={"currentPassword": PASSWORD, "newPassword": NEW_PASSWORD},
+    )
     assert reply.status_code == 204
     await server.sdk(token).whoami()  # this session stays
     with pytest.raises(Forbidden):
@@ -183,8 +196,10 @@ async def test_password_reset(server: Server) -> None:
         reply = await server.http.post("/api/v1/password-resets", json={"email": address})
         assert reply.status_code == 202
         assert reply.json() == {"message": "if the address has an account, an email is on its way"}
-    reply = await server.http.post("/api/v1/password-resets/complete",
-                                   json={"code": server.code(email), "newPassword": NEW_PASSWORD})
+    reply = await server.http.post(
+        "/api/v1/password-resets/complete",
+        json={"code": server.code(email), "newPassword": NEW_PASSWORD},
+    )
     assert reply.status_code == 204
     assert (await server.http.get("/api/v1/whoami", headers=auth(token))).status_code == 401
     with pytest.raises(Invalid):
@@ -198,8 +213,9 @@ async def test_mfa_from_enrolment_to_removal(server: Server) -> None:
     email, token = await server.user()
     me = server.sdk(token)
     assert not (await me.mfa_status()).enrolled
-    reply = await server.http.post("/api/v1/users/me/mfa", headers=auth(token),
-                                   json={"password": PASSWORD})
+    reply = await server.http.post(
+        "/api/v1/users/me/mfa", headers=auth(token), json={"password": PASSWORD}
+    )
     assert reply.status_code == 201
     setup = await me.enrol_mfa(PASSWORD)  # a second enrolment replaces the unconfirmed one
     app = pyotp.parse_uri(setup.uri)
@@ -213,8 +229,9 @@ async def test_mfa_from_enrolment_to_removal(server: Server) -> None:
     assert first.mfa_required and first.ticket and first.session_token is None
     done = await server.sdk().login_with_code(first.ticket, app.at(server.clock.now()))
     assert done.session_token and not done.mfa_required
-    reply = await server.http.post("/api/v1/sessions/mfa", json={
-        "ticket": first.ticket, "code": app.at(server.clock.now())})
+    reply = await server.http.post(
+        "/api/v1/sessions/mfa", json={"ticket": first.ticket, "code": app.at(server.clock.now())}
+    )
     assert reply.status_code == 401 and reply.json()["code"] == "login_expired"
 
     server.clock.advance(30)
@@ -222,17 +239,26 @@ async def test_mfa_from_enrolment_to_removal(server: Server) -> None:
     assert not set(fresh.codes) & set(recovery.codes)
     with pytest.raises(Invalid):
         await me.remove_mfa(PASSWORD, recovery.codes[0])
-    reply = await server.http.request("DELETE", "/api/v1/users/me/mfa", headers=auth(token),
-                                      json={"password": PASSWORD, "code": fresh.codes[0]})
+    reply = await server.http.request(
+        "DELETE",
+        "/api/v1/users/me/mfa",
+        headers=auth(token),
+        json={"password": PASSWORD, "code": fresh.codes[0]},
+    )
     assert reply.status_code == 204
     assert not (await me.mfa_status()).enrolled
 
 
 async def test_mfa_routes_need_a_session(server: Server) -> None:
-    for method, path in (("GET", "/api/v1/users/me/mfa"), ("POST", "/api/v1/users/me/mfa"),
-                         ("POST", "/api/v1/users/me/mfa/confirm"),
-                         ("POST", "/api/v1/users/me/mfa/recovery-codes"),
-                         ("DELETE", "/api/v1/users/me/mfa"), ("PUT", "/api/v1/users/me/password"),
-                         ("DELETE", "/api/v1/sessions/current"), ("GET", "/api/v1/users/me")):
+    for method, path in (
+        ("GET", "/api/v1/users/me/mfa"),
+        ("POST", "/api/v1/users/me/mfa"),
+        ("POST", "/api/v1/users/me/mfa/confirm"),
+        ("POST", "/api/v1/users/me/mfa/recovery-codes"),
+        ("DELETE", "/api/v1/users/me/mfa"),
+        ("PUT", "/api/v1/users/me/password"),
+        ("DELETE", "/api/v1/sessions/current"),
+        ("GET", "/api/v1/users/me"),
+    ):
         reply = await server.http.request(method, path, json={})
         assert reply.status_code == 401, (method, path)

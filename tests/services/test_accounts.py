@@ -95,10 +95,19 @@ async def test_register_sends_a_link_and_a_cli_code(world: World) -> None:
     assert event.outcome is Outcome.SUCCESS and event.resource_id == user.id
 
 
-@pytest.mark.parametrize("email", ["a+tag@example.com", "x@sub.example.com", "o'neil@foo.dev",
-                                   "someone@company.com", "person@mail.co.uk"])
+@pytest.mark.parametrize(
+    "email",
+    [
+        "a+tag@example.com",
+        "x@sub.example.com",
+        "o'neil@foo.dev",
+        "someone@company.com",
+        "person@mail.co.uk",
+    ],
+)
 async def test_register_accepts_standard_addresses_including_aliases_and_com(
-        world: World, email: str) -> None:
+    world: World, email: str
+) -> None:
     user = await accounts.register(world.p, ANON, email, PASSWORD)
     # The original accepted .com at sign-up and then refused it at login: not here.
     await accounts.verify_email(world.p, ANON, world.code(email))
@@ -107,21 +116,26 @@ async def test_register_accepts_standard_addresses_including_aliases_and_com(
     assert result.user.id == user.id
 
 
-@pytest.mark.parametrize("email", ["", "no-at-sign", "a@b", "a@@b.com", "a b@c.com", "@x.com",
-                                   "x@-bad.com"])
+@pytest.mark.parametrize(
+    "email", ["", "no-at-sign", "a@b", "a@@b.com", "a b@c.com", "@x.com", "x@-bad.com"]
+)
 async def test_register_refuses_an_invalid_email(world: World, email: str) -> None:
     with pytest.raises(Invalid) as err:
         await accounts.register(world.p, ANON, email, PASSWORD)
     assert "email" in err.value.field_map()
 
 
-@pytest.mark.parametrize(("password", "missing"), [
-    ("Sh0rt!", "12 characters"), ("alllowercase1!x", "upper-case"),
-    ("ALLUPPERCASE1!X", "lower-case"), ("NoDigitsHere!!x", "digit"),
-    ("NoSymbols123abc", "symbol"),
-])
-async def test_register_refuses_a_weak_password(world: World, password: str,
-                                                missing: str) -> None:
+@pytest.mark.parametrize(
+    ("password", "missing"),
+    [
+        ("Sh0rt!", "12 characters"),
+        ("alllowercase1!x", "upper-case"),
+        ("ALLUPPERCASE1!X", "lower-case"),
+        ("NoDigitsHere!!x", "digit"),
+        ("NoSymbols123abc", "symbol"),
+    ],
+)
+async def test_register_refuses_a_weak_password(world: World, password: str, missing: str) -> None:
     with pytest.raises(Invalid) as err:
         await accounts.register(world.p, ANON, unique_email(), password)
     assert missing in err.value.field_map()["password"]
@@ -184,8 +198,7 @@ async def test_resending_verification_retires_the_old_code(world: World) -> None
     assert (await accounts.verify_email(world.p, ANON, new)).verified
 
 
-async def test_resending_verification_answers_alike_for_unknown_and_verified(
-        world: World) -> None:
+async def test_resending_verification_answers_alike_for_unknown_and_verified(world: World) -> None:
     email, _ = await verified_user(world)
     sent = len(world.mail.sent)
     await accounts.resend_verification(world.p, ANON, email)
@@ -317,15 +330,15 @@ async def test_successful_logins_do_not_use_up_the_allowance(world: World) -> No
 # ---------------------------------------------------------------- passwords
 
 
-async def test_change_password_needs_the_current_one_and_ends_other_sessions(
-        world: World) -> None:
+async def test_change_password_needs_the_current_one_and_ends_other_sessions(world: World) -> None:
     email, caller = await verified_user(world)
     current = await accounts.login(world.p, ANON, email, PASSWORD)
     other = await accounts.login(world.p, ANON, email, PASSWORD)
     assert isinstance(current, accounts.LoggedIn) and isinstance(other, accounts.LoggedIn)
     with pytest.raises(Forbidden):
-        await accounts.change_password(world.p, caller, current.session.id, "Wr0ng-pass!!x",
-                                       NEW_PASSWORD)
+        await accounts.change_password(
+            world.p, caller, current.session.id, "Wr0ng-pass!!x", NEW_PASSWORD
+        )
     with pytest.raises(Invalid) as weak:
         await accounts.change_password(world.p, caller, current.session.id, PASSWORD, "weak")
     assert "newPassword" in weak.value.field_map()
@@ -335,14 +348,12 @@ async def test_change_password_needs_the_current_one_and_ends_other_sessions(
         await authenticate(world.p, other.token, ANON)
     with pytest.raises(Unauthenticated):
         await accounts.login(world.p, ANON, email, PASSWORD)
-    assert isinstance(await accounts.login(world.p, ANON, email, NEW_PASSWORD),
-                      accounts.LoggedIn)
+    assert isinstance(await accounts.login(world.p, ANON, email, NEW_PASSWORD), accounts.LoggedIn)
     outcomes = [e.outcome for e in await world.events("change_password")]
     assert outcomes == [Outcome.FAILURE, Outcome.SUCCESS]
 
 
-async def test_password_reset_sets_a_new_password_and_ends_every_session(
-        world: World) -> None:
+async def test_password_reset_sets_a_new_password_and_ends_every_session(world: World) -> None:
     email, _ = await verified_user(world)
     before = await accounts.login(world.p, ANON, email, PASSWORD)
     assert isinstance(before, accounts.LoggedIn)
@@ -352,8 +363,7 @@ async def test_password_reset_sets_a_new_password_and_ends_every_session(
     await accounts.complete_password_reset(world.p, ANON, code, NEW_PASSWORD)
     with pytest.raises(Unauthenticated):
         await authenticate(world.p, before.token, ANON)
-    assert isinstance(await accounts.login(world.p, ANON, email, NEW_PASSWORD),
-                      accounts.LoggedIn)
+    assert isinstance(await accounts.login(world.p, ANON, email, NEW_PASSWORD), accounts.LoggedIn)
     with pytest.raises(Invalid):  # single use
         await accounts.complete_password_reset(world.p, ANON, code, "An0ther-p@ssword")
 
@@ -416,8 +426,9 @@ async def test_mfa_enrolment_needs_the_password_and_a_code(world: World) -> None
     status = await accounts.mfa_status(world.p, caller)
     assert status.enrolled and not status.active
     with pytest.raises(Invalid):
-        await accounts.confirm_mfa(world.p, caller, "000000" if totp_now(
-            world, setup.secret) != "000000" else "111111")
+        await accounts.confirm_mfa(
+            world.p, caller, "000000" if totp_now(world, setup.secret) != "000000" else "111111"
+        )
     codes = await accounts.confirm_mfa(world.p, caller, totp_now(world, setup.secret))
     assert len(codes) == 10 and len(set(codes)) == 10
     status = await accounts.mfa_status(world.p, caller)
@@ -487,9 +498,12 @@ async def test_a_totp_code_is_accepted_once_per_window(world: World) -> None:
     assert err.value.code == "mfa_code_invalid"
     # A code of an earlier window is refused too, even if within the drift allowed.
     with pytest.raises(Invalid):
-        await accounts.login_with_code(world.p, ANON, again.ticket,
-                                       pyotp.TOTP(secret).at(world.clock.now() - timedelta(
-                                           seconds=30)))
+        await accounts.login_with_code(
+            world.p,
+            ANON,
+            again.ticket,
+            pyotp.TOTP(secret).at(world.clock.now() - timedelta(seconds=30)),
+        )
     world.clock.advance(30)
     await accounts.login_with_code(world.p, ANON, again.ticket, totp_now(world, secret))
 
@@ -515,8 +529,9 @@ async def test_mfa_attempts_are_limited_per_account(world: World) -> None:
     wrong = "000000" if totp_now(world, secret) != "000000" else "111111"
     for n in range(3):
         with pytest.raises(Invalid):
-            await accounts.login_with_code(p, Caller(source_ip=f"198.51.100.{n}"),
-                                           first.ticket, wrong)
+            await accounts.login_with_code(
+                p, Caller(source_ip=f"198.51.100.{n}"), first.ticket, wrong
+            )
     with pytest.raises(RateLimited) as err:
         await accounts.login_with_code(p, ANON, first.ticket, totp_now(world, secret))
     assert err.value.retry_after > 0
@@ -564,7 +579,6 @@ async def test_no_secret_reaches_the_audit_log(world: World) -> None:
         await accounts.login(world.p, ANON, email, PASSWORD)
     assert isinstance(world.p.audit, InMemoryAuditLog)
     dump = repr([e async for e in world.p.audit.all()])
-    for secret_value in (PASSWORD, NEW_PASSWORD, secret, codes[0], reset, first.ticket,
-                         done.token):
+    for secret_value in (PASSWORD, NEW_PASSWORD, secret, codes[0], reset, first.ticket, done.token):
         assert secret_value not in dump
     assert caller.user_id is not None

@@ -30,7 +30,7 @@ def rfc6238(secret_b32: str, at: datetime, *, digits: int = 6, period: int = 30)
     counter = struct.pack(">Q", int(at.timestamp()) // period)
     mac = hmac.new(key, counter, hashlib.sha1).digest()
     offset = mac[-1] & 0x0F
-    value = struct.unpack(">I", mac[offset:offset + 4])[0] & 0x7FFFFFFF
+    value = struct.unpack(">I", mac[offset : offset + 4])[0] & 0x7FFFFFFF
     return str(value % 10**digits).zfill(digits)
 
 

@@ -19,14 +19,18 @@ from entrypoints.output import console
 
 ControllerUrl = Annotated[
     str | None,
-    Parameter(help="The controller's URL. Default: $OPSICLE_CONTROLLER_URL, the config file, "
-              "or http://127.0.0.1:13371"),
+    Parameter(
+        help="The controller's URL. Default: $OPSICLE_CONTROLLER_URL, the config file, "
+        "or http://127.0.0.1:13371"
+    ),
 ]
 EmailOpt = Annotated[str | None, Parameter(help="Your email address (asked for when omitted).")]
 PasswordOpt = Annotated[
     str | None,
-    Parameter(help="Your password. When omitted it is asked for on a terminal, or read as one "
-              "line from standard input (so scripts can pipe it rather than show it in ps)."),
+    Parameter(
+        help="Your password. When omitted it is asked for on a terminal, or read as one "
+        "line from standard input (so scripts can pipe it rather than show it in ps)."
+    ),
 ]
 CodeOpt = Annotated[
     str | None,
@@ -62,8 +66,10 @@ def _show_recovery_codes(codes: RecoveryCodes) -> None:
     if client.current()["output"] != "text":
         client.show(codes)
         return
-    client.say("Recovery codes: each works once, in place of an authenticator code. They are "
-               "shown only now: keep them somewhere safe.")
+    client.say(
+        "Recovery codes: each works once, in place of an authenticator code. They are "
+        "shown only now: keep them somewhere safe."
+    )
     for code in codes.codes:
         _print(f"  {code}")
 
@@ -84,11 +90,14 @@ def register(
     """
     address = _ask(email, "email", "Email")
     secret = _ask(password, "password", "Password", secret=True)
-    account = client.run(controller_url, lambda c: AccountsClient(c).register(address, secret),
-                         authenticated=False)
-    client.say(f"Account {account.email} created. We emailed a verification code: run "
-               "'opsicle verify email --code CODE' (on the embedded controller, "
-               "'opsicle list emails' shows it).")
+    account = client.run(
+        controller_url, lambda c: AccountsClient(c).register(address, secret), authenticated=False
+    )
+    client.say(
+        f"Account {account.email} created. We emailed a verification code: run "
+        "'opsicle verify email --code CODE' (on the embedded controller, "
+        "'opsicle list emails' shows it)."
+    )
     if client.current()["output"] != "text":
         client.show(account)
     return 0
@@ -100,8 +109,10 @@ def login(
     password: PasswordOpt = None,
     code: Annotated[
         str | None,
-        Parameter(help="A TOTP or recovery code, when your account has MFA (asked for when "
-                  "needed and omitted)."),
+        Parameter(
+            help="A TOTP or recovery code, when your account has MFA (asked for when "
+            "needed and omitted)."
+        ),
     ] = None,
     controller_url: ControllerUrl = None,
 ) -> int:
@@ -124,9 +135,15 @@ def login(
     path = client.save_session(url, result.session_token, result.email or address)
     client.say(f"Logged in as {result.email or address} at {url} (session kept in {path}).")
     if client.current()["output"] != "text":
-        client.show({"email": result.email or address, "userId": result.user_id,
-                     "sessionId": result.session_id, "expiresAt": result.expires_at,
-                     "controllerUrl": url})
+        client.show(
+            {
+                "email": result.email or address,
+                "userId": result.user_id,
+                "sessionId": result.session_id,
+                "expiresAt": result.expires_at,
+                "controllerUrl": url,
+            }
+        )
     return 0
 
 
@@ -162,16 +179,19 @@ def verify_email(
     """Verify your email address with the emailed code, or have a new code sent (--resend)."""
     if resend:
         address = _ask(email, "email", "Email")
-        answer = client.run(controller_url,
-                            lambda c: AccountsClient(c).resend_verification(address),
-                            authenticated=False)
+        answer = client.run(
+            controller_url,
+            lambda c: AccountsClient(c).resend_verification(address),
+            authenticated=False,
+        )
         client.say(answer.message[:1].upper() + answer.message[1:] + ".")
         if client.current()["output"] != "text":
             client.show(answer)
         return 0
     given = _ask(code, "code", "Verification code")
-    account = client.run(controller_url, lambda c: AccountsClient(c).verify_email(given),
-                         authenticated=False)
+    account = client.run(
+        controller_url, lambda c: AccountsClient(c).verify_email(given), authenticated=False
+    )
     client.say(f"{account.email} is verified: you can log in with 'opsicle login'.")
     if client.current()["output"] != "text":
         client.show(account)
@@ -191,8 +211,9 @@ def reset_password(
     ] = None,
     current_password: Annotated[
         str | None,
-        Parameter(help="When logged in: your current password, to change it (asked for when "
-                  "omitted)."),
+        Parameter(
+            help="When logged in: your current password, to change it (asked for when omitted)."
+        ),
     ] = None,
     controller_url: ControllerUrl = None,
 ) -> int:
@@ -205,9 +226,11 @@ def reset_password(
     """
     if code:
         new = _ask(new_password, "new_password", "New password", secret=True)
-        client.run(controller_url,
-                   lambda c: AccountsClient(c).complete_password_reset(code, new),
-                   authenticated=False)
+        client.run(
+            controller_url,
+            lambda c: AccountsClient(c).complete_password_reset(code, new),
+            authenticated=False,
+        )
         client.say("Password set. Every session has ended: log in with 'opsicle login'.")
         if client.current()["output"] != "text":
             client.show({"passwordReset": True})
@@ -221,11 +244,15 @@ def reset_password(
             client.show({"passwordChanged": True})
         return 0
     address = _ask(email, "email", "Email")
-    answer = client.run(controller_url,
-                        lambda c: AccountsClient(c).request_password_reset(address),
-                        authenticated=False)
-    client.say(answer.message[:1].upper() + answer.message[1:] + ": run 'opsicle reset password "
-               "--code CODE' with the code it contains.")
+    answer = client.run(
+        controller_url,
+        lambda c: AccountsClient(c).request_password_reset(address),
+        authenticated=False,
+    )
+    client.say(
+        answer.message[:1].upper() + answer.message[1:] + ": run 'opsicle reset password "
+        "--code CODE' with the code it contains."
+    )
     if client.current()["output"] != "text":
         client.show(answer)
     return 0
@@ -236,8 +263,10 @@ def create_mfa(
     password: PasswordOpt = None,
     code: Annotated[
         str | None,
-        Parameter(help="Confirm an enrolment started earlier with this authenticator code "
-                  "(no new secret is made)."),
+        Parameter(
+            help="Confirm an enrolment started earlier with this authenticator code "
+            "(no new secret is made)."
+        ),
     ] = None,
     controller_url: ControllerUrl = None,
 ) -> int:
@@ -314,8 +343,7 @@ def list_emails(
     last: Annotated[int | None, Parameter(help="Only the newest N emails.")] = None,
     data_dir: Annotated[
         Path | None,
-        Parameter(help="The embedded controller's data directory. "
-                  "Default: ~/.local/share/opsicle"),
+        Parameter(help="The embedded controller's data directory. Default: ~/.local/share/opsicle"),
     ] = None,
 ) -> int:
     """Show the emails the embedded controller wrote to its outbox (when no SMTP is set up).
@@ -331,8 +359,13 @@ def list_emails(
     if last is not None:
         emails = emails[-last:] if last > 0 else []
     rows = [
-        {"sentAt": e.sent_at.isoformat() if e.sent_at else "", "from": e.sender,
-         "to": e.email.to, "subject": e.email.subject, "text": e.email.text}
+        {
+            "sentAt": e.sent_at.isoformat() if e.sent_at else "",
+            "from": e.sender,
+            "to": e.email.to,
+            "subject": e.email.subject,
+            "text": e.email.text,
+        }
         for e in emails
     ]
     if client.current()["output"] != "text":
