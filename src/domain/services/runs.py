@@ -12,10 +12,17 @@ from domain.automations import Run, RunStatus, new_run, request_cancel
 from domain.errors import Conflict, FieldError, Invalid, NotFound
 from domain.permissions import Action, Resource
 from domain.ports import Page, RunFilter, UnitOfWork
-from domain.services.authorization import Access, authorize, decision_for, user_of
+from domain.services.authorization import (
+    Access,
+    Hidden,
+    authorize,
+    decision_for,
+    unit_of_work,
+    user_of,
+)
 from domain.services.dispatch import announce
 from domain.services.platform import Caller, Platform, record
-from domain.services.templates import TemplateReader, resolve_template
+from domain.services.templates import TemplateReader, hidden, resolve_template
 from domain.templates import TemplateRight
 from domain.variables import Redactor, resolve
 
@@ -76,7 +83,7 @@ async def create_run(
             errors=(FieldError("comment", "at most 1000 characters"),),
         )
     now = p.clock.now()
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, org_ref, Action.CREATE, Resource.AUTOMATIONS, verb="run.create"
         )
@@ -157,13 +164,13 @@ async def _visible(
         raise missing
     try:
         access = await authorize(p, uow, caller, run.org_id, action, resource, verb=verb)
-    except NotFound:
-        raise missing from None
+    except Hidden as exc:
+        raise hidden(missing.message, missing.code, exc.pending) from None
     return run, access
 
 
 async def get_run(p: Platform, caller: Caller, run_id: str) -> RunView:
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         run, _ = await _visible(
             p, uow, caller, run_id, Action.VIEW, Resource.AUTOMATIONS, "run.get"
         )
@@ -231,7 +238,7 @@ async def list_runs(
         raise Invalid(
             "the limit is out of range", errors=(FieldError("limit", f"1 to {MAX_RUN_PAGE}"),)
         )
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         org_id = None
         if query.org is not None:
             access = await authorize(
@@ -299,7 +306,7 @@ async def read_logs(
         raise Invalid(
             "the limit is out of range", errors=(FieldError("limit", f"1 to {MAX_LOG_PAGE}"),)
         )
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         run, _ = await _visible(
             p, uow, caller, run_id, Action.VIEW, Resource.AUTOMATION_LOGS, "run.logs"
         )
@@ -324,7 +331,7 @@ async def read_logs(
 async def cancel_run(p: Platform, caller: Caller, run_id: str, reason: str = "") -> RunView:
     """Cancel at once when not running; a running run's worker learns it at its heartbeat."""
     now = p.clock.now()
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         run, _ = await _visible(
             p, uow, caller, run_id, Action.UPDATE, Resource.AUTOMATIONS, "run.cancel"
         )

@@ -9,12 +9,19 @@ from typing import Protocol
 
 import attrs
 
-from domain.audit import Outcome
 from domain.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
 from domain.permissions import Action, Resource
 from domain.ports import Email, UnitOfWork
 from domain.resources import AutomationTemplate
-from domain.services.authorization import authorize, decision_for, user_of
+from domain.services.authorization import (
+    Hidden,
+    Pending,
+    Refused,
+    authorize,
+    decision_for,
+    unit_of_work,
+    user_of,
+)
 from domain.services.platform import Caller, Platform, record
 from domain.templates import (
     ALL_TEMPLATE_RIGHTS,
@@ -121,7 +128,15 @@ async def resolve_template(
     A template the caller may not see answers ``NotFound`` like a missing one.
     """
     user_id = user_of(caller)
-    missing = NotFound(f"template {ref} not found", code="template_not_found")
+
+    def missing(resource_id: str, reason: str) -> Hidden:
+        # Audited when the unit of work closes, like every refusal (see ``unit_of_work``).
+        return hidden(
+            f"template {ref} not found",
+            "template_not_found",
+            Pending(caller, verb, "template", resource_id, None, reason),
+        )
+
     template: Template | None = None
     with contextlib.suppress(NotFound):
         template = await uow.templates.get(ref)
@@ -140,16 +155,7 @@ async def resolve_template(
                     code="template_ambiguous",
                 ) from None
             if not named:
-                await record(
-                    p,
-                    caller,
-                    verb,
-                    "template",
-                    ref,
-                    outcome=Outcome.FAILURE,
-                    data={"reason": "not found"},
-                )
-                raise missing from None
+                raise missing(ref, "not found") from None
             template = named[0]
     if template.org_id is not None:
         action = ORG_ACTION.get(right)
@@ -160,38 +166,28 @@ async def resolve_template(
             )
         try:
             await authorize(p, uow, caller, template.org_id, action, Resource.TEMPLATES, verb=verb)
-        except NotFound:
-            raise missing from None
+        except Hidden as exc:
+            raise missing(template.id, exc.pending.reason) from None
         return Found(template, await _rights_in_org(uow, template.org_id, user_id))
     try:
         grant = await uow.templates.grant_of(template.id, user_id)
     except NotFound:
-        await record(
-            p,
-            caller,
-            verb,
-            "template",
-            template.id,
-            outcome=Outcome.FAILURE,
-            data={"reason": "not shared with the caller"},
-        )
-        raise missing from None
+        raise missing(template.id, "not shared with the caller") from None
     if not grant.rights & right:
-        await record(
-            p,
-            caller,
-            verb,
-            "template",
-            template.id,
-            outcome=Outcome.FAILURE,
-            data={"reason": f"no {right_names(right)[0]} right"},
-        )
-        raise Forbidden(
-            f"you may not {right_names(right)[0]} template {template.name}: "
+        label = right_names(right)[0]
+        raise Refused(
+            f"you may not {label} template {template.name}: "
             f"you hold {', '.join(right_names(grant.rights)) or 'no rights'}",
-            code="insufficient_template_rights",
+            Pending(caller, verb, "template", template.id, None, f"no {label} right"),
         )
     return Found(template, grant.rights)
+
+
+def hidden(message: str, code: str, pending: Pending) -> Hidden:
+    """A refusal answered like a missing thing (``code`` names what is "missing")."""
+    exc = Hidden(message, pending)
+    exc.code = code
+    return exc
 
 
 async def _org_allows(uow: UnitOfWork, org_id: str, user_id: str, action: Action) -> bool:
@@ -225,7 +221,7 @@ async def submit_template(
     resource = read(text, source)
     name = resource.metadata.name
     now = p.clock.now()
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         org_id = None
         if org_ref is not None:
             access = await authorize(
@@ -293,7 +289,7 @@ async def list_templates(
 ) -> list[TemplateView]:
     """An org's templates (needs templates:view), or the caller's own and shared ones."""
     user_id = user_of(caller)
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         if org_ref is not None:
             access = await authorize(
                 p, uow, caller, org_ref, Action.VIEW, Resource.TEMPLATES, verb="template.list"
@@ -312,7 +308,7 @@ async def get_template(
     p: Platform, caller: Caller, ref: str, org_ref: str | None = None, version: int | None = None
 ) -> TemplateView:
     """The template with the content of its default version, or of ``version``."""
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         found = await resolve_template(
             p, uow, caller, ref, org_ref, TemplateRight.VIEW, verb="template.get"
         )
@@ -334,7 +330,7 @@ async def _version(uow: UnitOfWork, template: Template, number: int) -> Template
 async def list_versions(
     p: Platform, caller: Caller, ref: str, org_ref: str | None = None
 ) -> tuple[Template, list[TemplateVersion]]:
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         found = await resolve_template(
             p, uow, caller, ref, org_ref, TemplateRight.VIEW, verb="template.versions"
         )
@@ -345,7 +341,7 @@ async def set_default_version(
     p: Platform, caller: Caller, ref: str, version: int, org_ref: str | None = None
 ) -> TemplateView:
     """Make ``version`` the one runs use (needs the update right)."""
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         found = await resolve_template(
             p, uow, caller, ref, org_ref, TemplateRight.UPDATE, verb="template.default_version"
         )
@@ -369,7 +365,7 @@ async def delete_template(
     p: Platform, caller: Caller, ref: str, org_ref: str | None = None
 ) -> Template:
     """Remove the template with its versions and shares; past runs keep their snapshot."""
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         found = await resolve_template(
             p, uow, caller, ref, org_ref, TemplateRight.DELETE, verb="template.delete"
         )
@@ -398,7 +394,7 @@ async def invite_user(
     Needs the invite right, and nobody hands out a right they do not hold themselves.
     """
     email = normalise_email(email)
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         found = await resolve_template(
             p, uow, caller, ref, None, TemplateRight.INVITE, verb="template.invite"
         )
@@ -499,7 +495,7 @@ async def accept_invitation(p: Platform, caller: Caller, code: str) -> TemplateV
     """Take the shared rights; the template then shows among the caller's templates."""
     user_id = user_of(caller)
     now = p.clock.now()
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         invitation = await _my_invitation(p, uow, caller, code)
         template = await uow.templates.get(invitation.template_id)
         try:
@@ -527,7 +523,7 @@ async def accept_invitation(p: Platform, caller: Caller, code: str) -> TemplateV
 
 async def reject_invitation(p: Platform, caller: Caller, code: str) -> TemplateInvitation:
     user_of(caller)
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         invitation = await _my_invitation(p, uow, caller, code)
         invitation = attrs.evolve(
             invitation, status=TemplateInvitationStatus.REJECTED, answered_at=p.clock.now()
@@ -547,7 +543,7 @@ async def reject_invitation(p: Platform, caller: Caller, code: str) -> TemplateI
 
 async def list_users(p: Platform, caller: Caller, ref: str) -> list[TemplateUser]:
     """Who holds which rights on a personal template (needs the view right)."""
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         found = await resolve_template(
             p, uow, caller, ref, None, TemplateRight.VIEW, verb="template.users"
         )
@@ -569,7 +565,7 @@ async def remove_user(p: Platform, caller: Caller, ref: str, user_ref: str) -> T
     The last user holding the invite right stays: someone must be able to share it.
     """
     user_id = user_of(caller)
-    async with p.uow() as uow:
+    async with unit_of_work(p) as uow:
         found = await resolve_template(
             p, uow, caller, ref, None, TemplateRight.VIEW, verb="template.remove_user"
         )
