@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
+from pathlib import Path
 
+import attrs
+import nats
+import nats.errors
+import nats.js.errors
 import pytest
+from nats.aio.client import Client as NatsClient
 
 from adapters.memory.queue import InMemoryQueue
+from adapters.nats.connection import NatsOptions
+from adapters.nats.queue import NatsHealthCheck, NatsQueue, NatsQueueConfig, nats_queue
+from domain.errors import Invalid, Unavailable
 from domain.ports import Delivery, Queue, QueueMessage
+from tests.support import port_open, require_service
 
 # Makes a fresh, empty queue (its own stream or subject on a shared server).
 QueueFactory = Callable[..., Awaitable[Queue]]
@@ -25,10 +38,59 @@ async def _memory(_stack: AsyncExitStack) -> QueueFactory:
     return make
 
 
-# A NATS JetStream leg is one more entry: connect (skipping, or failing under CI, through
-# tests.support.require_service), push the connection's close onto the stack, and make each
-# queue on a stream named after a fresh uuid with the given ack wait.
-LEGS: dict[str, Callable[[AsyncExitStack], Awaitable[QueueFactory]]] = {"memory": _memory}
+NATS_URL = os.environ.get("OPSICLE_TEST_NATS_URL", "nats://127.0.0.1:4222")
+NATS_OPTIONS = NatsOptions(servers=(NATS_URL,), connect_timeout_seconds=2.0,
+                           request_timeout_seconds=2.0)
+
+
+def unique_config(ack_wait_seconds: float = 30.0) -> NatsQueueConfig:
+    # A stream, subject and durable of its own: tests share the server, never each other's data.
+    tag = uuid.uuid4().hex[:12]
+    return NatsQueueConfig(stream=f"OPSICLE_TEST_{tag}", subject=f"opsicle.test.{tag}",
+                           durable=f"test-{tag}", ack_wait_seconds=ack_wait_seconds)
+
+
+async def nats_admin(stack: AsyncExitStack, options: NatsOptions = NATS_OPTIONS) -> NatsClient:
+    """A connection for setup and cleanup; skips (or fails under CI) when JetStream is away."""
+    why = f"expected with JetStream at {options.address}"
+    client: NatsClient | None = None
+    try:
+        client = await nats.connect(list(options.servers), connect_timeout=2,
+                                    allow_reconnect=False, error_cb=_quiet)
+        await client.jetstream(timeout=2).account_info()
+    except (nats.errors.Error, OSError) as exc:
+        if client is not None:
+            await client.close()
+        require_service("NATS JetStream", False, f"{why} ({type(exc).__name__})")
+    assert client is not None
+    stack.push_async_callback(client.close)
+    return client
+
+
+async def _quiet(_exc: Exception) -> None:
+    # The availability probe reports through require_service, not nats-py's error log.
+    return None
+
+
+async def delete_stream(admin: NatsClient, stream: str) -> None:
+    with suppress(nats.js.errors.NotFoundError):
+        await admin.jetstream(timeout=2).delete_stream(stream)
+
+
+async def _nats(stack: AsyncExitStack) -> QueueFactory:
+    admin = await nats_admin(stack)
+
+    async def make(*, ack_wait_seconds: float = 30.0) -> Queue:
+        config = unique_config(ack_wait_seconds)
+        # Runs after the queue's close (the stack unwinds last in, first out).
+        stack.push_async_callback(delete_stream, admin, config.stream)
+        return await stack.enter_async_context(nats_queue(NATS_OPTIONS, config))
+
+    return make
+
+
+LEGS: dict[str, Callable[[AsyncExitStack], Awaitable[QueueFactory]]] = {"memory": _memory,
+                                                                         "nats": _nats}
 
 
 @pytest.fixture(params=sorted(LEGS))
@@ -186,3 +248,219 @@ async def test_each_message_goes_to_one_consumer_at_a_time(queue: Queue) -> None
     received = [i for r in results for i in r]
     assert sorted(received) == sorted(m.id for m in sent)
     assert await queue.depth() == 0
+
+
+# ---------------------------------------------------------------- NATS only: what a broker adds
+
+
+@attrs.frozen
+class NatsHarness:
+    admin: NatsClient
+    stack: AsyncExitStack
+
+    async def open(self, config: NatsQueueConfig,
+                   options: NatsOptions = NATS_OPTIONS) -> NatsQueue:
+        queue = await NatsQueue.open(options, config)
+        self.stack.push_async_callback(queue.close)  # closing twice is harmless
+        return queue
+
+    def config(self, ack_wait_seconds: float = 30.0) -> NatsQueueConfig:
+        config = unique_config(ack_wait_seconds)
+        self.stack.push_async_callback(delete_stream, self.admin, config.stream)
+        return config
+
+
+@pytest.fixture
+async def nats_harness() -> AsyncIterator[NatsHarness]:
+    async with AsyncExitStack() as stack:
+        yield NatsHarness(await nats_admin(stack), stack)
+
+
+async def test_message_published_before_a_consumer_restart_is_delivered_after_it(
+    nats_harness: NatsHarness,
+) -> None:
+    config = nats_harness.config()
+    first = await nats_harness.open(config)
+    sent = message(b"survives the restart")
+    await first.publish(sent)
+    await first.close()
+
+    second = await nats_harness.open(config)
+    assert await second.depth() == 1
+    delivery = await pull(second)
+    assert delivery.message == sent
+    assert delivery.attempt == 1
+    await delivery.ack()
+    assert await second.depth() == 0
+
+
+async def test_unacked_message_of_a_stopped_consumer_comes_back_after_the_ack_wait(
+    nats_harness: NatsHarness,
+) -> None:
+    # A coordinator that dies holding a message: the durable consumer hands it to the next.
+    config = nats_harness.config(ack_wait_seconds=ACK_WAIT)
+    first = await nats_harness.open(config)
+    sent = message()
+    await first.publish(sent)
+    assert (await pull(first)).attempt == 1
+    await first.close()
+
+    second = await nats_harness.open(config)
+    again = await pull(second, wait=ACK_WAIT * 10)
+    assert again.message == sent
+    assert again.attempt == 2
+    await again.ack()
+    assert await second.depth() == 0
+
+
+async def test_queues_on_one_durable_share_the_work(nats_harness: NatsHarness) -> None:
+    config = nats_harness.config()
+    one, two = await nats_harness.open(config), await nats_harness.open(config)
+    sent = message()
+    await one.publish(sent)
+    delivery = await pull(two)
+    assert delivery.message == sent
+    assert await one.pull(0.1) is None
+    await delivery.ack()
+
+
+async def test_health_check_passes_on_a_live_server(nats_harness: NatsHarness) -> None:
+    queue = await nats_harness.open(nats_harness.config())
+    check = NatsHealthCheck(queue)
+    assert check.name == "nats"
+    await check.check()
+    await queue.close()
+    with pytest.raises(Unavailable, match="NATS"):
+        await check.check()
+
+
+async def test_existing_stream_that_is_not_a_work_queue_is_refused(
+    nats_harness: NatsHarness,
+) -> None:
+    config = nats_harness.config()
+    await nats_harness.admin.jetstream(timeout=2).add_stream(
+        name=config.stream, subjects=[config.subject])
+    with pytest.raises(Invalid, match="not a work queue"):
+        await NatsQueue.open(NATS_OPTIONS, config)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_unreachable_server_is_unavailable_naming_it_without_credentials() -> None:
+    port = free_port()
+    options = NatsOptions(servers=(f"nats://alice:s3cret@127.0.0.1:{port}",),
+                          password="hunter2", connect_timeout_seconds=0.5,
+                          startup_timeout_seconds=1.0, reconnect_wait_seconds=0.1)
+    with pytest.raises(Unavailable) as raised:
+        await NatsQueue.open(options, unique_config())
+    text = str(raised.value)
+    assert "NATS" in text
+    assert f"127.0.0.1:{port}" in text
+    assert "s3cret" not in text
+    assert "hunter2" not in text
+    assert "hunter2" not in repr(options)
+
+
+def test_connection_options_become_nats_connect_arguments() -> None:
+    options = NatsOptions(servers=("nats://127.0.0.1:4222", "nats://127.0.0.1:4223"),
+                          user="opsicle", password="pw", reconnect_wait_seconds=0.5)
+    kwargs = options.connect_kwargs()
+    assert kwargs["servers"] == ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
+    assert (kwargs["user"], kwargs["password"]) == ("opsicle", "pw")
+    assert kwargs["reconnect_time_wait"] == 0.5
+    assert "tls" not in kwargs
+    assert options.address == "nats://127.0.0.1:4222,nats://127.0.0.1:4223"
+
+
+def test_unreadable_tls_files_are_invalid(tmp_path: Path) -> None:
+    options = NatsOptions(tls_ca_file=str(tmp_path / "missing-ca.pem"))
+    with pytest.raises(Invalid, match="TLS"):
+        options.connect_kwargs()
+
+
+class NatsServer:
+    """A JetStream server of the test's own on loopback, to stop and start at will."""
+
+    def __init__(self, store: Path) -> None:
+        self.port = free_port()
+        self.store = store
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        binary = shutil.which("nats-server")
+        assert binary is not None
+        self.process = await asyncio.create_subprocess_exec(
+            binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        for _ in range(100):
+            if port_open("127.0.0.1", self.port, timeout=0.1):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("nats-server did not start")
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            await self.process.wait()
+        self.process = None
+
+
+@pytest.fixture
+async def own_nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    require_service("nats-server", shutil.which("nats-server") is not None,
+                    "the binary is needed to stop and restart a server")
+    server = NatsServer(tmp_path / "jetstream")
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def test_while_nats_is_down_calls_fail_fast_and_work_resumes_after_reconnect(
+    own_nats_server: NatsServer,
+) -> None:
+    options = NatsOptions(servers=(own_nats_server.url,), connect_timeout_seconds=1.0,
+                          request_timeout_seconds=1.0, reconnect_wait_seconds=0.1)
+    config = unique_config()
+    async with await NatsQueue.open(options, config) as queue:
+        stored = message(b"stored before the outage")
+        await queue.publish(stored)
+        await own_nats_server.stop()
+        await _until(lambda: not queue.client.is_connected)
+
+        # Bounded by the request timeout, never waiting for the server to come back.
+        with pytest.raises(Unavailable, match=f"NATS at .*127.0.0.1:{own_nats_server.port}"):
+            await asyncio.wait_for(queue.publish(message()), 5.0)
+        with pytest.raises(Unavailable, match="NATS"):
+            await asyncio.wait_for(queue.pull(0.1), 5.0)
+        with pytest.raises(Unavailable, match="NATS"):
+            await NatsHealthCheck(queue).check()
+
+        await own_nats_server.start()
+        await _until(lambda: queue.client.is_connected)
+        await NatsHealthCheck(queue).check()
+        # File storage: what was stored before the outage is still there, and a retry of its
+        # id is still a duplicate. (After a server restart JetStream rebuilds the duplicate
+        # window from the messages it still holds: an id acked before the restart is
+        # forgotten, which is why run state in SQL, not the queue, guards against re-runs.)
+        await queue.publish(QueueMessage(id=stored.id, body=b"retry"))
+        assert await queue.depth() == 1
+        delivery = await pull(queue)
+        assert delivery.message == stored
+        await delivery.ack()
+        assert await queue.depth() == 0
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
