@@ -645,10 +645,21 @@ class Runner(Protocol):
 
 @attrs.frozen
 class Claim:
+    """A run held under a lease, with what the worker needs to execute it.
+
+    ``env`` holds the variables as the phases see them, secret values opened; ``secret_env``
+    names the entries whose values must be masked in output. ``log_offset`` is where this
+    attempt's output continues the run's log (an earlier attempt may have written some).
+    """
+
     run: Run
     lease_id: str
     fencing_token: int
     lease_seconds: float
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    secret_env: tuple[str, ...] = ()
+    heartbeat_seconds: float | None = None
+    log_offset: int = 0
 
 
 class CoordinatorClient(Protocol):
@@ -666,4 +677,12 @@ class CoordinatorClient(Protocol):
 
     async def report_phase(self, claim: Claim, result: PhaseResult) -> None: ...
 
-    async def complete(self, claim: Claim, status: RunStatus, reason: str = "") -> None: ...
+    async def complete(self, claim: Claim, status: RunStatus, reason: str = "") -> None:
+        """End the run with a final status; a repeat of the same completion is accepted.
+        Raises ``Conflict`` when the lease was lost."""
+        ...
+
+    async def release(self, claim: Claim) -> None:
+        """Hand the run back unfinished (a draining worker): it is queued again.
+        Raises ``Conflict`` when the lease was lost."""
+        ...

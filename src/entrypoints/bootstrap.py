@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import attrs
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 
 from adapters.crypto.passwords import Argon2PasswordHasher
@@ -32,15 +34,22 @@ from adapters.sql.repositories import unit_of_work_factory
 from adapters.sql.run_logs import SqlRunLogStore
 from adapters.system import SystemClock, UlidIdGenerator
 from domain.errors import FieldError, Invalid
-from domain.ports import Clock, HealthCheck, PasswordHasher
+from domain.ports import Clock, HealthCheck, PasswordHasher, Queue
+from domain.services.dispatch import Dispatch
 from domain.services.platform import Limits, Platform
 from entrypoints.settings import Settings
+
+RELAY_INTERVAL = 0.05
+RELAY_BATCH = 100
 
 
 @attrs.frozen
 class Role:
+    """A role's app; ``stopping`` (when set by the server) tells it to take no new work."""
+
     name: str
     app: ASGIApp
+    stopping: asyncio.Event | None = None
 
 
 def derive_key(master: bytes, purpose: str) -> bytes:
@@ -77,6 +86,14 @@ async def embedded_platform(
 ) -> AsyncIterator[tuple[Platform, list[HealthCheck]]]:
     """The platform on embedded stores: SQLite (migrated on start), in-process cache, SQL
     audit log, and a file outbox for email that ``opsicle list emails`` shows."""
+    async with _embedded_stores(settings) as (platform, checks, _):
+        yield platform, checks
+
+
+@asynccontextmanager
+async def _embedded_stores(
+    settings: Settings,
+) -> AsyncIterator[tuple[Platform, list[HealthCheck], AsyncEngine]]:
     url = settings.database_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -105,19 +122,130 @@ async def embedded_platform(
             SqlHealthCheck(engine, name="database"),
             CacheHealthCheck(cache),
         ]
-        yield platform, checks
+        yield platform, checks, engine
     finally:
         await engine.dispose()
 
 
+@attrs.frozen
+class Coordination:
+    """The coordinator's use cases and the flag that tells its endpoints to take no work."""
+
+    dispatch: Dispatch
+    stopping: asyncio.Event
+
+
+@asynccontextmanager
+async def coordination(
+    platform: Platform,
+    queues: Callable[[str], Queue],
+    *,
+    lease_seconds: float = 30.0,
+    relay_interval: float = RELAY_INTERVAL,
+    reap_interval: float | None = None,
+    loop_clock: Clock | None = None,
+) -> AsyncIterator[Coordination]:
+    """Dispatch over ``platform`` with its outbox relay and lease reaper running.
+
+    On exit, in order: endpoints stop taking work (held claims are answered), then the loops
+    finish their iteration (or are cancelled after a grace period).
+    """
+    from domain.services import dispatch
+    from entrypoints.loops import service_loop, stop_tasks
+
+    d = Dispatch(platform.uow, platform.clock, platform.ids, queues, platform.logs, lease_seconds)
+    stopping = asyncio.Event()
+    loops_stop = asyncio.Event()
+    ticks = loop_clock or d.clock
+
+    async def relay() -> None:
+        # A full batch means more are waiting: keep going before the next pause.
+        while await dispatch.relay_outbox(d) >= RELAY_BATCH:
+            pass
+
+    async def reap() -> None:
+        await dispatch.reap(d)
+
+    tasks = [
+        asyncio.create_task(
+            service_loop(
+                "outbox relay", relay, stop=loops_stop, clock=ticks, interval=relay_interval
+            )
+        ),
+        asyncio.create_task(
+            service_loop(
+                "lease reaper",
+                reap,
+                stop=loops_stop,
+                clock=ticks,
+                interval=reap_interval or max(0.2, lease_seconds / 4),
+            )
+        ),
+    ]
+    try:
+        yield Coordination(d, stopping)
+    finally:
+        stopping.set()
+        loops_stop.set()
+        await stop_tasks(tasks, grace=5.0)
+
+
+def _queues(engine: AsyncEngine) -> Callable[[str], Queue]:
+    from adapters.sql.queue import sql_queue
+
+    made: dict[str, Queue] = {}
+
+    def queue(topic: str) -> Queue:
+        if topic not in made:
+            made[topic] = sql_queue(engine, topic)
+        return made[topic]
+
+    return queue
+
+
+@asynccontextmanager
+async def coordinator(settings: Settings) -> AsyncIterator[Role]:
+    """The coordinator role on embedded stores: the worker API, outbox relay, lease reaper."""
+    from entrypoints.http.coordinator import create_app
+
+    async with (
+        _embedded_stores(settings) as (platform, checks, engine),
+        coordination(
+            platform, _queues(engine), lease_seconds=float(settings["lease-seconds"])
+        ) as c,
+    ):
+        yield Role("coordinator", create_app(platform, c.dispatch, checks, c.stopping), c.stopping)
+
+
 @asynccontextmanager
 async def standalone(settings: Settings) -> AsyncIterator[Role]:
-    """Every role in one process on embedded stores."""
+    """Every role in one process on embedded stores, with one embedded worker.
+
+    The embedded worker needs no token: it is part of this process and claims, through the
+    dispatch use cases directly, the runs of every org of the instance (see
+    ``entrypoints.embedded_worker``). Remote workers still connect with org tokens to the
+    worker API served here too.
+    """
+    from entrypoints.embedded_worker import PublishSignal, embedded_worker
     from entrypoints.http.common import build_app
     from entrypoints.http.controller import controller_routes
+    from entrypoints.http.coordinator import coordinator_routes
 
-    async with embedded_platform(settings) as (platform, checks):
-        yield Role("standalone", build_app("standalone", controller_routes(platform), checks))
+    signal = PublishSignal()
+    async with (
+        _embedded_stores(settings) as (platform, checks, engine),
+        coordination(
+            platform,
+            signal.wrap(_queues(engine)),
+            lease_seconds=float(settings["lease-seconds"]),
+        ) as c,
+    ):
+        routes = [
+            *controller_routes(platform),
+            *coordinator_routes(platform, c.dispatch, c.stopping, beside_controller=True),
+        ]
+        async with embedded_worker(platform, c.dispatch, settings, c.stopping, signal):
+            yield Role("standalone", build_app("standalone", routes, checks), c.stopping)
 
 
 @asynccontextmanager

@@ -16,8 +16,6 @@ import yaml
 from rich.prompt import Prompt
 from rich.text import Text
 
-from adapters.runners.docker import DockerRunner, docker_available, image_exists
-from adapters.runners.process import ProcessRunner
 from adapters.system import SystemClock, UlidIdGenerator
 from domain.automations import RunStatus, new_run
 from domain.errors import FieldError, Invalid
@@ -35,6 +33,7 @@ from domain.services.execution import (
 from domain.variables import Redactor, environment, missing_required, resolve
 from entrypoints.exitcodes import ExitCode
 from entrypoints.output import console, error_console
+from entrypoints.runner_choice import choose_runner
 
 EXIT_FOR_STATUS = {
     RunStatus.SUCCEEDED: ExitCode.OK,
@@ -137,29 +136,14 @@ class LocalRun:
 
     async def _choose_runner(self) -> Runner:
         note = error_console()
-        if self.runner_choice == "process":
-            runner: Runner = ProcessRunner(grace_seconds=self.grace_seconds)
-            note.print(f"runner: process, as asked; {runner.describe()}", markup=False)
-            return runner
-        docker = DockerRunner(self.docker_host, pull=self.pull, grace_seconds=self.grace_seconds)
-        if self.runner_choice == "docker":
-            note.print(f"runner: docker, as asked; {docker.describe()}", markup=False)
-            return docker
-        if not await docker_available(docker.url):
-            reason = f"no Docker engine answers at {docker.url}"
-        else:
-            images = sorted({p.image for p in self.resource.spec.phases})
-            missing = [i for i in images if not await image_exists(docker.url, i)]
-            if not missing:
-                note.print(
-                    f"runner: docker (engine at {docker.url}; every image is present locally)",
-                    markup=False,
-                )
-                return docker
-            reason = f"image {', '.join(missing)} is not present locally"
-        runner = ProcessRunner(grace_seconds=self.grace_seconds)
-        note.print(f"runner: process ({reason}); {runner.describe()}", markup=False)
-        return runner
+        return await choose_runner(
+            self.runner_choice,
+            self.resource.spec,
+            docker_host=self.docker_host,
+            pull=self.pull,
+            grace_seconds=self.grace_seconds,
+            note=lambda line: note.print(line, markup=False),
+        )
 
     def _mounts(self) -> tuple[Mount, ...]:
         mounts = []

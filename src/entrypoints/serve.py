@@ -15,7 +15,11 @@ from entrypoints import bootstrap
 from entrypoints.settings import Settings
 
 log = logging.getLogger("opsicle.serve")
-ROLES = {"standalone": bootstrap.standalone, "controller": bootstrap.controller}
+ROLES = {
+    "standalone": bootstrap.standalone,
+    "controller": bootstrap.controller,
+    "coordinator": bootstrap.coordinator,
+}
 
 
 def _bind(listen: str) -> str:
@@ -50,7 +54,14 @@ async def serve_role(role: str, settings: Settings) -> int:
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 10
     async with ROLES[role](settings) as running:
+
+        async def shutdown() -> None:
+            await stop.wait()
+            # First stop taking work (held claims are answered), then hypercorn drains.
+            if running.stopping is not None:
+                running.stopping.set()
+
         log.info("%s serving on http://%s", role, bind)
-        await serve(running.app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        await serve(running.app, config, shutdown_trigger=shutdown)  # type: ignore[arg-type]
     log.info("%s stopped", role)
     return 0

@@ -25,9 +25,17 @@ DEFAULTS: dict[str, Any] = {
     "controller-url": "http://127.0.0.1:13371",
     "public-url": None,  # derived: http://<listen>
     "secret-key": None,  # derived: a key kept in data-dir/secret.key
+    # Dispatch: the coordinator's leases, and the worker's link to coordinators.
+    "lease-seconds": 30.0,
+    "coordinator-url": "http://127.0.0.1:13372",  # several: comma-separated or a YAML list
+    "token-id": None,
+    "token": None,
+    "concurrency": 1,
+    "labels": "",
+    "drain-seconds": 30.0,
 }
-SECRET = frozenset({"secret-key"})
-NUMBERS = frozenset({"grace-seconds"})
+SECRET = frozenset({"secret-key", "token"})
+NUMBERS = frozenset({"grace-seconds", "lease-seconds", "drain-seconds"})
 CHOICES: dict[str, tuple[str, ...]] = {
     "log-level": ("debug", "info", "warning", "error"),
     "output": ("text", "json", "yaml"),
@@ -98,6 +106,16 @@ def _checked(name: str, value: Any, origin: str) -> Value:
                 errors=(
                     FieldError(name, f"expected a number of seconds from 0 to 3600 ({origin})"),
                 ),
+            )
+    if name == "concurrency":
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            value = 0
+        if not 1 <= value <= 256:
+            raise Invalid(
+                f"{origin}: expected a number of runs from 1 to 256",
+                errors=(FieldError(name, f"expected a whole number from 1 to 256 ({origin})"),),
             )
     choices = CHOICES.get(name)
     if choices and value not in choices:

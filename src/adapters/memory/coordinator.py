@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Mapping
 
 import attrs
 
@@ -46,15 +47,20 @@ class InMemoryCoordinator:
         self._phase_reports: dict[str, list[PhaseResult]] = {}
         self._reasons: dict[str, str] = {}
         self._tokens = itertools.count(1)
+        self._env: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {}
         self.heartbeats = 0
+        self.released: list[str] = []
 
     # ------------------------------------------------------------------ test controls
 
-    def offer(self, run: Run) -> None:
-        """Queue ``run`` (which must be queued) for the next ``claim``."""
+    def offer(self, run: Run, *, env: Mapping[str, str] | None = None,
+              secret_env: tuple[str, ...] = ()) -> None:
+        """Queue ``run`` (which must be queued) for the next ``claim``; its claims carry
+        ``env`` (``secret_env`` names the entries to mask)."""
         if run.status is not RunStatus.QUEUED:
             raise Invalid(f"only a queued run can be offered; {run.id} is {run.status.value}")
         self._runs[run.id] = run
+        self._env[run.id] = (dict(env or {}), secret_env)
         self._offered.put_nowait(run.id)
 
     def cancel(self, run_id: str) -> None:
@@ -125,8 +131,10 @@ class InMemoryCoordinator:
         lease = _Lease(run_id, self._ids.new_id(), next(self._tokens),
                        self._clock.monotonic() + self._lease_seconds)
         self._leases[run_id] = lease
+        env, secret_env = self._env.get(run_id, ({}, ()))
         return Claim(run=run, lease_id=lease.lease_id, fencing_token=lease.fencing_token,
-                     lease_seconds=self._lease_seconds)
+                     lease_seconds=self._lease_seconds, env=env, secret_env=secret_env,
+                     log_offset=len(self._logs.get(run_id, b"")))
 
     async def heartbeat(self, claim: Claim) -> bool:
         lease = self._current(claim)
@@ -166,6 +174,22 @@ class InMemoryCoordinator:
         self._reasons[claim.run.id] = reason
         self._cancelled.discard(claim.run.id)
         lease.completed = status
+
+    async def release(self, claim: Claim) -> None:
+        """A draining worker hands the run back: offered again, or failed without attempts."""
+        self._current(claim)
+        del self._leases[claim.run.id]
+        self._cancelled.discard(claim.run.id)
+        self.released.append(claim.run.id)
+        run = self.run(claim.run.id)
+        if run.attempts >= MAX_ATTEMPTS:
+            reason = f"handed back; all {MAX_ATTEMPTS} attempts used"
+            self._runs[run.id], _ = transition(run, RunStatus.FAILED, self._clock.now(), reason)
+            self._reasons[run.id] = reason
+            return
+        self._runs[run.id], _ = transition(run, RunStatus.QUEUED, self._clock.now(),
+                                           "handed back by a draining worker")
+        self._offered.put_nowait(run.id)
 
     def _current(self, claim: Claim) -> _Lease:
         """The claim's lease if it is still the run's live one; ``Conflict`` otherwise."""

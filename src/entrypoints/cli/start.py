@@ -74,5 +74,105 @@ def standalone(
     return asyncio.run(serve_role("standalone", resolved))
 
 
+LeaseSeconds = Annotated[
+    float | None,
+    Parameter(help="How long a claimed run's lease lasts without a heartbeat. Default: 30"),
+]
+
+
+@app.command
+def coordinator(
+    *,
+    listen: Annotated[
+        str | None,
+        Parameter(help="Address to serve on, host:port. Default: 127.0.0.1:13372"),
+    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    lease_seconds: LeaseSeconds = None,
+) -> int:
+    """The API for workers: org-token authentication, long-poll claims, leases, heartbeats,
+    logs and results, with the outbox relay and the lease reaper running.
+
+    Serves /api/v1/worker (OpenAPI at /api/v1/openapi.json), /healthz, /readyz and /metrics.
+    """
+    import asyncio
+
+    from entrypoints.serve import serve_role
+
+    resolved = current().with_flags(
+        data_dir=data_dir, database_url=database_url, lease_seconds=lease_seconds
+    )
+    if listen is None and resolved.origin("listen") == "default":
+        listen = "127.0.0.1:13372"
+    return asyncio.run(serve_role("coordinator", resolved.with_flags(listen=listen)))
+
+
+@app.command
+def worker(
+    *,
+    coordinator_url: Annotated[
+        list[str] | None,
+        Parameter(
+            help="A coordinator to pull from; repeat for several (failover). "
+            "Default: http://127.0.0.1:13372",
+            negative="",
+        ),
+    ] = None,
+    token_id: Annotated[str | None, Parameter(help="The org token's id (OPSICLE_TOKEN_ID)")] = None,
+    token: Annotated[str | None, Parameter(help="The org token's secret (OPSICLE_TOKEN)")] = None,
+    token_file: Annotated[
+        str | None,
+        Parameter(
+            help="A file 'opsicle create org token --output-dir' wrote: ID.env or ID.token"
+        ),
+    ] = None,
+    concurrency: Annotated[int | None, Parameter(help="Runs executed at once. Default: 1")] = None,
+    labels: Annotated[
+        str | None, Parameter(help="Labels shown in the worker registry: k=v,k2=v2")
+    ] = None,
+    runner: Annotated[
+        str | None,
+        Parameter(
+            help="auto (Docker when every image is present, else a process), process, "
+            "or docker. Default: auto"
+        ),
+    ] = None,
+    name: Annotated[str | None, Parameter(help="The worker's name. Default: the host name")] = None,
+    drain_seconds: Annotated[
+        float | None,
+        Parameter(
+            help="On SIGTERM, how long running runs may finish before they are handed "
+            "back. Default: 30"
+        ),
+    ] = None,
+    docker_host: Annotated[
+        str | None, Parameter(help="Docker engine URL for --runner docker")
+    ] = None,
+) -> int:
+    """Pull runs of the token's org from coordinators and execute them (outbound HTTP(S) only).
+
+    SIGTERM or SIGINT stops claiming; running runs get --drain-seconds to finish, then they
+    are cancelled and handed back to be run elsewhere. Exit codes: 0 stopped, 8 the token was
+    refused (see 'opsicle explain exit-codes').
+    """
+    import asyncio
+
+    from entrypoints.worker import resolve_token, serve_worker
+
+    resolved = current().with_flags(
+        coordinator_url=coordinator_url or None,
+        token_id=token_id,
+        token=token,
+        concurrency=concurrency,
+        labels=labels,
+        runner=runner,
+        drain_seconds=drain_seconds,
+        docker_host=docker_host,
+    )
+    credentials = resolve_token(resolved, token_file)
+    return asyncio.run(serve_worker(resolved, name=name, token=credentials))
+
+
 def current() -> settings.Settings:
     return settings.current.get(settings.load())

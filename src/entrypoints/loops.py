@@ -1,0 +1,96 @@
+"""Background loops: a stop event, a clock, a jittered interval, backoff only on Unavailable."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+import attrs
+
+from domain.errors import Unavailable
+from domain.ports import Clock
+
+log = logging.getLogger("opsicle.loops")
+
+
+async def pause(clock: Clock, seconds: float, stop: asyncio.Event) -> bool:
+    """Sleep ``seconds`` on ``clock``, cut short when ``stop`` is set; True when stopped."""
+    if stop.is_set():
+        return True
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, stopper):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return stop.is_set()
+
+
+@attrs.frozen
+class Backoff:
+    """Exponential backoff with jitter: half the delay fixed, half random, so a fleet that lost
+    its server together does not come back together."""
+
+    base: float = 0.5
+    cap: float = 30.0
+
+    def delay(self, failures: int, rng: random.Random) -> float:
+        ceiling = min(self.cap, self.base * 2.0 ** max(failures - 1, 0))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def jittered(interval: float, rng: random.Random, spread: float = 0.2) -> float:
+    return interval * rng.uniform(1 - spread, 1 + spread)
+
+
+async def service_loop(
+    name: str,
+    step: Callable[[], Awaitable[object]],
+    *,
+    stop: asyncio.Event,
+    clock: Clock,
+    interval: float,
+    backoff: Backoff = Backoff(),
+    rng: random.Random | None = None,
+) -> None:
+    """Call ``step`` every ``interval`` (jittered) until ``stop`` is set.
+
+    ``Unavailable`` backs off exponentially; any other error is logged and the loop goes on
+    at its normal pace, since one bad iteration must not end a process's housekeeping.
+    """
+    rng = rng or random.Random()  # noqa: S311 - jitter, not secrecy
+    failures = 0
+    while not stop.is_set():
+        try:
+            await step()
+        except Unavailable as exc:
+            failures += 1
+            delay = backoff.delay(failures, rng)
+            log.warning("%s: %s; trying again in %.1f s", name, exc.message, delay)
+        except Exception:
+            failures = 0
+            delay = jittered(interval, rng)
+            log.exception("%s failed; trying again in %.1f s", name, delay)
+        else:
+            failures = 0
+            delay = jittered(interval, rng)
+        if await pause(clock, delay, stop):
+            return
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]], grace: float) -> None:
+    """Wait up to ``grace`` seconds for tasks told to stop, then cancel what is left."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    for task in pending:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
