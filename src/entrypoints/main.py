@@ -13,6 +13,8 @@ from domain.errors import OpsicleError
 from entrypoints import settings
 from entrypoints.cli import accounts, explain, local, start, verbs
 from entrypoints.cli import orgs as org_commands
+from entrypoints.cli import runs as run_commands
+from entrypoints.cli import templates as template_commands  # noqa: F401 (adds its verbs)
 from entrypoints.exitcodes import ExitCode, for_error
 from entrypoints.output import report_error
 
@@ -24,7 +26,7 @@ app = App(
 )
 app.command(local.version)
 app.command(local.validate)
-app.command(local.run)
+app.command(local.run_app)  # with 'run template' from run_commands
 app.command(explain.app)
 app.command(start.app)
 app.command(accounts.register)
@@ -33,6 +35,8 @@ app.command(accounts.logout)
 app.command(accounts.whoami)
 app.command(org_commands.invite)
 app.command(org_commands.can)
+app.command(run_commands.logs)
+app.command(run_commands.cancel)
 for _verb in verbs.ALL:
     app.command(_verb)
 

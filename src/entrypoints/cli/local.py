@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from cyclopts import Parameter
+from cyclopts import App, Parameter
 
 from domain.errors import FieldError, Invalid
 from domain.resources import Kind
@@ -120,3 +120,13 @@ def run(
         keep_workdir=keep_workdir,
     )
     return asyncio.run(local.main())
+
+
+# ``opsicle run FILE`` runs here; ``opsicle run template NAME`` (added by the runs commands)
+# runs on the platform.
+run_app = App(
+    name="run",
+    help="Run a runbook: a YAML file on this machine (opsicle run FILE), or a template on the "
+    "platform (opsicle run template NAME --org X).",
+)
+run_app.default(run)
