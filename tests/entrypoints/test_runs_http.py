@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -139,3 +141,65 @@ async def test_run_routes_need_a_session(platform: tuple[Platform, InMemoryMaile
     async with ControllerClient("http://opsicle", transport=httpx.ASGITransport(app=app)) as c:
         with pytest.raises(Unauthenticated):
             await RunsClient(c).list_runs()
+
+
+class DroppingTransport(httpx.AsyncBaseTransport):
+    """Passes requests to ``inner`` but drops every ``every``-th log read, like a flaky link."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, every: int) -> None:
+        self.inner, self.every = inner, every
+        self.log_reads: list[tuple[int, bool]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/logs"):
+            offset = int(request.url.params.get("offset", "0"))
+            dropped = len(self.log_reads) % self.every == self.every - 1
+            self.log_reads.append((offset, dropped))
+            if dropped:
+                raise httpx.ConnectError("connection reset", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+async def test_following_resumes_at_the_last_offset_after_a_disconnect(
+    login: Login, platform: tuple[Platform, InMemoryMailer]
+) -> None:
+    from rich.console import Console
+
+    from entrypoints.cli.runs import follow_logs
+
+    p, _ = platform
+    client, _caller = await login()
+    code = await org_with_template(client, simple_text("deploy"))
+    made = await RunsClient(client).create("deploy", code)
+    queues: dict[str, Queue] = {}
+    d = Dispatch(p.uow, p.clock, p.ids, lambda t: queues.setdefault(t, InMemoryQueue()), p.logs)
+    await dispatch.relay_outbox(d)
+    assert made.org_id is not None
+    worker = WorkerIdentity(made.org_id, "w-1")
+    lease = await dispatch.claim_next(d, worker, 1)
+    assert lease is not None
+    app = build_app("controller", controller_routes(p), [])
+    flaky = DroppingTransport(httpx.ASGITransport(app=app), every=3)
+    shown: list[str] = []
+    notes = Console(file=io.StringIO(), force_terminal=False)
+    async with ControllerClient("http://opsicle", client.token, transport=flaky) as c:
+        following = asyncio.create_task(
+            follow_logs(RunsClient(c), made.id, poll_seconds=0.01, out=shown.append, note=notes)
+        )
+        offset = 0
+        for i in range(6):
+            data = json.dumps({"t": f"2026-01-01T10:00:0{i}Z", "p": "greet", "m": f"n{i}"})
+            offset = await dispatch.append_log(
+                d, worker, made.id, lease.fencing_token, offset, (data + "\n").encode()
+            )
+            await asyncio.sleep(0.05)
+        await dispatch.complete(d, worker, made.id, lease.fencing_token, RunStatus.SUCCEEDED)
+        status = await asyncio.wait_for(following, 10)
+    assert status is RunStatus.SUCCEEDED
+    assert [s.split(" ", 1)[1] for s in shown] == [f"[greet] n{i}" for i in range(6)]
+    assert any(dropped for _, dropped in flaky.log_reads)
+    # Every read after a dropped one asks again from the same offset.
+    for (at, dropped), (next_at, _) in zip(flaky.log_reads, flaky.log_reads[1:], strict=False):
+        if dropped:
+            assert next_at == at
+    assert "reconnecting" in notes.file.getvalue()  # type: ignore[attr-defined]
