@@ -123,9 +123,7 @@ def worker(
     token: Annotated[str | None, Parameter(help="The org token's secret (OPSICLE_TOKEN)")] = None,
     token_file: Annotated[
         str | None,
-        Parameter(
-            help="A file 'opsicle create org token --output-dir' wrote: ID.env or ID.token"
-        ),
+        Parameter(help="A file 'opsicle create org token --output-dir' wrote: ID.env or ID.token"),
     ] = None,
     concurrency: Annotated[int | None, Parameter(help="Runs executed at once. Default: 1")] = None,
     labels: Annotated[

@@ -24,9 +24,7 @@ def coordinator_api(
     p: Platform, d: Dispatch, stopping: asyncio.Event, cache: TokenCache | None = None
 ) -> Api:
     """Workers authenticate with their org token; ``stopping`` answers held claims at once."""
-    api = Api(
-        "Opsicle coordinator", VERSION, worker_authenticator(p, cache or TokenCache(p.clock))
-    )
+    api = Api("Opsicle coordinator", VERSION, worker_authenticator(p, cache or TokenCache(p.clock)))
     worker_api.register(api, p, d, stopping)
     return api
 

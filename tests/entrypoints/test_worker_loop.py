@@ -1,0 +1,305 @@
+"""The pull worker against the in-memory coordinator and a scripted runner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator, Sequence
+from typing import overload
+
+from adapters.memory.clock import FakeClock
+from adapters.memory.coordinator import InMemoryCoordinator
+from adapters.memory.runner import InMemoryRunner, Script
+from adapters.system import SystemClock, UlidIdGenerator
+from domain.automations import PhaseStatus, Run, RunStatus, new_run
+from domain.errors import Unauthenticated, Unavailable
+from domain.ports import Claim
+from domain.resources import AutomationSpec, Phase
+from entrypoints.worker import CHUNK_BYTES, PullWorker, WorkerOptions
+
+CLOCK = SystemClock()
+IDS = UlidIdGenerator(CLOCK)
+
+
+def spec(*names: str, timeout: int = 60) -> AutomationSpec:
+    return AutomationSpec(phases=tuple(Phase(n, "busybox", ("true",), timeout) for n in names))
+
+
+def queued(s: AutomationSpec) -> Run:
+    run, _ = new_run(IDS.new_id(), s, CLOCK.now(), name="test", org_id="org-a")
+    return run
+
+
+def worker_for(client: object, runner: InMemoryRunner, **options: float) -> PullWorker:
+    async def runner_for(spec: AutomationSpec) -> InMemoryRunner:
+        return runner
+
+    opts = WorkerOptions(
+        concurrency=int(options.pop("concurrency", 1)),
+        claim_wait=0.2,
+        **options,  # type: ignore[arg-type]
+    )
+    return PullWorker(client, runner_for, CLOCK, opts)  # type: ignore[arg-type]
+
+
+async def until(check: object, seconds: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not check():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_run_is_executed_logged_reported_and_completed() -> None:
+    coordinator = InMemoryCoordinator(IDS, CLOCK, lease_seconds=0.6)
+    run = queued(spec("build", "test"))
+    coordinator.offer(run, env={"TOKEN": "s3cret", "WHO": "ops"}, secret_env=("TOKEN",))
+    runner = InMemoryRunner({"build": Script(lines=("hi {WHO}", "token={TOKEN}"))})
+    worker = worker_for(coordinator, runner)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await until(lambda: coordinator.completion(run.id) is not None)
+    stop.set()
+    await task
+    assert coordinator.completion(run.id) == (RunStatus.SUCCEEDED, "")
+    records = [json.loads(line) for line in coordinator.log(run.id).splitlines()]
+    assert [(r["p"], r["s"], r["m"]) for r in records] == [
+        ("build", "stdout", "hi ops"),
+        ("build", "stdout", "token=***"),
+    ]
+    assert all(r["t"].endswith("+00:00") for r in records)
+    reports = [(r.name, r.status) for r in coordinator.phase_reports(run.id)]
+    assert reports == [
+        ("build", PhaseStatus.RUNNING),
+        ("build", PhaseStatus.SUCCEEDED),
+        ("test", PhaseStatus.RUNNING),
+        ("test", PhaseStatus.SUCCEEDED),
+    ]
+    assert runner.jobs[0].env == {"TOKEN": "s3cret", "WHO": "ops"}
+
+
+class Lines(Sequence[str]):
+    """``count`` lines of ``width`` characters, made on demand: the test holds none of them."""
+
+    def __init__(self, count: int, width: int) -> None:
+        self._count = count
+        self._line = "x" * width
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            raise TypeError("no slices")
+        if not 0 <= index < self._count:
+            raise IndexError(index)
+        return self._line
+
+    def __iter__(self) -> Iterator[str]:
+        return (self._line for _ in range(self._count))
+
+
+class CountingCoordinator(InMemoryCoordinator):
+    """Checks log offsets and measures chunks without keeping the log."""
+
+    def __init__(self) -> None:
+        super().__init__(IDS, CLOCK, lease_seconds=5)
+        self.size = 0
+        self.chunks = 0
+        self.largest = 0
+
+    async def send_log(self, claim: Claim, offset: int, data: bytes) -> None:
+        self._current(claim)
+        assert offset == self.size
+        self.size += len(data)
+        self.chunks += 1
+        self.largest = max(self.largest, len(data))
+
+
+async def test_a_50_mb_output_streams_in_bounded_chunks() -> None:
+    coordinator = CountingCoordinator()
+    run = queued(spec("loud"))
+    coordinator.offer(run)
+    lines = Lines(count=50 * 1024, width=1024)  # 50 MiB of text
+    worker = worker_for(coordinator, InMemoryRunner({"loud": Script(lines=lines)}))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await until(lambda: coordinator.completion(run.id) is not None, 120)
+    stop.set()
+    await task
+    assert coordinator.completion(run.id) == (RunStatus.SUCCEEDED, "")
+    assert coordinator.size > 50 * 1024 * 1024
+    assert coordinator.largest <= CHUNK_BYTES
+    assert coordinator.chunks >= coordinator.size // CHUNK_BYTES
+    (stats,) = worker.log_stats
+    assert stats.sent == coordinator.size
+    assert stats.peak_buffer <= CHUNK_BYTES and stats.largest_chunk <= CHUNK_BYTES
+
+
+async def test_a_record_larger_than_a_chunk_is_sliced() -> None:
+    coordinator = InMemoryCoordinator(IDS, CLOCK, lease_seconds=5)
+    run = queued(spec("wide"))
+    coordinator.offer(run)
+    worker = worker_for(
+        coordinator, InMemoryRunner({"wide": Script(lines=("y" * 5000,))}), chunk_bytes=1024
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await until(lambda: coordinator.completion(run.id) is not None)
+    stop.set()
+    await task
+    (stats,) = worker.log_stats
+    assert stats.largest_chunk == 1024 and stats.peak_buffer <= 1024
+    assert json.loads(coordinator.log(run.id))["m"] == "y" * 5000
+
+
+async def test_cancellation_from_the_heartbeat_stops_the_phase() -> None:
+    coordinator = InMemoryCoordinator(IDS, CLOCK, lease_seconds=0.3)
+    run = queued(spec("hang", "after"))
+    coordinator.offer(run)
+    runner = InMemoryRunner({"hang": Script(lines=("started",), hang=True)})
+    worker = worker_for(coordinator, runner)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await until(lambda: runner.jobs)
+    coordinator.cancel(run.id)
+    await until(lambda: coordinator.completion(run.id) is not None)
+    stop.set()
+    await task
+    status, _ = coordinator.completion(run.id) or (None, "")
+    assert status is RunStatus.CANCELLED
+    assert runner.stopped == ["hang"]
+    assert [j.phase.name for j in runner.jobs] == ["hang"]
+
+
+async def test_a_lost_lease_stops_the_run_here_without_reporting() -> None:
+    coordinator = InMemoryCoordinator(IDS, CLOCK, lease_seconds=0.3)
+    run = queued(spec("hang"))
+    coordinator.offer(run)
+    runner = InMemoryRunner({"hang": Script(hang=True)})
+    worker = worker_for(coordinator, runner, drain_seconds=0.1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await until(lambda: runner.jobs)
+    coordinator.expire_lease(run.id)  # the reaper gave the run to someone else
+    await until(lambda: runner.stopped)
+    stop.set()
+    await task
+    # The run went back to the queue (and maybe to this worker again, under a new lease);
+    # the first attempt never completed it.
+    assert coordinator.completion(run.id) is None or coordinator.run(run.id).attempts > 1
+    assert "hang" in runner.stopped
+
+
+async def test_stopping_lets_short_runs_finish() -> None:
+    coordinator = InMemoryCoordinator(IDS, CLOCK, lease_seconds=0.6)
+    run = queued(spec("quick"))
+    gate = asyncio.Event()
+
+    class Slow(InMemoryRunner):
+        async def run_phase(self, job, sink):  # type: ignore[no-untyped-def]
+            await gate.wait()
+            return await super().run_phase(job, sink)
+
+    runner = Slow()
+    coordinator.offer(run)
+    worker = worker_for(coordinator, runner, drain_seconds=5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await until(lambda: worker.held)
+    stop.set()
+    await asyncio.sleep(0.1)
+    gate.set()
+    await asyncio.wait_for(task, 5)
+    assert coordinator.completion(run.id) == (RunStatus.SUCCEEDED, "")
+    assert coordinator.released == []
+
+
+async def test_stopping_hands_back_runs_that_outlive_the_drain_period() -> None:
+    coordinator = InMemoryCoordinator(IDS, CLOCK, lease_seconds=0.6)
+    running, waiting = queued(spec("hang")), queued(spec("hang"))
+    coordinator.offer(running)
+    runner = InMemoryRunner({"hang": Script(hang=True)})
+    worker = worker_for(coordinator, runner, drain_seconds=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await until(lambda: runner.jobs)
+    stop.set()
+    coordinator.offer(waiting)  # arrives after the stop: nobody here claims it
+    await asyncio.wait_for(task, 5)
+    assert coordinator.released == [running.id]
+    assert coordinator.run(running.id).status is RunStatus.QUEUED
+    assert coordinator.run(waiting.id).status is RunStatus.QUEUED
+    assert runner.stopped == ["hang"]
+
+
+class Unreachable(InMemoryCoordinator):
+    def __init__(self, clock: FakeClock, failures: int) -> None:
+        super().__init__(IDS, clock)
+        self.failures = failures
+        self.calls = 0
+
+    async def claim(self, wait_seconds: float) -> Claim | None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise Unavailable("no coordinator answered")
+        return await super().claim(0)
+
+
+async def test_an_unreachable_coordinator_is_retried_with_growing_jittered_delays() -> None:
+    clock = FakeClock()
+    coordinator = Unreachable(clock, failures=6)
+    worker = PullWorker(coordinator, None, clock, WorkerOptions())  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await until(lambda: coordinator.calls > 6)
+    stop.set()
+    await task
+    delays = clock.slept[:6]
+    assert len(delays) == 6
+    for n, delay in enumerate(delays, start=1):
+        ceiling = min(30.0, 0.5 * 2 ** (n - 1))
+        assert ceiling / 2 <= delay <= ceiling
+
+
+class Refusing(InMemoryCoordinator):
+    async def claim(self, wait_seconds: float) -> Claim | None:
+        raise Unauthenticated("the worker token is not valid", code="token_invalid")
+
+
+async def test_a_refused_token_stops_the_worker() -> None:
+    worker = PullWorker(
+        Refusing(IDS, CLOCK),
+        None,
+        CLOCK,
+        WorkerOptions(concurrency=3),  # type: ignore[arg-type]
+    )
+    await asyncio.wait_for(worker.run(asyncio.Event()), 5)
+    assert isinstance(worker.failure, Unauthenticated)
+
+
+async def test_several_slots_run_runs_at_once() -> None:
+    coordinator = InMemoryCoordinator(IDS, CLOCK, lease_seconds=1)
+    gate = asyncio.Event()
+    started: list[str] = []
+
+    class Gated(InMemoryRunner):
+        async def run_phase(self, job, sink):  # type: ignore[no-untyped-def]
+            started.append(job.run_id)
+            await gate.wait()
+            return await super().run_phase(job, sink)
+
+    runs = [queued(spec("one")) for _ in range(3)]
+    for run in runs:
+        coordinator.offer(run)
+    worker = worker_for(coordinator, Gated(), concurrency=3)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await until(lambda: len(started) == 3)
+    gate.set()
+    await until(lambda: all(coordinator.completion(r.id) for r in runs))
+    stop.set()
+    await task
