@@ -18,12 +18,14 @@ import attrs
 from domain.automations import Run, RunStatus
 from domain.errors import Conflict, FieldError, Invalid, NotFound
 from domain.orgs import Invitation, InvitationStatus, Membership, Organisation
+from domain.outbox import OutboxMessage
 from domain.permissions import Role
 from domain.ports import (
     CodeRepository,
     InvitationRepository,
     MfaRepository,
     OrgRepository,
+    OutboxRepository,
     Page,
     RoleRepository,
     RunFilter,
@@ -34,7 +36,13 @@ from domain.ports import (
     UserRepository,
     WorkerRepository,
 )
-from domain.templates import Template, TemplateVersion
+from domain.templates import (
+    Template,
+    TemplateGrant,
+    TemplateInvitation,
+    TemplateInvitationStatus,
+    TemplateVersion,
+)
 from domain.tokens import WorkerToken
 from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
 from domain.workers import Worker
@@ -61,6 +69,10 @@ class PlatformState:
     invitations: dict[str, Invitation] = attrs.field(factory=dict)
     templates: dict[str, Template] = attrs.field(factory=dict)
     versions: dict[tuple[str, int], TemplateVersion] = attrs.field(factory=dict)
+    # (template id, user id) -> the user's rights on that personal template.
+    template_grants: dict[tuple[str, str], TemplateGrant] = attrs.field(factory=dict)
+    template_invitations: dict[str, TemplateInvitation] = attrs.field(factory=dict)
+    outbox: dict[str, OutboxMessage] = attrs.field(factory=dict)
     runs: dict[str, Run] = attrs.field(factory=dict)
     workers: dict[str, Worker] = attrs.field(factory=dict)
 
@@ -92,6 +104,7 @@ class InMemoryUnitOfWork:
         self.mfa: MfaRepository = InMemoryMfaRepository(self)
         self.codes: CodeRepository = InMemoryCodeRepository(self)
         self.invitations: InvitationRepository = InMemoryInvitationRepository(self)
+        self.outbox: OutboxRepository = InMemoryOutboxRepository(self)
         self.templates: TemplateRepository = InMemoryTemplateRepository(self)
         self.runs: RunRepository = InMemoryRunRepository(self)
         self.workers: WorkerRepository = InMemoryWorkerRepository(self)
@@ -497,8 +510,12 @@ class InMemoryTemplateRepository(_Repository):
 
     async def delete(self, template_id: str) -> None:
         await self.get(template_id)
-        del self._s.templates[template_id]
-        self._s.versions = {k: v for k, v in self._s.versions.items() if k[0] != template_id}
+        s = self._s
+        del s.templates[template_id]
+        s.versions = {k: v for k, v in s.versions.items() if k[0] != template_id}
+        s.template_grants = {k: v for k, v in s.template_grants.items() if k[0] != template_id}
+        s.template_invitations = {k: v for k, v in s.template_invitations.items()
+                                  if v.template_id != template_id}
 
     async def list(self, *, org_id: str | None = None, owner_id: str | None = None
                    ) -> builtins.list[Template]:
@@ -516,6 +533,89 @@ class InMemoryTemplateRepository(_Repository):
         return _get(self._s.versions, (template_id, version),
                     f"template {template_id} has no version {version}")
 
+    async def grant(self, grant: TemplateGrant) -> None:
+        await self.get(grant.template_id)
+        self._s.template_grants[(grant.template_id, grant.user_id)] = grant
+
+    async def revoke(self, template_id: str, user_id: str) -> None:
+        await self.grant_of(template_id, user_id)
+        del self._s.template_grants[(template_id, user_id)]
+
+    async def grants(self, template_id: str) -> builtins.list[TemplateGrant]:
+        return _sorted((g for (t, _), g in self._s.template_grants.items() if t == template_id),
+                       lambda g: (g.granted_at, g.user_id))
+
+    async def grant_of(self, template_id: str, user_id: str) -> TemplateGrant:
+        return _get(self._s.template_grants, (template_id, user_id),
+                    f"user {user_id} has no grant on template {template_id}")
+
+    async def shared_with(self, user_id: str) -> builtins.list[Template]:
+        granted = {t for (t, u) in self._s.template_grants if u == user_id}
+        return _sorted((t for t in self._s.templates.values() if t.org_id is None
+                        and (t.owner_id == user_id or t.id in granted)),
+                       lambda t: (t.name, t.id))
+
+    def _pending_taken(self, invitation: TemplateInvitation) -> bool:
+        if invitation.status is not TemplateInvitationStatus.PENDING:
+            return False
+        key = invitation.email.lower()
+        return any(i.template_id == invitation.template_id and i.email.lower() == key
+                   and i.status is TemplateInvitationStatus.PENDING and i.id != invitation.id
+                   for i in self._s.template_invitations.values())
+
+    async def add_invitation(self, invitation: TemplateInvitation) -> None:
+        await self.get(invitation.template_id)
+        if invitation.id in self._s.template_invitations or self._pending_taken(invitation):
+            raise Conflict(f"invitation {invitation.id} or a pending invitation of "
+                           f"{invitation.email} to template {invitation.template_id} "
+                           "already exists")
+        self._s.template_invitations[invitation.id] = invitation
+
+    async def invitation(self, invitation_id: str) -> TemplateInvitation:
+        return _get(self._s.template_invitations, invitation_id,
+                    f"template invitation {invitation_id} not found")
+
+    async def invitation_by_code_hash(self, code_hash: str) -> TemplateInvitation:
+        # Hashes are not unique; should two invitations share one, the newer wins.
+        found = [i for i in self._s.template_invitations.values() if i.code_hash == code_hash]
+        if not found:
+            raise NotFound("no template invitation matches the code")
+        return max(found, key=lambda i: (i.created_at, i.id))
+
+    async def invitations_for(self, email: str) -> builtins.list[TemplateInvitation]:
+        key = email.lower()
+        return _sorted((i for i in self._s.template_invitations.values()
+                        if i.email.lower() == key
+                        and i.status is TemplateInvitationStatus.PENDING),
+                       lambda i: (i.created_at, i.id))
+
+    async def update_invitation(self, invitation: TemplateInvitation) -> None:
+        stored = await self.invitation(invitation.id)
+        # An invitation never moves to another template; the SQL store does not rewrite it.
+        invitation = attrs.evolve(invitation, template_id=stored.template_id)
+        if self._pending_taken(invitation):
+            raise Conflict(
+                f"a pending invitation of {invitation.email} to the template already exists")
+        self._s.template_invitations[invitation.id] = invitation
+
+
+class InMemoryOutboxRepository(_Repository):
+    async def add(self, message: OutboxMessage) -> None:
+        if message.id in self._s.outbox:
+            raise Conflict(f"outbox message {message.id} already exists")
+        self._s.outbox[message.id] = message
+
+    async def pending(self, limit: int = 100) -> builtins.list[OutboxMessage]:
+        check_limit(limit)
+        return _sorted((o for o in self._s.outbox.values() if o.published_at is None),
+                       lambda o: (o.created_at, o.id))[:limit]
+
+    async def mark_published(self, ids: Sequence[str], at: datetime) -> None:
+        for message_id in ids:
+            stored = self._s.outbox.get(message_id)
+            if stored is not None and stored.published_at is None:
+                self._s.outbox[message_id] = attrs.evolve(stored, published_at=at)
+
 
 class InMemoryRunRepository(_Repository):
     async def add(self, run: Run) -> None:
@@ -526,11 +626,26 @@ class InMemoryRunRepository(_Repository):
     async def get(self, run_id: str) -> Run:
         return _get(self._s.runs, run_id, f"run {run_id} not found")
 
-    async def update(self, run: Run, *, expected: RunStatus | None = None) -> None:
+    async def update(self, run: Run, *, expected: RunStatus | None = None,
+                     expected_attempts: int | None = None) -> None:
         stored = await self.get(run.id)
+        if expected_attempts is not None and stored.attempts != expected_attempts:
+            raise Conflict(f"run {run.id} is at attempt {stored.attempts}, "
+                           f"not {expected_attempts}: its lease was lost", code="lease_lost")
         if expected is not None and stored.status is not expected:
             raise Conflict(f"run {run.id} is {stored.status.value}, not {expected.value}")
         self._s.runs[run.id] = run
+
+    async def expired_leases(self, at: datetime, limit: int = 100) -> builtins.list[Run]:
+        check_limit(limit)
+        expired = [r for r in self._s.runs.values() if r.status is RunStatus.RUNNING
+                   and r.lease_expires_at is not None and r.lease_expires_at <= at]
+        return sorted(expired, key=lambda r: (r.lease_expires_at or at, r.id))[:limit]
+
+    async def queued_ahead(self, run: Run) -> int:
+        key = (run.created_at, run.id)
+        return sum(1 for r in self._s.runs.values() if r.org_id == run.org_id
+                   and r.status is RunStatus.QUEUED and (r.created_at, r.id) < key)
 
     async def list(self, flt: RunFilter, *, limit: int = 50, cursor: str | None = None
                    ) -> Page[Run]:

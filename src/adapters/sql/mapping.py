@@ -15,9 +15,17 @@ from domain.audit import AuditEvent, Outcome
 from domain.automations import PhaseResult, PhaseStatus, Run, RunStatus
 from domain.errors import FieldError, Invalid
 from domain.orgs import Invitation, InvitationStatus, Membership, MemberType, Organisation
+from domain.outbox import OutboxMessage
 from domain.permissions import Action, Grant, Resource, Role
 from domain.resources import AutomationSpec, Phase, VariableValue, VolumeMount
-from domain.templates import Template, TemplateVersion
+from domain.templates import (
+    Template,
+    TemplateGrant,
+    TemplateInvitation,
+    TemplateInvitationStatus,
+    TemplateRight,
+    TemplateVersion,
+)
 from domain.tokens import WorkerToken
 from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
 from domain.workers import Worker
@@ -184,6 +192,47 @@ def version_of(r: RowMapping) -> TemplateVersion:
                            created_by=r["created_by"])
 
 
+def template_grant_row(g: TemplateGrant) -> dict[str, Any]:
+    return {"template_id": g.template_id, "user_id": g.user_id, "rights": g.rights.value,
+            "granted_at": g.granted_at, "granted_by": g.granted_by}
+
+
+def template_grant_of(r: RowMapping) -> TemplateGrant:
+    return TemplateGrant(template_id=r["template_id"], user_id=r["user_id"],
+                         rights=TemplateRight(r["rights"]), granted_at=r["granted_at"],
+                         granted_by=r["granted_by"])
+
+
+def template_invitation_row(i: TemplateInvitation) -> dict[str, Any]:
+    key = i.email.lower()
+    return {"id": i.id, "template_id": i.template_id, "email": i.email, "email_key": key,
+            "pending_key": key if i.status is TemplateInvitationStatus.PENDING else None,
+            "rights": i.rights.value, "inviter_id": i.inviter_id, "code_hash": i.code_hash,
+            "created_at": i.created_at, "expires_at": i.expires_at, "status": i.status.value,
+            "answered_at": i.answered_at}
+
+
+def template_invitation_of(r: RowMapping) -> TemplateInvitation:
+    return TemplateInvitation(
+        id=r["id"], template_id=r["template_id"], email=r["email"],
+        rights=TemplateRight(r["rights"]), inviter_id=r["inviter_id"],
+        code_hash=r["code_hash"], created_at=r["created_at"], expires_at=r["expires_at"],
+        status=TemplateInvitationStatus(r["status"]), answered_at=r["answered_at"])
+
+
+# ---------------------------------------------------------------- outbox
+
+
+def outbox_row(o: OutboxMessage) -> dict[str, Any]:
+    return {"id": o.id, "topic": o.topic, "body": o.body, "created_at": o.created_at,
+            "published_at": o.published_at}
+
+
+def outbox_of(r: RowMapping) -> OutboxMessage:
+    return OutboxMessage(id=r["id"], topic=r["topic"], body=bytes(r["body"]),
+                         created_at=r["created_at"], published_at=r["published_at"])
+
+
 # ---------------------------------------------------------------- runs and workers
 
 
@@ -235,7 +284,8 @@ def run_row(r: Run) -> dict[str, Any]:
             "phases": dumps(phases_data(r.phases)), "reason": r.reason,
             "attempts": r.attempts, "worker_id": r.worker_id, "created_at": r.created_at,
             "updated_at": r.updated_at, "started_at": r.started_at,
-            "finished_at": r.finished_at}
+            "finished_at": r.finished_at, "lease_expires_at": r.lease_expires_at,
+            "cancel_requested": r.cancel_requested}
 
 
 def run_of(r: RowMapping) -> Run:
@@ -246,7 +296,9 @@ def run_of(r: RowMapping) -> Run:
                requested_by=r["requested_by"], comment=r["comment"], variables=variables,
                phases=phases_of(json.loads(r["phases"])), reason=r["reason"],
                attempts=r["attempts"], worker_id=r["worker_id"], updated_at=r["updated_at"],
-               started_at=r["started_at"], finished_at=r["finished_at"])
+               started_at=r["started_at"], finished_at=r["finished_at"],
+               lease_expires_at=r["lease_expires_at"],
+               cancel_requested=bool(r["cancel_requested"]))
 
 
 def worker_row(w: Worker) -> dict[str, Any]:

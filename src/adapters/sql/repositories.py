@@ -19,12 +19,14 @@ from adapters.sql.engine import SQLITE_BEGIN, is_sqlite, store_name, translate_e
 from domain.automations import Run, RunStatus
 from domain.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
 from domain.orgs import Invitation, InvitationStatus, Membership, Organisation
+from domain.outbox import OutboxMessage
 from domain.permissions import Role
 from domain.ports import (
     CodeRepository,
     InvitationRepository,
     MfaRepository,
     OrgRepository,
+    OutboxRepository,
     Page,
     RoleRepository,
     RunFilter,
@@ -35,7 +37,13 @@ from domain.ports import (
     UserRepository,
     WorkerRepository,
 )
-from domain.templates import Template, TemplateVersion
+from domain.templates import (
+    Template,
+    TemplateGrant,
+    TemplateInvitation,
+    TemplateInvitationStatus,
+    TemplateVersion,
+)
 from domain.tokens import WorkerToken
 from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
 from domain.workers import Worker
@@ -68,6 +76,7 @@ class SqlUnitOfWork:
         self.mfa: MfaRepository = SqlMfaRepository(self)
         self.codes: CodeRepository = SqlCodeRepository(self)
         self.invitations: InvitationRepository = SqlInvitationRepository(self)
+        self.outbox: OutboxRepository = SqlOutboxRepository(self)
         self.templates: TemplateRepository = SqlTemplateRepository(self)
         self.runs: RunRepository = SqlRunRepository(self)
         self.workers: WorkerRepository = SqlWorkerRepository(self)
@@ -518,6 +527,7 @@ class SqlTemplateRepository(_Repository):
             raise NotFound(f"template {template.id} not found")
 
     async def delete(self, template_id: str) -> None:
+        # Versions, grants and invitations go by ON DELETE CASCADE.
         result = await self._uow.execute(
             sa.delete(t.templates).where(t.templates.c.id == template_id))
         if result.rowcount == 0:
@@ -545,6 +555,112 @@ class SqlTemplateRepository(_Repository):
                                                  c.version == version),
             f"template {template_id} has no version {version}"))
 
+    async def grant(self, grant: TemplateGrant) -> None:
+        await self.get(grant.template_id)
+        c = t.template_grants.c
+        row = m.template_grant_row(grant)
+        result = await self._uow.execute(
+            sa.update(t.template_grants)
+            .where(c.template_id == grant.template_id, c.user_id == grant.user_id).values(row))
+        if not result.rowcount:
+            await self._uow.execute(
+                sa.insert(t.template_grants).values(row),
+                conflict=f"user {grant.user_id} was granted template {grant.template_id} "
+                         "concurrently")
+
+    async def revoke(self, template_id: str, user_id: str) -> None:
+        c = t.template_grants.c
+        result = await self._uow.execute(sa.delete(t.template_grants).where(
+            c.template_id == template_id, c.user_id == user_id))
+        if result.rowcount == 0:
+            raise NotFound(f"user {user_id} has no grant on template {template_id}")
+
+    async def grants(self, template_id: str) -> builtins.list[TemplateGrant]:
+        c = t.template_grants.c
+        rows = await self._uow.rows(
+            sa.select(t.template_grants).where(c.template_id == template_id)
+            .order_by(c.granted_at, c.user_id))
+        return [m.template_grant_of(r) for r in rows]
+
+    async def grant_of(self, template_id: str, user_id: str) -> TemplateGrant:
+        c = t.template_grants.c
+        return m.template_grant_of(await self._uow.one(
+            sa.select(t.template_grants).where(c.template_id == template_id,
+                                               c.user_id == user_id),
+            f"user {user_id} has no grant on template {template_id}"))
+
+    async def shared_with(self, user_id: str) -> builtins.list[Template]:
+        c, g = t.templates.c, t.template_grants.c
+        granted = sa.select(g.template_id).where(g.user_id == user_id)
+        rows = await self._uow.rows(
+            sa.select(t.templates)
+            .where(c.org_id.is_(None), sa.or_(c.owner_id == user_id, c.id.in_(granted)))
+            .order_by(c.name, c.id))
+        return [m.template_of(r) for r in rows]
+
+    async def add_invitation(self, invitation: TemplateInvitation) -> None:
+        await self.get(invitation.template_id)
+        await self._uow.execute(
+            sa.insert(t.template_invitations).values(m.template_invitation_row(invitation)),
+            conflict=f"invitation {invitation.id} or a pending invitation of "
+                     f"{invitation.email} to template {invitation.template_id} already exists")
+
+    async def invitation(self, invitation_id: str) -> TemplateInvitation:
+        return m.template_invitation_of(await self._uow.one(
+            sa.select(t.template_invitations).where(t.template_invitations.c.id == invitation_id),
+            f"template invitation {invitation_id} not found"))
+
+    async def invitation_by_code_hash(self, code_hash: str) -> TemplateInvitation:
+        c = t.template_invitations.c
+        # Hashes are not unique; should two invitations share one, the newer wins.
+        return m.template_invitation_of(await self._uow.one(
+            sa.select(t.template_invitations).where(c.code_hash == code_hash)
+            .order_by(c.created_at.desc(), c.id.desc()).limit(1),
+            "no template invitation matches the code"))
+
+    async def invitations_for(self, email: str) -> builtins.list[TemplateInvitation]:
+        c = t.template_invitations.c
+        rows = await self._uow.rows(
+            sa.select(t.template_invitations)
+            .where(c.email_key == email.lower(),
+                   c.status == TemplateInvitationStatus.PENDING.value)
+            .order_by(c.created_at, c.id))
+        return [m.template_invitation_of(r) for r in rows]
+
+    async def update_invitation(self, invitation: TemplateInvitation) -> None:
+        c = t.template_invitations.c
+        row = m.template_invitation_row(invitation)
+        del row["template_id"]  # an invitation never moves to another template
+        result = await self._uow.execute(
+            sa.update(t.template_invitations).where(c.id == invitation.id).values(row),
+            conflict=f"a pending invitation of {invitation.email} to the template already exists")
+        if result.rowcount == 0:
+            raise NotFound(f"template invitation {invitation.id} not found")
+
+
+class SqlOutboxRepository(_Repository):
+    async def add(self, message: OutboxMessage) -> None:
+        await self._uow.execute(sa.insert(t.outbox).values(m.outbox_row(message)),
+                                conflict=f"outbox message {message.id} already exists")
+
+    async def pending(self, limit: int = 100) -> builtins.list[OutboxMessage]:
+        check_limit(limit)
+        c = t.outbox.c
+        rows = await self._uow.rows(
+            sa.select(t.outbox).where(c.published_at.is_(None))
+            .order_by(c.created_at, c.id).limit(limit))
+        return [m.outbox_of(r) for r in rows]
+
+    async def mark_published(self, ids: Sequence[str], at: datetime) -> None:
+        c = t.outbox.c
+        wanted = builtins.list(dict.fromkeys(ids))
+        # In slices, so a large batch stays below the backends' limits on bound parameters.
+        for start in range(0, len(wanted), MAX_PAGE):
+            await self._uow.execute(
+                sa.update(t.outbox)
+                .where(c.id.in_(wanted[start:start + MAX_PAGE]), c.published_at.is_(None))
+                .values(published_at=at))
+
 
 class SqlRunRepository(_Repository):
     async def add(self, run: Run) -> None:
@@ -555,20 +671,50 @@ class SqlRunRepository(_Repository):
         return m.run_of(await self._uow.one(
             sa.select(t.runs).where(t.runs.c.id == run_id), f"run {run_id} not found"))
 
-    async def update(self, run: Run, *, expected: RunStatus | None = None) -> None:
+    async def update(self, run: Run, *, expected: RunStatus | None = None,
+                     expected_attempts: int | None = None) -> None:
         c = t.runs.c
         stmt = sa.update(t.runs).where(c.id == run.id).values(m.run_row(run))
+        # The checks and the write are one statement: of two writers expecting the same
+        # status and attempts, the second matches no row (it waits for the first's lock and
+        # then sees its commit), so two claims of one run can never both win.
         if expected is not None:
-            # The status check and the write are one statement, so no other writer slips in.
             stmt = stmt.where(c.status == expected.value)
+        if expected_attempts is not None:
+            stmt = stmt.where(c.attempts == expected_attempts)
         if (await self._uow.execute(stmt)).rowcount:
             return
+        # A locking read sees the latest commit (a plain one would see this transaction's
+        # snapshot on MySQL), so the message names what actually won.
         row = (await self._uow.execute(
-            sa.select(c.status).where(c.id == run.id))).mappings().first()
+            sa.select(c.status, c.attempts).where(c.id == run.id)
+            .with_for_update(read=True))).mappings().first()
         if row is None:
             raise NotFound(f"run {run.id} not found")
-        assert expected is not None
-        raise Conflict(f"run {run.id} is {row['status']}, not {expected.value}")
+        if expected_attempts is not None and row["attempts"] != expected_attempts:
+            raise Conflict(f"run {run.id} is at attempt {row['attempts']}, "
+                           f"not {expected_attempts}: its lease was lost", code="lease_lost")
+        raise Conflict(f"run {run.id} is {row['status']}, not "
+                       f"{expected.value if expected is not None else 'as expected'}")
+
+    async def expired_leases(self, at: datetime, limit: int = 100) -> builtins.list[Run]:
+        check_limit(limit)
+        c = t.runs.c
+        rows = await self._uow.rows(
+            sa.select(t.runs)
+            .where(c.status == RunStatus.RUNNING.value, c.lease_expires_at <= at)
+            .order_by(c.lease_expires_at, c.id).limit(limit))
+        return [m.run_of(r) for r in rows]
+
+    async def queued_ahead(self, run: Run) -> int:
+        c = t.runs.c
+        result = await self._uow.execute(
+            sa.select(sa.func.count()).select_from(t.runs)
+            .where(c.org_id == run.org_id if run.org_id is not None else c.org_id.is_(None),
+                   c.status == RunStatus.QUEUED.value,
+                   sa.or_(c.created_at < run.created_at,
+                          sa.and_(c.created_at == run.created_at, c.id < run.id))))
+        return int(result.scalar_one())
 
     async def list(self, flt: RunFilter, *, limit: int = 50, cursor: str | None = None
                    ) -> Page[Run]:

@@ -240,10 +240,82 @@ runs = sa.Table(
     sa.Column("updated_at", UtcDateTime),
     sa.Column("started_at", UtcDateTime),
     sa.Column("finished_at", UtcDateTime),
+    sa.Column("lease_expires_at", UtcDateTime),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_runs_created", "created_at", "id"),
     sa.Index("ix_runs_org_created", "org_id", "created_at", "id"),
     sa.Index("ix_runs_template_created", "template_id", "created_at", "id"),
     sa.Index("ix_runs_status", "status"),
+    # The reaper's scan (running runs by lease end) and a run's place in its org's queue.
+    sa.Index("ix_runs_status_lease", "status", "lease_expires_at"),
+    sa.Index("ix_runs_org_status_created", "org_id", "status", "created_at", "id"),
+    **TABLE_OPTIONS,
+)
+
+# Messages staged with the change they announce; a relay publishes them and stamps the row.
+outbox = sa.Table(
+    "outbox", metadata,
+    _id(primary_key=True),
+    sa.Column("topic", sa.String(NAME), nullable=False),
+    sa.Column("body", Blob, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("published_at", UtcDateTime),
+    sa.Index("ix_outbox_pending", "published_at", "created_at", "id"),
+    **TABLE_OPTIONS,
+)
+
+# A user's rights on a personal template, as a bitmask of domain TemplateRight flags.
+template_grants = sa.Table(
+    "template_grants", metadata,
+    _id("template_id", sa.ForeignKey("templates.id", ondelete="CASCADE"), primary_key=True),
+    _id("user_id", primary_key=True),
+    sa.Column("rights", sa.Integer, nullable=False),
+    sa.Column("granted_at", UtcDateTime, nullable=False),
+    _id("granted_by"),
+    sa.Index("ix_template_grants_user", "user_id"),
+    **TABLE_OPTIONS,
+)
+
+# ``pending_key`` works as in org_invitations: one pending invitation per template and email.
+template_invitations = sa.Table(
+    "template_invitations", metadata,
+    _id(primary_key=True),
+    _id("template_id", sa.ForeignKey("templates.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("email", sa.String(NAME), nullable=False),
+    sa.Column("email_key", sa.String(NAME), nullable=False),
+    sa.Column("pending_key", sa.String(NAME)),
+    sa.Column("rights", sa.Integer, nullable=False),
+    _id("inviter_id", nullable=False),
+    sa.Column("code_hash", sa.String(NAME), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("answered_at", UtcDateTime),
+    sa.UniqueConstraint("template_id", "pending_key", name="uq_template_invitations_pending"),
+    sa.Index("ix_template_invitations_email", "email_key", "status", "created_at"),
+    sa.Index("ix_template_invitations_code", "code_hash"),
+    sa.Index("ix_template_invitations_template", "template_id", "created_at"),
+    **TABLE_OPTIONS,
+)
+
+# The embedded queue, one topic per logical queue. ``seq`` orders publishes; a row is
+# deliverable while ``acked_at`` is NULL and ``available_at`` has passed. A delivery pushes
+# ``available_at`` to its ack deadline and sets ``delivered``; an ack stamps ``acked_at`` and
+# the row stays as a tombstone for the dedupe window, so a republish of the id is dropped.
+queue_messages = sa.Table(
+    "queue_messages", metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("topic", sa.String(NAME), nullable=False),
+    sa.Column("id", sa.String(NAME), nullable=False),
+    sa.Column("body", Blob, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("available_at", UtcDateTime, nullable=False),
+    sa.Column("delivered", sa.Boolean, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("acked_at", UtcDateTime),
+    sa.UniqueConstraint("topic", "id", name="uq_queue_messages_topic_id"),
+    sa.Index("ix_queue_messages_ready", "topic", "acked_at", "available_at"),
     **TABLE_OPTIONS,
 )
 
