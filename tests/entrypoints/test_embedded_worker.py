@@ -1,0 +1,70 @@
+"""The standalone role's embedded worker: in-process claims for every org of the instance."""
+
+from __future__ import annotations
+
+import asyncio
+
+from adapters.memory.queue import InMemoryQueue
+from adapters.memory.runner import InMemoryRunner, Script
+from adapters.system import SystemClock
+from domain.automations import RunStatus, new_run
+from domain.orgs import Organisation
+from domain.ports import Queue
+from domain.resources import AutomationSpec, Phase
+from domain.services.dispatch import announce
+from domain.services.handover import seal_secrets
+from entrypoints.bootstrap import coordination, memory_platform
+from entrypoints.embedded_worker import InProcessCoordinatorClient, PublishSignal
+from entrypoints.worker import PullWorker, WorkerOptions
+
+
+async def test_the_embedded_worker_serves_every_org() -> None:
+    clock = SystemClock()
+    p, _ = memory_platform(clock)
+    queues: dict[str, Queue] = {}
+
+    def queue(topic: str) -> Queue:
+        return queues.setdefault(topic, InMemoryQueue())
+
+    signal = PublishSignal()
+    spec = AutomationSpec(phases=(Phase("say", "busybox", ("true",)),))
+    runner = InMemoryRunner({"say": Script(lines=("org {ORG} secret {PASSWORD}",))})
+
+    async def runner_for(spec: AutomationSpec) -> InMemoryRunner:
+        return runner
+
+    async with coordination(p, signal.wrap(queue), lease_seconds=2) as c:
+        client = InProcessCoordinatorClient(
+            c.dispatch, p.sealer, signal, name="standalone", worker_id="embedded"
+        )
+        worker = PullWorker(client, runner_for, clock, WorkerOptions(concurrency=2))
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        runs = []
+        async with p.uow() as uow:
+            for org in ("org-a", "org-b"):
+                await uow.orgs.add(Organisation(org, org, org, clock.now()))
+                run, _ = new_run(
+                    p.ids.new_id(),
+                    spec,
+                    clock.now(),
+                    org_id=org,
+                    variables={"org": org, "password": "***"},
+                    sealed_secrets=seal_secrets(p.sealer, {"password": "pw"}),
+                )
+                await uow.runs.add(run)
+                await announce(uow, p.ids, run, clock.now())
+                runs.append(run)
+            await uow.commit()
+        for _ in range(300):
+            async with p.uow() as uow:
+                ended = [await uow.runs.get(r.id) for r in runs]
+            if all(r.status.terminal for r in ended):
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert [r.status for r in ended] == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED]
+    assert {r.worker_id for r in ended} == {"embedded.org-a", "embedded.org-b"}
+    logs = [await p.logs.read(r.id) for r in runs]
+    assert b"org org-a secret ***" in logs[0] and b"org org-b secret ***" in logs[1]
