@@ -210,10 +210,7 @@ def join_org(
     code: Annotated[str | None, Parameter(help="The join code from the invitation email.")] = None,
     id: Annotated[
         str | None,
-        Parameter(
-            help="The invitation id (see 'opsicle list "
-            "invitations')."
-        ),
+        Parameter(help="The invitation id (see 'opsicle list invitations')."),
     ] = None,
     reject: Annotated[bool, Parameter(help="Turn the invitation down instead.")] = False,
     controller_url: ControllerUrl = None,
