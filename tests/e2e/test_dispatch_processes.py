@@ -47,8 +47,15 @@ class Processes:
         log = self.data_dir / f"{name}.log"
         env = {**os.environ, "XDG_CONFIG_HOME": str(self.data_dir / "config")}
         with log.open("wb") as out:
+            # Own session: kill -9 must reach the real process behind the frozen binary's
+            # bootloader too.
             proc = subprocess.Popen(
-                [*self.opsicle, *args], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env
+                [*self.opsicle, *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+                start_new_session=True,
             )
         self.procs.append((proc, log))
         return proc
@@ -234,7 +241,7 @@ async def test_a_killed_workers_run_is_finished_by_another_worker(
             await asyncio.sleep(0.05)
     except AssertionError:
         pytest.fail(processes.logs())
-    first.kill()
+    os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     processes.start("worker-2", *worker_args(url, token_id, secret, "w2"))
     try:
