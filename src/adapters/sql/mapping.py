@@ -285,7 +285,8 @@ def run_row(r: Run) -> dict[str, Any]:
             "attempts": r.attempts, "worker_id": r.worker_id, "created_at": r.created_at,
             "updated_at": r.updated_at, "started_at": r.started_at,
             "finished_at": r.finished_at, "lease_expires_at": r.lease_expires_at,
-            "cancel_requested": r.cancel_requested}
+            "cancel_requested": r.cancel_requested,
+            "sealed_secrets": r.sealed_secrets or None}
 
 
 def run_of(r: RowMapping) -> Run:
@@ -298,7 +299,8 @@ def run_of(r: RowMapping) -> Run:
                attempts=r["attempts"], worker_id=r["worker_id"], updated_at=r["updated_at"],
                started_at=r["started_at"], finished_at=r["finished_at"],
                lease_expires_at=r["lease_expires_at"],
-               cancel_requested=bool(r["cancel_requested"]))
+               cancel_requested=bool(r["cancel_requested"]),
+               sealed_secrets=r["sealed_secrets"] or "")
 
 
 def worker_row(w: Worker) -> dict[str, Any]:

@@ -242,6 +242,8 @@ runs = sa.Table(
     sa.Column("finished_at", UtcDateTime),
     sa.Column("lease_expires_at", UtcDateTime),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Secret variable values sealed for the worker (migration 0004); NULL: none.
+    sa.Column("sealed_secrets", LongText),
     sa.Index("ix_runs_created", "created_at", "id"),
     sa.Index("ix_runs_org_created", "org_id", "created_at", "id"),
     sa.Index("ix_runs_template_created", "template_id", "created_at", "id"),
