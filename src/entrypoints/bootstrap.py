@@ -8,7 +8,7 @@ import hmac
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import attrs
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,6 +26,10 @@ from adapters.memory.cache import InMemoryCache
 from adapters.memory.mail import InMemoryMailer
 from adapters.memory.repositories import InMemoryPlatformStore
 from adapters.memory.run_logs import InMemoryRunLogStore
+from adapters.mongo.audit import audit_log as mongo_audit_log
+from adapters.mongo.audit import health_check as mongo_health_check
+from adapters.mongo.audit import mongo_client
+from adapters.redis.cache import RedisCache, RedisHealthCheck
 from adapters.sql.audit import audit_log as sql_audit_log
 from adapters.sql.engine import create_engine
 from adapters.sql.health import SqlHealthCheck
@@ -34,7 +38,7 @@ from adapters.sql.repositories import unit_of_work_factory
 from adapters.sql.run_logs import SqlRunLogStore
 from adapters.system import SystemClock, UlidIdGenerator
 from domain.errors import FieldError, Invalid
-from domain.ports import Clock, HealthCheck, PasswordHasher, Queue
+from domain.ports import AuditLog, Cache, Clock, HealthCheck, PasswordHasher, Queue
 from domain.services.dispatch import Dispatch
 from domain.services.platform import Limits, Platform
 from entrypoints.settings import Settings
@@ -80,6 +84,31 @@ def master_key(settings: Settings) -> bytes:
     return path.read_text().strip().encode()
 
 
+async def _cache(
+    settings: Settings, clock: Clock, stack: AsyncExitStack
+) -> tuple[Cache, HealthCheck]:
+    """Redis when ``redis-url`` is set (needed by several controllers), else in-process."""
+    if settings["redis-url"]:
+        redis = RedisCache(str(settings["redis-url"]), prefix=str(settings["redis-prefix"]))
+        stack.push_async_callback(redis.aclose)
+        return redis, RedisHealthCheck(redis)
+    cache = InMemoryCache(clock)
+    return cache, CacheHealthCheck(cache)
+
+
+async def _audit(
+    settings: Settings, engine: AsyncEngine, stack: AsyncExitStack
+) -> tuple[AuditLog, list[HealthCheck]]:
+    """MongoDB when ``mongo-url`` is set, else the audit table in the SQL store."""
+    if settings["mongo-url"]:
+        client = mongo_client(str(settings["mongo-url"]))
+        stack.push_async_callback(client.close)
+        return mongo_audit_log(client, str(settings["mongo-database"])), [
+            mongo_health_check(client)
+        ]
+    return sql_audit_log(engine), []
+
+
 @asynccontextmanager
 async def embedded_platform(
     settings: Settings,
@@ -102,27 +131,30 @@ async def _embedded_stores(
     try:
         clock = SystemClock()
         key = master_key(settings)
-        cache = InMemoryCache(clock)
-        platform = Platform(
-            uow=unit_of_work_factory(engine),
-            clock=clock,
-            ids=UlidIdGenerator(clock),
-            passwords=Argon2PasswordHasher(),
-            signer=JwtTokenSigner(derive_key(key, "session tokens"), clock),
-            secrets=KeyedSecrets(derive_key(key, "stored secrets")),
-            totp=PyotpTotp(),
-            cache=cache,
-            audit=sql_audit_log(engine),
-            mailer=FileOutboxMailer(settings.data_dir / "outbox", clock),
-            logs=SqlRunLogStore(engine),
-            sealer=FernetSealer(derive_key(key, "sealed values")),
-            public_url=settings.public_url,
-        )
-        checks: list[HealthCheck] = [
-            SqlHealthCheck(engine, name="database"),
-            CacheHealthCheck(cache),
-        ]
-        yield platform, checks, engine
+        async with AsyncExitStack() as stack:
+            cache, cache_check = await _cache(settings, clock, stack)
+            audit, audit_checks = await _audit(settings, engine, stack)
+            platform = Platform(
+                uow=unit_of_work_factory(engine),
+                clock=clock,
+                ids=UlidIdGenerator(clock),
+                passwords=Argon2PasswordHasher(),
+                signer=JwtTokenSigner(derive_key(key, "session tokens"), clock),
+                secrets=KeyedSecrets(derive_key(key, "stored secrets")),
+                totp=PyotpTotp(),
+                cache=cache,
+                audit=audit,
+                mailer=FileOutboxMailer(settings.data_dir / "outbox", clock),
+                logs=SqlRunLogStore(engine),
+                sealer=FernetSealer(derive_key(key, "sealed values")),
+                public_url=settings.public_url,
+            )
+            checks: list[HealthCheck] = [
+                SqlHealthCheck(engine, name="database"),
+                cache_check,
+                *audit_checks,
+            ]
+            yield platform, checks, engine
     finally:
         await engine.dispose()
 

@@ -25,6 +25,11 @@ DEFAULTS: dict[str, Any] = {
     "controller-url": "http://127.0.0.1:13371",
     "public-url": None,  # derived: http://<listen>
     "secret-key": None,  # derived: a key kept in data-dir/secret.key
+    # Production stores; the embedded ones are used for any left unset.
+    "redis-url": None,  # the cache: in-process unless set
+    "redis-prefix": "opsicle:",
+    "mongo-url": None,  # the audit log: the SQL store unless set
+    "mongo-database": "opsicle",
     # Dispatch: the coordinator's leases, and the worker's link to coordinators.
     "lease-seconds": 30.0,
     "coordinator-url": "http://127.0.0.1:13372",  # several: comma-separated or a YAML list
