@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from datetime import datetime, timedelta
@@ -135,6 +136,15 @@ async def _succeeded(p: Platform, throttles: tuple[_Throttle, ...]) -> None:
 # ---------------------------------------------------------------- helpers
 
 
+async def _hash(p: Platform, password: str) -> str:
+    # Argon2 is slow on purpose: off the event loop, so other requests are not held up.
+    return await asyncio.to_thread(p.passwords.hash, password)
+
+
+async def _verify(p: Platform, hashed: str, password: str) -> bool:
+    return await asyncio.to_thread(p.passwords.verify, hashed, password)
+
+
 def _user_id(caller: Caller) -> str:
     if caller.user_id is None:
         raise Unauthenticated("log in first")
@@ -198,7 +208,7 @@ async def _use_code(p: Platform, purpose: CodePurpose, code: str) -> OneTimeCode
 
 
 async def _check_password(p: Platform, user: User, password: str) -> bool:
-    return p.passwords.verify(user.password_hash, password)
+    return await _verify(p, user.password_hash, password)
 
 
 async def _recheck_password(
@@ -329,7 +339,7 @@ async def register(p: Platform, caller: Caller, email: str, password: str) -> Us
             "the account details are not valid", code="invalid_account", errors=tuple(problems)
         )
     # Hashing before the lookup makes a taken address answer as slowly as a free one.
-    hashed = p.passwords.hash(password)
+    hashed = await _hash(p, password)
     user = User(id=p.ids.new_id(), email=email, password_hash=hashed, created_at=p.clock.now())
     try:
         async with p.uow() as uow:
@@ -458,7 +468,7 @@ async def login(p: Platform, caller: Caller, email: str, password: str) -> Logge
         user = None
     if user is None:
         # Spend the time a real check takes, so the answer's timing does not tell.
-        p.passwords.verify(p.passwords.hash(_DUMMY_PASSWORD), password)
+        await _verify(p, await _hash(p, _DUMMY_PASSWORD), password)
         ok = False
     else:
         ok = await _check_password(p, user, password)
@@ -609,7 +619,7 @@ async def change_password(
             errors=tuple(attrs.evolve(e, field="newPassword") for e in exc.errors),
         ) from None
     async with p.uow() as uow:
-        await uow.users.update(attrs.evolve(user, password_hash=p.passwords.hash(new)))
+        await uow.users.update(attrs.evolve(user, password_hash=await _hash(p, new)))
         await uow.commit()
     await end_sessions(p, user.id, keep=session_id)
     await record(p, caller, "change_password", "user", user.id)
@@ -693,7 +703,7 @@ async def complete_password_reset(
         # The code came by email, so the address is proven as well.
         user = attrs.evolve(
             user,
-            password_hash=p.passwords.hash(new_password),
+            password_hash=await _hash(p, new_password),
             email_verified_at=user.email_verified_at or p.clock.now(),
         )
         await uow.users.update(user)
