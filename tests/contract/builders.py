@@ -8,9 +8,17 @@ from datetime import UTC, datetime, timedelta
 from domain.audit import AuditEvent, Outcome
 from domain.automations import PhaseResult, Run, RunStatus
 from domain.orgs import Invitation, InvitationStatus, Membership, MemberType, Organisation
+from domain.outbox import OutboxMessage
 from domain.permissions import Action, Grant, Resource, Role
 from domain.resources import AutomationSpec, Phase, VolumeMount
-from domain.templates import Template, TemplateVersion
+from domain.templates import (
+    Template,
+    TemplateGrant,
+    TemplateInvitation,
+    TemplateInvitationStatus,
+    TemplateRight,
+    TemplateVersion,
+)
 from domain.tokens import WorkerToken
 from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
 from domain.workers import Worker
@@ -99,6 +107,33 @@ def version(template_id: str, number: int) -> TemplateVersion:
     return TemplateVersion(template_id=template_id, version=number,
                            content=f"apiVersion: v1\n# version {number} ✓\n",
                            created_at=at(number), created_by="author")
+
+
+def template_grant(template_id: str, user_id: str | None = None, granted: float = 0,
+                   rights: TemplateRight = TemplateRight.VIEW | TemplateRight.EXECUTE,
+                   ) -> TemplateGrant:
+    return TemplateGrant(template_id=template_id, user_id=user_id or uid("usr"), rights=rights,
+                         granted_at=at(granted), granted_by="usr-owner")
+
+
+def template_invitation(template_id: str, email: str | None = None, created: float = 0,
+                        **kw: object) -> TemplateInvitation:
+    fields: dict[str, object] = {
+        "id": uid("tinv"), "template_id": template_id,
+        "email": email or f"{uid('guest')}@Example.com",
+        "rights": TemplateRight.VIEW | TemplateRight.UPDATE, "inviter_id": "usr-owner",
+        "code_hash": uid("sha256"), "created_at": at(created),
+        "expires_at": at(created + 86400), "status": TemplateInvitationStatus.PENDING,
+    }
+    fields.update(kw)
+    return TemplateInvitation(**fields)  # type: ignore[arg-type]
+
+
+def outbox_message(created: float = 0, **kw: object) -> OutboxMessage:
+    fields: dict[str, object] = {"id": uid("msg"), "topic": f"runs.{uid('org')}",
+                                 "body": b'{"runId":"r"}\x00\xff', "created_at": at(created)}
+    fields.update(kw)
+    return OutboxMessage(**fields)  # type: ignore[arg-type]
 
 
 SPEC = AutomationSpec(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import attrs
@@ -14,16 +15,32 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.sql import tables
 from adapters.sql.engine import create_engine
 from adapters.sql.health import SqlHealthCheck
 from adapters.sql.migrate import current_revision, migrate
 from adapters.sql.repositories import SqlUnitOfWork
 from adapters.sql.tables import metadata
-from domain.automations import PhaseResult, PhaseStatus, RunStatus
+from domain.automations import (
+    PhaseResult,
+    PhaseStatus,
+    RunStatus,
+    claim,
+    extend_lease,
+    reclaim,
+    transition,
+)
 from domain.errors import Conflict, Invalid, NotFound, Unavailable
 from domain.orgs import InvitationStatus, MemberType
+from domain.outbox import OutboxMessage
 from domain.permissions import Action, Grant, Resource
 from domain.ports import RunFilter, UnitOfWork, UnitOfWorkFactory
+from domain.templates import (
+    ALL_TEMPLATE_RIGHTS,
+    Template,
+    TemplateInvitationStatus,
+    TemplateRight,
+)
 from domain.users import CodePurpose
 from tests.contract import builders as b
 from tests.contract.builders import at, uid
@@ -786,7 +803,8 @@ async def test_templates_update_list_and_delete(uow: UnitOfWork) -> None:
 
 async def test_runs_round_trip_every_field(uow: UnitOfWork) -> None:
     run = b.run(org_id=uid("org"), status=RunStatus.RUNNING, attempts=2, worker_id="wkr-1",
-                started_at=at(3), reason="lease renewed",
+                started_at=at(3), reason="lease renewed", lease_expires_at=at(33),
+                cancel_requested=True,
                 phases=(PhaseResult("build", PhaseStatus.SUCCEEDED, 0, at(3), at(4)),
                         PhaseResult("ship", PhaseStatus.RUNNING, None, at(4))))
     await uow.runs.add(run)
@@ -846,6 +864,141 @@ async def test_of_two_concurrent_claims_on_a_run_one_conflicts(
     assert (stored.status, stored.worker_id) == (RunStatus.RUNNING, winner)
 
 
+async def test_run_update_checks_the_expected_attempts(uow: UnitOfWork) -> None:
+    run = b.run(org_id=uid("org"))
+    await uow.runs.add(run)
+    held, _ = claim(run, "wkr-1", at(1), lease_seconds=30)
+    await uow.runs.update(held, expected=RunStatus.QUEUED, expected_attempts=0)
+    assert await uow.runs.get(run.id) == held
+    assert held.attempts == 1
+
+    extended = extend_lease(held, "wkr-1", 1, at(20), lease_seconds=30)
+    # Wrong attempts with the right status, right attempts with the wrong status: both lose.
+    for expected, attempts in ((RunStatus.RUNNING, 0), (RunStatus.RUNNING, 2),
+                               (RunStatus.QUEUED, 1)):
+        with pytest.raises(Conflict):
+            await uow.runs.update(extended, expected=expected, expected_attempts=attempts)
+    with pytest.raises(Conflict):
+        await uow.runs.update(extended, expected_attempts=0)
+    assert await uow.runs.get(run.id) == held
+
+    await uow.runs.update(extended, expected=RunStatus.RUNNING, expected_attempts=1)
+    await uow.runs.update(extended, expected_attempts=1)  # unchanged values still count
+    assert await uow.runs.get(run.id) == extended
+    with pytest.raises(NotFound):
+        await uow.runs.update(b.run(), expected=RunStatus.QUEUED, expected_attempts=0)
+    with pytest.raises(NotFound):
+        await uow.runs.update(b.run(), expected_attempts=0)
+
+
+async def test_a_worker_whose_run_was_claimed_again_can_no_longer_write_to_it(
+        uow: UnitOfWork) -> None:
+    # The status alone cannot tell the two holders apart: both see "running".
+    run = b.run(org_id=uid("org"))
+    await uow.runs.add(run)
+    first, _ = claim(run, "wkr-1", at(1), lease_seconds=30)
+    await uow.runs.update(first, expected=RunStatus.QUEUED, expected_attempts=0)
+    back, _ = reclaim(first, at(40))
+    await uow.runs.update(back, expected=RunStatus.RUNNING, expected_attempts=1)
+    second, _ = claim(back, "wkr-2", at(41), lease_seconds=30)
+    await uow.runs.update(second, expected=RunStatus.QUEUED, expected_attempts=1)
+
+    stale, _ = transition(first, RunStatus.SUCCEEDED, at(50))
+    with pytest.raises(Conflict):
+        await uow.runs.update(stale, expected=RunStatus.RUNNING, expected_attempts=1)
+    assert await uow.runs.get(run.id) == second
+    assert (second.attempts, second.worker_id) == (2, "wkr-2")
+
+
+async def test_of_two_concurrent_fenced_claims_on_a_run_exactly_one_wins(
+        uow_factory: UnitOfWorkFactory) -> None:
+    run = b.run(org_id=uid("org"))
+    async with uow_factory() as uow:
+        await uow.runs.add(run)
+        await uow.commit()
+    both_read = asyncio.Barrier(2)
+
+    async def take(worker_id: str) -> None:
+        # Both coordinators act on the queued run the queue announced to each of them.
+        held, _ = claim(run, worker_id, at(1), lease_seconds=30)
+        async with uow_factory() as uow:
+            await uow.runs.get(run.id)
+            # On MariaDB both units have read before either writes; SQLite and the in-memory
+            # store run one writing unit at a time, so there the barrier gives up and the
+            # second unit starts after the first committed.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await both_read.wait()
+            await uow.runs.update(held, expected=RunStatus.QUEUED, expected_attempts=0)
+            await uow.commit()
+
+    outcomes = await asyncio.gather(take("w1"), take("w2"), return_exceptions=True)
+    assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "NoneType"]
+    async with uow_factory() as uow:
+        stored = await uow.runs.get(run.id)
+    winner = "w1" if outcomes[0] is None else "w2"
+    assert (stored.status, stored.worker_id, stored.attempts) == (RunStatus.RUNNING, winner, 1)
+
+
+async def test_expired_leases_are_running_runs_oldest_lease_first(uow: UnitOfWork) -> None:
+    # Leases in 1990, before any other test's: the store is shared and this query is not
+    # scoped to an org.
+    def when(seconds: float) -> datetime:
+        return datetime(1990, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds, microseconds=7)
+
+    org_id = uid("org")
+    late = b.run(org_id=org_id, status=RunStatus.RUNNING, attempts=1,
+                 lease_expires_at=when(10))
+    early = b.run(org_id=org_id, status=RunStatus.RUNNING, attempts=1,
+                  lease_expires_at=when(5))
+    live = b.run(org_id=org_id, status=RunStatus.RUNNING, attempts=1,
+                 lease_expires_at=when(20))
+    done = b.run(org_id=org_id, status=RunStatus.SUCCEEDED, lease_expires_at=when(1))
+    queued = b.run(org_id=org_id, lease_expires_at=when(1))
+    unleased = b.run(org_id=org_id, status=RunStatus.RUNNING)
+    for run in (late, early, live, done, queued, unleased):
+        await uow.runs.add(run)
+
+    assert await uow.runs.expired_leases(when(4)) == []
+    assert await uow.runs.expired_leases(when(10)) == [early, late]
+    assert await uow.runs.expired_leases(when(10), limit=1) == [early]
+    assert [r.id for r in await uow.runs.expired_leases(when(20))] == [
+        early.id, late.id, live.id]
+    # Extending the lease takes the run out of the list.
+    await uow.runs.update(attrs.evolve(early, lease_expires_at=when(30)),
+                          expected=RunStatus.RUNNING, expected_attempts=1)
+    assert [r.id for r in await uow.runs.expired_leases(when(20))] == [late.id, live.id]
+    with pytest.raises(Invalid):
+        await uow.runs.expired_leases(when(20), limit=0)
+
+
+async def test_queued_ahead_counts_earlier_queued_runs_of_the_same_org(
+        uow: UnitOfWork) -> None:
+    org_id, other_org = uid("org"), uid("org")
+    first = b.run(org_id=org_id, created=1)
+    # Created in the same microsecond: the id decides which is ahead.
+    tied = sorted([b.run(org_id=org_id, created=2), b.run(org_id=org_id, created=2)],
+                  key=lambda r: r.id)
+    last = b.run(org_id=org_id, created=3)
+    others = [b.run(org_id=org_id, created=0, status=RunStatus.RUNNING, attempts=1),
+              b.run(org_id=org_id, created=0, status=RunStatus.SUCCEEDED),
+              b.run(org_id=org_id, created=0, status=RunStatus.PENDING_APPROVAL),
+              b.run(org_id=other_org, created=0)]
+    for run in (last, *tied, first, *others):
+        await uow.runs.add(run)
+
+    assert await uow.runs.queued_ahead(first) == 0
+    assert await uow.runs.queued_ahead(tied[0]) == 1
+    assert await uow.runs.queued_ahead(tied[1]) == 2
+    assert await uow.runs.queued_ahead(last) == 3
+    assert await uow.runs.queued_ahead(b.run(org_id=org_id, created=9)) == 4
+    assert await uow.runs.queued_ahead(others[3]) == 0
+
+    held, _ = claim(first, "wkr-1", at(5), lease_seconds=30)
+    await uow.runs.update(held, expected=RunStatus.QUEUED, expected_attempts=0)
+    assert await uow.runs.queued_ahead(last) == 2
+
+
 async def _page_through(uow: UnitOfWork, flt: RunFilter, limit: int) -> list[str]:
     ids: list[str] = []
     cursor: str | None = None
@@ -896,6 +1049,223 @@ async def test_runs_list_filters(uow: UnitOfWork) -> None:
 async def test_a_foreign_cursor_is_invalid(uow: UnitOfWork) -> None:
     with pytest.raises(Invalid):
         await uow.runs.list(RunFilter(), cursor="not a cursor!")
+
+
+# ---------------------------------------------------------------- outbox
+
+
+async def test_outbox_pending_is_unpublished_messages_oldest_first(uow: UnitOfWork) -> None:
+    # Created in 1990, before any other test's messages: pending() is not scoped by topic.
+    def old(seconds: float) -> OutboxMessage:
+        return attrs.evolve(b.outbox_message(), created_at=datetime(1990, 1, 1, tzinfo=UTC)
+                            + timedelta(seconds=seconds))
+
+    third, first, second = old(3), old(1), old(2)
+    tied = sorted([old(4), old(4)], key=lambda m: m.id)
+    for message in (third, first, *tied, second):
+        await uow.outbox.add(message)
+    with pytest.raises(Conflict):
+        await uow.outbox.add(attrs.evolve(b.outbox_message(), id=first.id))
+
+    assert (await uow.outbox.pending(5)) == [first, second, third, *tied]
+    assert (await uow.outbox.pending(2)) == [first, second]
+    assert (await uow.outbox.pending(1))[0].body == first.body
+
+    await uow.outbox.mark_published([first.id, third.id, uid("msg")], at(60))
+    assert (await uow.outbox.pending(3)) == [second, *tied]
+    # Marking again, or an empty batch, changes nothing.
+    await uow.outbox.mark_published([first.id], at(90))
+    await uow.outbox.mark_published([], at(90))
+    await uow.outbox.mark_published([second.id, tied[0].id, tied[1].id], at(61))
+    assert [m.id for m in await uow.outbox.pending(100)
+            if m.id in {first.id, second.id, third.id, *(t.id for t in tied)}] == []
+    with pytest.raises(Invalid):
+        await uow.outbox.pending(0)
+
+
+async def test_an_outbox_message_is_committed_with_its_run_or_not_at_all(
+        uow_factory: UnitOfWorkFactory, sql_engine: AsyncEngine | None) -> None:
+    run = b.run(org_id=uid("org"))
+    message = b.outbox_message(topic=f"runs.{run.org_id}")
+
+    async def committed() -> tuple[bool, bool] | None:
+        """What another connection sees while a unit is open (SQL stores only)."""
+        if sql_engine is None:
+            return None
+        async with sql_engine.connect() as conn:
+            runs = await conn.execute(sa.select(tables.runs.c.id)
+                                      .where(tables.runs.c.id == run.id))
+            outbox = await conn.execute(sa.select(tables.outbox.c.id)
+                                        .where(tables.outbox.c.id == message.id))
+            return runs.first() is not None, outbox.first() is not None
+
+    async def pending_ids(uow: UnitOfWork) -> set[str]:
+        return {m.id for m in await uow.outbox.pending(1000)}
+
+    async with uow_factory() as uow:
+        await uow.runs.add(run)
+        await uow.outbox.add(message)
+    async with uow_factory() as uow:
+        assert message.id not in await pending_ids(uow)
+        with pytest.raises(NotFound):
+            await uow.runs.get(run.id)
+
+    async with uow_factory() as uow:
+        await uow.runs.add(run)
+        await uow.outbox.add(message)
+        assert message.id in await pending_ids(uow)
+        assert await committed() in (None, (False, False))
+        await uow.commit()
+        assert await committed() in (None, (True, True))
+    async with uow_factory() as uow:
+        assert await uow.runs.get(run.id) == run
+        assert message in await uow.outbox.pending(1000)
+        await uow.outbox.mark_published([message.id], at(5))
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert message.id not in await pending_ids(uow)
+
+
+# ---------------------------------------------------------------- template sharing
+
+
+async def _personal_template(uow: UnitOfWork, owner_id: str | None = None,
+                             name: str | None = None) -> Template:
+    template, first = b.template(owner_id=owner_id or uid("usr"), name=name)
+    await uow.templates.add(template, first)
+    return template
+
+
+async def test_template_grants_insert_replace_list_and_revoke(uow: UnitOfWork) -> None:
+    template = await _personal_template(uow)
+    alice = b.template_grant(template.id, granted=2)
+    bob = b.template_grant(template.id, granted=1, rights=TemplateRight.VIEW)
+    await uow.templates.grant(alice)
+    await uow.templates.grant(bob)
+    assert await uow.templates.grant_of(template.id, alice.user_id) == alice
+    assert await uow.templates.grants(template.id) == [bob, alice]
+
+    widened = attrs.evolve(bob, rights=ALL_TEMPLATE_RIGHTS, granted_at=at(3))
+    await uow.templates.grant(widened)
+    assert await uow.templates.grant_of(template.id, bob.user_id) == widened
+    assert (await uow.templates.grant_of(template.id, bob.user_id)).rights & TemplateRight.DELETE
+    assert await uow.templates.grants(template.id) == [alice, widened]
+
+    await uow.templates.revoke(template.id, alice.user_id)
+    assert await uow.templates.grants(template.id) == [widened]
+    with pytest.raises(NotFound):
+        await uow.templates.revoke(template.id, alice.user_id)
+    with pytest.raises(NotFound):
+        await uow.templates.grant_of(template.id, alice.user_id)
+    with pytest.raises(NotFound):
+        await uow.templates.grant(b.template_grant(uid("tpl")))
+    assert await uow.templates.grants(uid("tpl")) == []
+
+
+async def test_templates_shared_with_a_user_are_personal_ones_by_name(uow: UnitOfWork) -> None:
+    me, someone = uid("usr"), uid("usr")
+    mine = await _personal_template(uow, me, name="zulu")
+    theirs = await _personal_template(uow, someone, name="alpha")
+    unshared = await _personal_template(uow, someone, name="bravo")
+    granted_too = await _personal_template(uow, someone, name="mike")
+    org_template, first = b.template(org_id=uid("org"), owner_id=someone, name="charlie")
+    await uow.templates.add(org_template, first)
+    await uow.templates.grant(b.template_grant(theirs.id, me))
+    await uow.templates.grant(b.template_grant(granted_too.id, me))
+    await uow.templates.grant(b.template_grant(mine.id, me, rights=ALL_TEMPLATE_RIGHTS))
+    await uow.templates.grant(b.template_grant(unshared.id, uid("usr")))
+
+    assert await uow.templates.shared_with(me) == [theirs, granted_too, mine]
+    assert await uow.templates.shared_with(someone) == [theirs, unshared, granted_too]
+    await uow.templates.revoke(theirs.id, me)
+    assert await uow.templates.shared_with(me) == [granted_too, mine]
+    assert await uow.templates.shared_with(uid("usr")) == []
+
+
+async def test_template_invitations_add_find_and_answer(uow: UnitOfWork) -> None:
+    template = await _personal_template(uow)
+    email = f"{uid('guest')}@Example.com"
+    newer = b.template_invitation(template.id, email, created=2)
+    other = await _personal_template(uow)
+    older = b.template_invitation(other.id, email.upper(), created=1)
+    await uow.templates.add_invitation(newer)
+    await uow.templates.add_invitation(older)
+    assert await uow.templates.invitation(newer.id) == newer
+    assert await uow.templates.invitation_by_code_hash(older.code_hash) == older
+    assert await uow.templates.invitations_for(email.swapcase()) == [older, newer]
+    with pytest.raises(Conflict):
+        await uow.templates.add_invitation(attrs.evolve(
+            b.template_invitation(other.id), id=newer.id))
+    with pytest.raises(NotFound):
+        await uow.templates.add_invitation(b.template_invitation(uid("tpl")))
+    with pytest.raises(NotFound):
+        await uow.templates.invitation(uid("tinv"))
+    with pytest.raises(NotFound):
+        await uow.templates.invitation_by_code_hash(uid("sha256"))
+
+    accepted = attrs.evolve(newer, status=TemplateInvitationStatus.ACCEPTED, answered_at=at(5))
+    await uow.templates.update_invitation(accepted)
+    assert await uow.templates.invitation(newer.id) == accepted
+    assert await uow.templates.invitation_by_code_hash(newer.code_hash) == accepted
+    assert await uow.templates.invitations_for(email) == [older]
+    with pytest.raises(NotFound):
+        await uow.templates.update_invitation(b.template_invitation(template.id))
+    # An invitation never moves to another template.
+    await uow.templates.update_invitation(attrs.evolve(accepted, template_id=other.id))
+    assert (await uow.templates.invitation(newer.id)).template_id == template.id
+
+
+async def test_one_pending_template_invitation_per_template_and_email_ignoring_case(
+        uow: UnitOfWork) -> None:
+    template, elsewhere = await _personal_template(uow), await _personal_template(uow)
+    first = b.template_invitation(template.id)
+    await uow.templates.add_invitation(first)
+    with pytest.raises(Conflict):
+        await uow.templates.add_invitation(
+            b.template_invitation(template.id, first.email.swapcase(), created=1))
+    await uow.templates.add_invitation(b.template_invitation(elsewhere.id, first.email))
+
+    for n, status in enumerate((TemplateInvitationStatus.REJECTED,
+                                TemplateInvitationStatus.CANCELLED)):
+        [pending] = [i for i in await uow.templates.invitations_for(first.email)
+                     if i.template_id == template.id]
+        await uow.templates.update_invitation(
+            attrs.evolve(pending, status=status, answered_at=at(2)))
+        await uow.templates.add_invitation(
+            b.template_invitation(template.id, first.email.upper(), created=3 + n))
+    # Reopening an answered invitation would make a second pending one.
+    with pytest.raises(Conflict):
+        await uow.templates.update_invitation(first)
+
+
+async def test_deleting_a_template_removes_its_grants_and_invitations(uow: UnitOfWork) -> None:
+    owner, guest = uid("usr"), uid("usr")
+    template, kept = await _personal_template(uow, owner), await _personal_template(uow, owner)
+    grant, kept_grant = b.template_grant(template.id, guest), b.template_grant(kept.id, guest)
+    await uow.templates.grant(grant)
+    await uow.templates.grant(kept_grant)
+    invitation = b.template_invitation(template.id)
+    kept_invitation = b.template_invitation(kept.id, invitation.email)
+    await uow.templates.add_invitation(invitation)
+    await uow.templates.add_invitation(kept_invitation)
+
+    await uow.templates.delete(template.id)
+    assert await uow.templates.grants(template.id) == []
+    with pytest.raises(NotFound):
+        await uow.templates.grant_of(template.id, guest)
+    with pytest.raises(NotFound):
+        await uow.templates.invitation(invitation.id)
+    with pytest.raises(NotFound):
+        await uow.templates.invitation_by_code_hash(invitation.code_hash)
+    assert await uow.templates.invitations_for(invitation.email) == [kept_invitation]
+    assert await uow.templates.shared_with(guest) == [kept]
+    assert await uow.templates.grants(kept.id) == [kept_grant]
+
+    # A template made again with the same id starts with no grants or invitations.
+    again, first = b.template(owner_id=owner)
+    await uow.templates.add(attrs.evolve(again, id=template.id), attrs.evolve(
+        first, template_id=template.id))
+    assert await uow.templates.grants(template.id) == []
 
 
 # ---------------------------------------------------------------- workers

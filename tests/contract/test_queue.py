@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
@@ -21,8 +23,12 @@ from nats.aio.client import Client as NatsClient
 from adapters.memory.queue import InMemoryQueue
 from adapters.nats.connection import NatsOptions
 from adapters.nats.queue import NatsHealthCheck, NatsQueue, NatsQueueConfig, nats_queue
+from adapters.sql.engine import create_engine
+from adapters.sql.queue import sql_queue
+from adapters.sql.tables import queue_messages
 from domain.errors import Invalid, Unavailable
 from domain.ports import Delivery, Queue, QueueMessage
+from tests.contract.conftest import MARIADB_SERVER, _execute
 from tests.support import port_open, require_service
 
 # Makes a fresh, empty queue (its own stream or subject on a shared server).
@@ -89,8 +95,35 @@ async def _nats(stack: AsyncExitStack) -> QueueFactory:
     return make
 
 
-LEGS: dict[str, Callable[[AsyncExitStack], Awaitable[QueueFactory]]] = {"memory": _memory,
-                                                                         "nats": _nats}
+async def _sql_factory(stack: AsyncExitStack, url: str) -> QueueFactory:
+    engine = create_engine(url)
+    stack.push_async_callback(engine.dispose)
+    async with engine.begin() as conn:
+        await conn.run_sync(queue_messages.create, checkfirst=True)
+
+    async def make(*, ack_wait_seconds: float = 30.0) -> Queue:
+        # A topic of its own: queues on one table never see each other's messages.
+        return sql_queue(engine, f"test.{uuid.uuid4().hex}", ack_wait_seconds=ack_wait_seconds)
+
+    return make
+
+
+async def _sqlite(stack: AsyncExitStack) -> QueueFactory:
+    folder = stack.enter_context(tempfile.TemporaryDirectory())
+    return await _sql_factory(stack, f"sqlite+aiosqlite:///{Path(folder) / 'queue.db'}")
+
+
+async def _mariadb(stack: AsyncExitStack) -> QueueFactory:
+    require_service("MariaDB", port_open("127.0.0.1", 3306))
+    # A database of its own holding just the queue's table (migrating one per test is slow).
+    name = f"opsicle_queue_{secrets.token_hex(4)}"
+    await _execute(f"{MARIADB_SERVER}/", f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    stack.push_async_callback(_execute, f"{MARIADB_SERVER}/", f"DROP DATABASE IF EXISTS {name}")
+    return await _sql_factory(stack, f"{MARIADB_SERVER}/{name}")
+
+
+LEGS: dict[str, Callable[[AsyncExitStack], Awaitable[QueueFactory]]] = {
+    "memory": _memory, "nats": _nats, "sql-sqlite": _sqlite, "sql-mariadb": _mariadb}
 
 
 @pytest.fixture(params=sorted(LEGS))
