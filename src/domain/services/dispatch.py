@@ -230,8 +230,12 @@ async def reap(d: Dispatch, limit: int = 100) -> int:
     async with d.uow() as uow:
         expired = [r for r in await uow.runs.expired_leases(now, limit) if lease_expired(r, now)]
     handled = 0
-    for run in expired:
+    for candidate in expired:
         async with d.uow() as uow:
+            # Read again: a heartbeat since the scan may have extended the lease.
+            run = await uow.runs.get(candidate.id)
+            if not lease_expired(run, now):
+                continue
             back, _ = reclaim(run, now)
             try:
                 await uow.runs.update(
