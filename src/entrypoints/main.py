@@ -15,6 +15,7 @@ from entrypoints.cli import accounts, explain, local, start, verbs
 from entrypoints.cli import orgs as org_commands
 from entrypoints.cli import runs as run_commands
 from entrypoints.cli import templates as template_commands  # noqa: F401 (adds its verbs)
+from entrypoints.cli import workers as worker_commands  # noqa: F401 (adds its verbs)
 from entrypoints.exitcodes import ExitCode, for_error
 from entrypoints.output import report_error
 
