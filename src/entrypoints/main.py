@@ -70,6 +70,8 @@ def launcher(
     if resolved["log-level"] != "debug":
         # Migrations announce every plugin at INFO; only their problems are worth showing.
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        # Every request the CLI makes would otherwise be announced at INFO.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     token = settings.current.set(resolved)
     try:
         result = app(tokens)
