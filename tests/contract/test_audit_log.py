@@ -3,14 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import timedelta, timezone
+from pathlib import Path
+from urllib.parse import quote_plus
 
 import pytest
 
+from adapters.memory.audit import InMemoryAuditLog
+from adapters.mongo.audit import MongoAuditLog, MongoHealthCheck, mongo_client
+from adapters.sql.audit import SqlAuditLog
+from adapters.sql.engine import create_engine
 from domain.audit import AuditEvent, Outcome, digest, first_broken_link
-from domain.errors import Conflict
+from domain.errors import Conflict, Unavailable
 from domain.ports import AuditFilter, AuditLog
 from tests.contract.builders import at, audit_event, uid
+from tests.contract.mongo_fixture import mongo_database, mongo_url  # noqa: F401
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb),
+                        "mongo"])
+async def audit_log(request: pytest.FixtureRequest) -> AsyncIterator[AuditLog]:
+    """Every AuditLog adapter; the SQL legs use conftest's migrated databases."""
+    name: str = request.param
+    if name == "memory":
+        yield InMemoryAuditLog()
+    elif name == "mongo":
+        client = mongo_client(request.getfixturevalue("mongo_url"))
+        try:
+            yield MongoAuditLog(client, request.getfixturevalue("mongo_database"))
+        finally:
+            await client.close()
+    else:
+        engine = create_engine(request.getfixturevalue(f"{name}_url"))
+        try:
+            yield SqlAuditLog(engine)
+        finally:
+            await engine.dispose()
 
 
 async def _everything(log: AuditLog) -> list[AuditEvent]:
@@ -95,3 +124,48 @@ async def test_pages_go_oldest_first_and_the_cursor_continues(audit_log: AuditLo
             break
     assert seen == appended
     assert pages == 3
+
+
+# ---------------------------------------------------------------- MongoDB only
+
+
+async def test_mongo_appenders_in_separate_clients_make_one_chain(
+        mongo_url: str, mongo_database: str) -> None:  # noqa: F811
+    # Each client stands for one controller process with its own connection pool.
+    clients = [mongo_client(mongo_url) for _ in range(3)]
+    try:
+        logs = [MongoAuditLog(c, mongo_database) for c in clients]
+        actor = uid("usr")
+        await asyncio.gather(*(logs[i % 3].append(audit_event(actor=actor)) for i in range(15)))
+        events = [e async for e in logs[0].all()]
+        assert first_broken_link(events) is None
+        assert len([e for e in events if e.actor == actor]) == 15
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def test_mongo_health_check_pings(mongo_url: str) -> None:  # noqa: F811
+    client = mongo_client(mongo_url)
+    try:
+        await MongoHealthCheck(client).check()
+    finally:
+        await client.close()
+
+
+async def test_unreachable_mongo_is_unavailable_naming_the_server(tmp_path: Path) -> None:
+    # A Unix socket that is not there rather than a refused TCP port: PyMongo 4.20's async
+    # monitor, cancelled by close() while it awaits a TCP connect, leaves that socket to the
+    # garbage collector (a ResourceWarning under filterwarnings=error). The Unix path fails
+    # before any await, so close() has nothing to cancel mid-connect.
+    path = str(tmp_path / "mongodb-27017.sock")
+    client = mongo_client(f"mongodb://opsicle:s3cret-pw@{quote_plus(path)}/", timeout_ms=300)
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await MongoAuditLog(client, "nowhere").append(audit_event())
+        assert f"MongoDB at {path} is not answering" in str(caught.value)
+        assert "s3cret-pw" not in str(caught.value)
+        with pytest.raises(Unavailable):
+            await MongoHealthCheck(client).check()
+    finally:
+        await client.close()

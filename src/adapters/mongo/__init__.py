@@ -1,0 +1,1 @@
+"""Adapters on MongoDB through PyMongo's async client (``AsyncMongoClient``)."""
