@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,24 @@ def test_config_file_from_the_command_line(
     assert run(["--config", str(config), "version"]) == 0
     assert json.loads(capsys.readouterr().out)["version"] == VERSION
     assert run(["--config", str(tmp_path / "missing.yaml"), "version"]) == 2
+
+
+HEAVY = ("sqlalchemy", "nats", "hypercorn", "starlette", "aiodocker", "pymongo", "redis", "alembic")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["version"], ["run", "--help"]])
+def test_help_and_version_do_not_load_the_server_stacks(args: list[str]) -> None:
+    probe = (
+        "import contextlib, io, sys\n"
+        "from entrypoints.main import run\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        f"        run({args!r})\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]", result.stdout
