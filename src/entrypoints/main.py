@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from cyclopts import App, Parameter
 
 from domain.errors import OpsicleError
-from entrypoints import settings
+from entrypoints import logs, settings
 from entrypoints.cli import accounts, explain, local, start, verbs
 from entrypoints.cli import orgs as org_commands
 from entrypoints.cli import runs as run_commands
@@ -62,11 +62,7 @@ def launcher(
 ) -> int:
     """Global options, valid before or after any command."""
     resolved = settings.load(config, log_level=log_level, output=output)
-    logging.basicConfig(
-        level=resolved["log-level"].upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logs.configure(resolved["log-level"])
     if resolved["log-level"] != "debug":
         # Migrations announce every plugin at INFO; only their problems are worth showing.
         logging.getLogger("alembic").setLevel(logging.WARNING)

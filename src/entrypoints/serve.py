@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 
@@ -42,7 +43,26 @@ def _bind(listen: str) -> str:
     return listen
 
 
+def _tls(settings: Settings) -> tuple[str | None, str | None]:
+    cert, key = settings["tls-cert"], settings["tls-key"]
+    if not cert and not key:
+        return None, None
+    problems = [
+        FieldError(name, "is needed too: HTTPS takes a certificate and its key")
+        for name, value in (("tls-cert", cert), ("tls-key", key))
+        if not value
+    ] + [
+        FieldError(name, f"no readable file at {value}")
+        for name, value in (("tls-cert", cert), ("tls-key", key))
+        if value and not os.access(str(value), os.R_OK)
+    ]
+    if problems:
+        raise Invalid("the TLS settings are not usable", errors=tuple(problems))
+    return str(cert), str(key)
+
+
 async def serve_role(role: str, settings: Settings) -> int:
+    certfile, keyfile = _tls(settings)
     bind = _bind(settings["listen"])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -53,6 +73,7 @@ async def serve_role(role: str, settings: Settings) -> int:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 10
+    config.certfile, config.keyfile = certfile, keyfile
     async with ROLES[role](settings) as running:
 
         async def shutdown() -> None:
@@ -61,7 +82,8 @@ async def serve_role(role: str, settings: Settings) -> int:
             if running.stopping is not None:
                 running.stopping.set()
 
-        log.info("%s serving on http://%s", role, bind)
+        scheme = "https" if config.certfile else "http"
+        log.info("%s serving on %s://%s", role, scheme, bind)
         await serve(running.app, config, shutdown_trigger=shutdown)  # type: ignore[arg-type]
     log.info("%s stopped", role)
     return 0

@@ -30,6 +30,14 @@ DEFAULTS: dict[str, Any] = {
     "redis-prefix": "opsicle:",
     "mongo-url": None,  # the audit log: the SQL store unless set
     "mongo-database": "opsicle",
+    "tls-cert": None,  # servers speak HTTPS when both are set
+    "tls-key": None,
+    "smtp-host": None,  # email: the file outbox in data-dir unless set
+    "smtp-port": 587,
+    "smtp-starttls": "required",
+    "smtp-username": None,
+    "smtp-password": None,
+    "smtp-from": "opsicle@localhost",
     # The queue: NATS JetStream when nats-url is set (servers comma-separated), else the
     # durable queue on the SQL store.
     "nats-url": None,
@@ -50,12 +58,13 @@ DEFAULTS: dict[str, Any] = {
     "labels": "",
     "drain-seconds": 30.0,
 }
-SECRET = frozenset({"secret-key", "token", "nats-password"})
+SECRET = frozenset({"secret-key", "token", "nats-password", "smtp-password"})
 NUMBERS = frozenset({"grace-seconds", "lease-seconds", "drain-seconds", "nats-ack-wait-seconds"})
 CHOICES: dict[str, tuple[str, ...]] = {
     "log-level": ("debug", "info", "warning", "error"),
     "output": ("text", "json", "yaml"),
     "runner": ("auto", "process", "docker"),
+    "smtp-starttls": ("required", "optional", "off"),
 }
 
 
@@ -103,7 +112,8 @@ class Settings:
 
     @property
     def public_url(self) -> str:
-        return str(self["public-url"] or f"http://{self['listen']}").rstrip("/")
+        scheme = "https" if self["tls-cert"] else "http"
+        return str(self["public-url"] or f"{scheme}://{self['listen']}").rstrip("/")
 
     @property
     def database_url(self) -> str:

@@ -27,6 +27,11 @@ PublicUrl = Annotated[
     str | None,
     Parameter(help="The URL people reach this server at, used in emails. Default: http://<listen>"),
 ]
+TlsCert = Annotated[
+    str | None,
+    Parameter(help="Serve HTTPS with this certificate (PEM, the chain after the leaf)."),
+]
+TlsKey = Annotated[str | None, Parameter(help="The private key (PEM) of --tls-cert.")]
 
 
 @app.command
@@ -36,6 +41,8 @@ def controller(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
     public_url: PublicUrl = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> int:
     """The REST API for people: accounts, MFA, organisations, roles, tokens, audit.
 
@@ -47,7 +54,12 @@ def controller(
     from entrypoints.serve import serve_role
 
     resolved = current().with_flags(
-        listen=listen, data_dir=data_dir, database_url=database_url, public_url=public_url
+        listen=listen,
+        data_dir=data_dir,
+        database_url=database_url,
+        public_url=public_url,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     return asyncio.run(serve_role("controller", resolved))
 
@@ -59,6 +71,8 @@ def standalone(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
     public_url: PublicUrl = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> int:
     """Every role in one process on embedded stores (SQLite, in-process cache): no servers needed.
 
@@ -69,7 +83,12 @@ def standalone(
     from entrypoints.serve import serve_role
 
     resolved = current().with_flags(
-        listen=listen, data_dir=data_dir, database_url=database_url, public_url=public_url
+        listen=listen,
+        data_dir=data_dir,
+        database_url=database_url,
+        public_url=public_url,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     return asyncio.run(serve_role("standalone", resolved))
 
@@ -90,6 +109,8 @@ def coordinator(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
     lease_seconds: LeaseSeconds = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> int:
     """The API for workers: org-token authentication, long-poll claims, leases, heartbeats,
     logs and results, with the outbox relay and the lease reaper running.
@@ -101,7 +122,11 @@ def coordinator(
     from entrypoints.serve import serve_role
 
     resolved = current().with_flags(
-        data_dir=data_dir, database_url=database_url, lease_seconds=lease_seconds
+        data_dir=data_dir,
+        database_url=database_url,
+        lease_seconds=lease_seconds,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     if listen is None and resolved.origin("listen") == "default":
         listen = "127.0.0.1:13372"

@@ -7,7 +7,6 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from contextvars import ContextVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,18 +23,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.errors import Invalid, OpsicleError, RateLimited, Unauthenticated
 from domain.ports import HealthCheck
+from entrypoints.logs import request_id
 
-request_id: ContextVar[str] = ContextVar("request_id", default="-")
 log = logging.getLogger("opsicle.http")
 READY_TIMEOUT = 2.0
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds the current request id to every log record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get()
-        return True
 
 
 def problem(
