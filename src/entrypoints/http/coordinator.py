@@ -16,15 +16,13 @@ from domain.services.platform import Platform
 from entrypoints.http.api import Api
 from entrypoints.http.common import build_app
 from entrypoints.http.routes import worker_api
-from entrypoints.http.routes.worker_api import TokenCache, worker_authenticator
+from entrypoints.http.routes.worker_api import worker_authenticator
 from entrypoints.version import VERSION
 
 
-def coordinator_api(
-    p: Platform, d: Dispatch, stopping: asyncio.Event, cache: TokenCache | None = None
-) -> Api:
+def coordinator_api(p: Platform, d: Dispatch, stopping: asyncio.Event) -> Api:
     """Workers authenticate with their org token; ``stopping`` answers held claims at once."""
-    api = Api("Opsicle coordinator", VERSION, worker_authenticator(p, cache or TokenCache(p.clock)))
+    api = Api("Opsicle coordinator", VERSION, worker_authenticator(p))
     worker_api.register(api, p, d, stopping)
     return api
 
@@ -33,13 +31,12 @@ def coordinator_routes(
     p: Platform,
     d: Dispatch,
     stopping: asyncio.Event,
-    cache: TokenCache | None = None,
     *,
     beside_controller: bool = False,
 ) -> list[Route]:
     """The worker API's routes; ``beside_controller`` (standalone) serves its OpenAPI document
     at /api/v1/worker/openapi.json, since the controller's owns /api/v1/openapi.json."""
-    api = coordinator_api(p, d, stopping, cache)
+    api = coordinator_api(p, d, stopping)
     routes = api.routes()
     if not beside_controller:
         return routes
@@ -59,6 +56,5 @@ def create_app(
     d: Dispatch,
     checks: Sequence[HealthCheck],
     stopping: asyncio.Event,
-    cache: TokenCache | None = None,
 ) -> ASGIApp:
-    return build_app("coordinator", coordinator_routes(p, d, stopping, cache), checks)
+    return build_app("coordinator", coordinator_routes(p, d, stopping), checks)

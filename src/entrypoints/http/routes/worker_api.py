@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 
 import attrs
@@ -29,12 +28,11 @@ from adapters.http.schemas.worker import (
     parse_labels,
 )
 from domain.errors import FieldError, Invalid, Unauthenticated
-from domain.ports import Clock
 from domain.services import dispatch
 from domain.services.dispatch import Dispatch, WorkerIdentity
 from domain.services.handover import claim_for_worker
 from domain.services.platform import Caller, Platform
-from domain.services.tokens import TokenView, authenticate_token
+from domain.services.tokens import authenticate_token
 from entrypoints.http.api import Api, Authenticator, Call, QueryParam
 
 V1 = "/api/v1/worker"
@@ -43,36 +41,12 @@ MAX_LOG_CHUNK = 1 << 20
 # A held claim checks for shutdown between slices: short enough for a graceful stop, long
 # enough that the worker registry is not rewritten for every waiting request.
 CLAIM_SLICE_SECONDS = 5.0
-AUTH_CACHE_SECONDS = 2.0
 _WORKER_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 
 
-class TokenCache:
-    """Accepted (token id, secret) pairs for a couple of seconds: a revoked or rotated token
-    is refused at most ``ttl`` seconds later, and busy workers cost no store read per call."""
+def worker_authenticator(p: Platform) -> Authenticator:
+    """Checks the token on every request, so a revoked one is refused at its next request."""
 
-    def __init__(self, clock: Clock, ttl: float = AUTH_CACHE_SECONDS, size: int = 1024) -> None:
-        self._clock = clock
-        self._ttl = ttl
-        self._size = size
-        self._entries: dict[tuple[str, str], tuple[float, TokenView]] = {}
-
-    async def authenticate(self, p: Platform, token_id: str, secret: str) -> TokenView:
-        key = (token_id, hashlib.sha256(secret.encode()).hexdigest())
-        now = self._clock.monotonic()
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        view = await authenticate_token(p, token_id, secret)
-        if self._ttl > 0:
-            if len(self._entries) >= self._size:
-                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
-            if len(self._entries) < self._size:
-                self._entries[key] = (now + self._ttl, view)
-        return view
-
-
-def worker_authenticator(p: Platform, cache: TokenCache) -> Authenticator:
     async def authenticate(request: Request, caller: Caller) -> tuple[Caller, str]:
         scheme, _, secret = request.headers.get("authorization", "").partition(" ")
         token_id = request.headers.get(TOKEN_ID_HEADER, "").strip()
@@ -82,7 +56,7 @@ def worker_authenticator(p: Platform, cache: TokenCache) -> Authenticator:
                 f"'{TOKEN_ID_HEADER}: <token id>'",
                 code="token_invalid",
             )
-        view = await cache.authenticate(p, token_id, secret.strip())
+        view = await authenticate_token(p, token_id, secret.strip())
         worker_id = request.headers.get(WORKER_ID_HEADER, "").strip()
         if not _WORKER_ID.match(worker_id):
             raise Invalid(
