@@ -165,10 +165,15 @@ async def _embedded_stores(
 
 @attrs.frozen
 class Coordination:
-    """The coordinator's use cases and the flag that tells its endpoints to take no work."""
+    """The coordinator's use cases and the flag that tells its endpoints to take no work.
+
+    ``platform`` is the given one whose units of work wake the outbox relay when they commit
+    a queue message: use cases in this process that queue runs should use it.
+    """
 
     dispatch: Dispatch
     stopping: asyncio.Event
+    platform: Platform
 
 
 @asynccontextmanager
@@ -188,7 +193,11 @@ async def coordination(
     """
     from domain.services import dispatch
     from entrypoints.loops import service_loop, stop_tasks
+    from entrypoints.outbox_wakeup import waking
 
+    # A run queued in this process is published at once; the poll finds the other processes'.
+    announced = asyncio.Event()
+    platform = attrs.evolve(platform, uow=waking(platform.uow, announced.set))
     d = Dispatch(platform.uow, platform.clock, platform.ids, queues, platform.logs, lease_seconds)
     stopping = asyncio.Event()
     loops_stop = asyncio.Event()
@@ -205,7 +214,12 @@ async def coordination(
     tasks = [
         asyncio.create_task(
             service_loop(
-                "outbox relay", relay, stop=loops_stop, clock=ticks, interval=relay_interval
+                "outbox relay",
+                relay,
+                stop=loops_stop,
+                clock=ticks,
+                interval=relay_interval,
+                wake=announced,
             )
         ),
         asyncio.create_task(
@@ -219,7 +233,7 @@ async def coordination(
         ),
     ]
     try:
-        yield Coordination(d, stopping)
+        yield Coordination(d, stopping, platform)
     finally:
         stopping.set()
         loops_stop.set()
@@ -315,10 +329,10 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
     ):
         checks = [*checks, *queue_checks]
         routes = [
-            *controller_routes(platform),
-            *coordinator_routes(platform, c.dispatch, c.stopping, beside_controller=True),
+            *controller_routes(c.platform),
+            *coordinator_routes(c.platform, c.dispatch, c.stopping, beside_controller=True),
         ]
-        async with embedded_worker(platform, c.dispatch, settings, c.stopping, signal):
+        async with embedded_worker(c.platform, c.dispatch, settings, c.stopping, signal):
             yield Role("standalone", build_app("standalone", routes, checks), c.stopping)
 
 

@@ -16,16 +16,24 @@ from domain.ports import Clock
 log = logging.getLogger("opsicle.loops")
 
 
-async def pause(clock: Clock, seconds: float, stop: asyncio.Event) -> bool:
-    """Sleep ``seconds`` on ``clock``, cut short when ``stop`` is set; True when stopped."""
+async def pause(
+    clock: Clock, seconds: float, stop: asyncio.Event, wake: asyncio.Event | None = None
+) -> bool:
+    """Sleep ``seconds`` on ``clock``, cut short when ``stop`` (or ``wake``) is set; True when
+    stopped."""
     if stop.is_set():
         return True
+    if wake is not None and wake.is_set():
+        return False
     sleeper = asyncio.ensure_future(clock.sleep(seconds))
     stopper = asyncio.ensure_future(stop.wait())
+    waits = {sleeper, stopper}
+    if wake is not None:
+        waits.add(asyncio.ensure_future(wake.wait()))
     try:
-        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (sleeper, stopper):
+        for task in waits:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -58,15 +66,20 @@ async def service_loop(
     interval: float,
     backoff: Backoff = Backoff(),
     rng: random.Random | None = None,
+    wake: asyncio.Event | None = None,
 ) -> None:
     """Call ``step`` every ``interval`` (jittered) until ``stop`` is set.
 
     ``Unavailable`` backs off exponentially; any other error is logged and the loop goes on
     at its normal pace, since one bad iteration must not end a process's housekeeping.
+    Setting ``wake`` cuts a normal pause short (never a backoff): the step runs again at once.
     """
     rng = rng or random.Random()  # noqa: S311 - jitter, not secrecy
     failures = 0
     while not stop.is_set():
+        if wake is not None:
+            # Set while the step runs: a wake-up after this point is seen by the next pause.
+            wake.clear()
         try:
             await step()
         except Unavailable as exc:
@@ -80,7 +93,7 @@ async def service_loop(
         else:
             failures = 0
             delay = jittered(interval, rng)
-        if await pause(clock, delay, stop):
+        if await pause(clock, delay, stop, wake if failures == 0 else None):
             return
 
 

@@ -107,10 +107,12 @@ async def claim_next(
 ) -> Lease | None:
     """Hold the next queued run of the worker's org, waiting up to ``wait_seconds``."""
     queue = d.queues(run_topic(worker.org_id))
-    deadline = d.clock.monotonic() + max(0.0, wait_seconds)
     await _seen(d, worker, busy=busy)
-    while (remaining := deadline - d.clock.monotonic()) > 0:
-        delivery = await queue.pull(remaining)
+    # The wait starts after the registry write, and the queue is looked at at least once: a
+    # short wait must not run out on a slow store before anything was pulled.
+    deadline = d.clock.monotonic() + max(0.0, wait_seconds)
+    while True:
+        delivery = await queue.pull(max(0.0, deadline - d.clock.monotonic()))
         if delivery is None:
             return None
         lease = await _take(d, worker, delivery.message.body)
@@ -118,7 +120,8 @@ async def claim_next(
         await delivery.ack()
         if lease is not None:
             return lease
-    return None
+        if d.clock.monotonic() >= deadline:
+            return None
 
 
 async def _take(d: Dispatch, worker: WorkerIdentity, body: bytes) -> Lease | None:

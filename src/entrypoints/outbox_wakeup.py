@@ -1,0 +1,81 @@
+"""Units of work that wake the outbox relay once they commit a queue message."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from types import TracebackType
+
+from domain.outbox import OutboxMessage
+from domain.ports import OutboxRepository, UnitOfWork, UnitOfWorkFactory
+
+
+class _NotingOutbox:
+    def __init__(self, inner: OutboxRepository, noted: Callable[[], None]) -> None:
+        self._inner = inner
+        self._noted = noted
+
+    async def add(self, message: OutboxMessage) -> None:
+        await self._inner.add(message)
+        self._noted()
+
+    async def pending(self, limit: int = 100) -> builtins.list[OutboxMessage]:
+        return await self._inner.pending(limit)
+
+    async def mark_published(self, ids: Sequence[str], at: datetime) -> None:
+        await self._inner.mark_published(ids, at)
+
+
+class WakingUnitOfWork:
+    """``inner``, calling ``committed`` after a commit that made an outbox message visible.
+
+    The relay in this process then publishes it at once instead of at its next poll; messages
+    committed by other processes still wait for the poll.
+    """
+
+    def __init__(self, inner: UnitOfWork, committed: Callable[[], None]) -> None:
+        self._inner = inner
+        self._committed = committed
+        self._staged = False
+        self.users = inner.users
+        self.orgs = inner.orgs
+        self.roles = inner.roles
+        self.tokens = inner.tokens
+        self.mfa = inner.mfa
+        self.codes = inner.codes
+        self.invitations = inner.invitations
+        self.outbox: OutboxRepository = _NotingOutbox(inner.outbox, self._stage)
+        self.templates = inner.templates
+        self.runs = inner.runs
+        self.workers = inner.workers
+
+    def _stage(self) -> None:
+        self._staged = True
+
+    async def __aenter__(self) -> WakingUnitOfWork:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc, tb)
+
+    async def commit(self) -> None:
+        await self._inner.commit()
+        if self._staged:
+            self._staged = False
+            self._committed()
+
+    async def rollback(self) -> None:
+        await self._inner.rollback()
+        self._staged = False
+
+
+def waking(factory: UnitOfWorkFactory, committed: Callable[[], None]) -> UnitOfWorkFactory:
+    """Units of work from ``factory`` that call ``committed`` as ``WakingUnitOfWork`` does."""
+    return lambda: WakingUnitOfWork(factory(), committed)
