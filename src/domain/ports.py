@@ -15,7 +15,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 
-from domain.approvals import Approval
+from domain.approvals import Approval, ApprovalSettings, ApprovalStatus, StoredPolicy
 from domain.audit import AuditEvent, Outcome
 from domain.automations import PhaseResult, PhaseStatus, Run, RunStatus
 from domain.orgs import Invitation, Membership, Organisation
@@ -401,6 +401,72 @@ class WorkerRepository(Protocol):
     async def of_org(self, org_id: str) -> list[Worker]: ...
 
 
+@attrs.frozen
+class ApprovalFilter:
+    org_id: str | None = None
+    # Requests this user may answer.
+    responder_id: str | None = None
+    run_id: str | None = None
+    statuses: tuple[ApprovalStatus, ...] = ()
+
+
+class ApprovalRepository(Protocol):
+    async def add(self, approval: Approval) -> None:
+        """Raises ``Conflict`` when the id or the run already has a request."""
+        ...
+
+    async def get(self, approval_id: str) -> Approval: ...
+
+    async def of_run(self, run_id: str) -> Approval:
+        """The run's approval request; raises ``NotFound`` when it has none."""
+        ...
+
+    async def update(self, approval: Approval, *, expected: ApprovalStatus | None = None) -> None:
+        """Store ``approval``; raise ``Conflict`` unless the stored one still has the
+        ``expected`` status, when it is given (two deciders: the second loses)."""
+        ...
+
+    async def list(
+        self, flt: ApprovalFilter, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[Approval]:
+        """Newest first; ``next_cursor`` continues where the page ended."""
+        ...
+
+    async def due(self, at: datetime, limit: int = 100) -> builtins.list[Approval]:
+        """Pending requests that expired at or before ``at``, oldest expiry first."""
+        ...
+
+
+class PolicyRepository(Protocol):
+    async def add(self, policy: StoredPolicy) -> None:
+        """Raises ``Conflict`` when the org already has a policy of that name."""
+        ...
+
+    async def get(self, policy_id: str) -> StoredPolicy: ...
+
+    async def by_name(self, org_id: str, name: str) -> StoredPolicy:
+        """Exact name; raises ``NotFound``."""
+        ...
+
+    async def update(self, policy: StoredPolicy) -> None:
+        """Raises ``Conflict`` when renamed onto another policy's name."""
+        ...
+
+    async def delete(self, policy_id: str) -> None: ...
+
+    async def of_org(self, org_id: str) -> builtins.list[StoredPolicy]:
+        """By name."""
+        ...
+
+    async def settings(self, org_id: str) -> ApprovalSettings:
+        """The org's approval settings; defaults (nothing required) when never saved."""
+        ...
+
+    async def save_settings(self, settings: ApprovalSettings) -> None:
+        """Insert or replace."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over the platform data: commit makes every change visible at once."""
 
@@ -415,6 +481,8 @@ class UnitOfWork(Protocol):
     templates: TemplateRepository
     runs: RunRepository
     workers: WorkerRepository
+    approvals: ApprovalRepository
+    policies: PolicyRepository
 
     async def __aenter__(self) -> UnitOfWork: ...
 

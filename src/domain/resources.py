@@ -139,11 +139,35 @@ class SlackTarget:
     authorized_responders: tuple[Responder, ...] = ()
 
 
+class ApproverKind(StrEnum):
+    USER = "user"
+    ROLE = "role"
+
+
+@attrs.frozen
+class Approver:
+    """Who may answer: an Opsicle user (by email or id) or every member holding a role."""
+
+    kind: ApproverKind
+    ref: str
+
+
+DEFAULT_APPROVAL_SECONDS = 3600
+MAX_APPROVAL_SECONDS = 30 * 24 * 3600
+MAX_QUORUM = 20
+
+
 @attrs.frozen
 class PolicySpec:
     id: str = ""
     telegram: tuple[TelegramTarget, ...] = ()
     slack: tuple[SlackTarget, ...] = ()
+    # Opsicle's own fields; all optional, so the original's documents still read.
+    approvers: tuple[Approver, ...] = ()
+    quorum: int = 1
+    require_code: bool = False
+    expires_in: int = DEFAULT_APPROVAL_SECONDS
+    in_app: bool = True
 
 
 @attrs.frozen
@@ -665,15 +689,92 @@ def _slack(r: _Reader, value: object, path: str) -> SlackTarget | None:
     return SlackTarget(channel_names=names, channel_ids=ids, authorized_responders=responders)
 
 
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> int | None:
+    """Seconds from a whole number or text like "90s", "15m", "1h", "2d"; None if neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        match = _DURATION.match(value.lower())
+        if match:
+            return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return None
+
+
+def _approver(r: _Reader, value: object, path: str) -> Approver | None:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower().startswith("role:"):
+            kind, ref = ApproverKind.ROLE, text[5:].strip()
+        else:
+            kind, ref = ApproverKind.USER, text.removeprefix("user:").strip()
+        if not ref:
+            r.fail(path, "must name a user (email or id) or a role ('role:NAME')")
+            return None
+        return Approver(kind, ref)
+    m = r.mapping(value, path, ("user", "role"))
+    if m is None:
+        return None
+    user = r.string(m, "user", path).strip()
+    role = r.string(m, "role", path).strip()
+    if bool(user) == bool(role):
+        r.fail(path, "expected exactly one of 'user' or 'role'")
+        return None
+    return Approver(ApproverKind.USER, user) if user else Approver(ApproverKind.ROLE, role)
+
+
 def _policy_spec(r: _Reader, value: object, path: str) -> PolicySpec | None:
-    m = r.mapping(value, path, ("id", "uuid", "namespace", "telegram", "slack"))
+    m = r.mapping(
+        value,
+        path,
+        (
+            "id",
+            "uuid",
+            "namespace",
+            "telegram",
+            "slack",
+            "approvers",
+            "quorum",
+            "requireCode",
+            "expiresIn",
+            "inApp",
+        ),
+    )
     if m is None:
         return None
     telegram = r.items(m, "telegram", path, lambda v, p: _telegram(r, v, p), single_allowed=True)
     slack = r.items(m, "slack", path, lambda v, p: _slack(r, v, p), single_allowed=True)
-    if not telegram and not slack:
-        r.fail(path, "needs at least one channel: 'telegram' or 'slack'")
-    return PolicySpec(id=r.string(m, "id", path), telegram=telegram, slack=slack)
+    approvers = r.items(m, "approvers", path, lambda v, p: _approver(r, v, p))
+    quorum = r.integer(m, "quorum", path, default=1, minimum=1, maximum=MAX_QUORUM)
+    in_app = True if m.get("inApp") is None else r.boolean(m, "inApp", path)
+    if not telegram and not slack and not in_app:
+        r.fail(path, "needs at least one channel: 'telegram', 'slack' or 'inApp: true'")
+    expires_in = DEFAULT_APPROVAL_SECONDS
+    if m.get("expiresIn") is not None:
+        seconds = parse_duration(m["expiresIn"])
+        if seconds is None or not 60 <= seconds <= MAX_APPROVAL_SECONDS:
+            r.fail(
+                _join(path, "expiresIn"),
+                f"expected seconds or a duration like 15m, 1h, 2d (1 minute to "
+                f"{MAX_APPROVAL_SECONDS // 86400} days), got {_describe(m['expiresIn'])}",
+            )
+        else:
+            expires_in = seconds
+    return PolicySpec(
+        id=r.string(m, "id", path),
+        telegram=telegram,
+        slack=slack,
+        approvers=approvers,
+        quorum=quorum,
+        require_code=r.boolean(m, "requireCode", path),
+        expires_in=expires_in,
+        in_app=in_app,
+    )
 
 
 def _approval_choice(r: _Reader, value: object, path: str) -> ApprovalPolicyChoice | None:
@@ -951,6 +1052,16 @@ def _policy_data(spec: PolicySpec | None) -> dict[str, Any]:
         data["telegram"] = [_telegram_data(t) for t in spec.telegram]
     if spec.slack:
         data["slack"] = [_slack_data(s) for s in spec.slack]
+    if spec.approvers:
+        data["approvers"] = [{a.kind.value: a.ref} for a in spec.approvers]
+    if spec.quorum != 1:
+        data["quorum"] = spec.quorum
+    if spec.require_code:
+        data["requireCode"] = True
+    if spec.expires_in != DEFAULT_APPROVAL_SECONDS:
+        data["expiresIn"] = spec.expires_in
+    if not spec.in_app:
+        data["inApp"] = False
     return data
 
 

@@ -15,18 +15,22 @@ from typing import Any, TypeVar
 
 import attrs
 
+from domain.approvals import Approval, ApprovalSettings, ApprovalStatus, StoredPolicy
 from domain.automations import Run, RunStatus
 from domain.errors import Conflict, FieldError, Invalid, NotFound
 from domain.orgs import Invitation, InvitationStatus, Membership, Organisation
 from domain.outbox import OutboxMessage
 from domain.permissions import Role
 from domain.ports import (
+    ApprovalFilter,
+    ApprovalRepository,
     CodeRepository,
     InvitationRepository,
     MfaRepository,
     OrgRepository,
     OutboxRepository,
     Page,
+    PolicyRepository,
     RoleRepository,
     RunFilter,
     RunRepository,
@@ -75,6 +79,9 @@ class PlatformState:
     outbox: dict[str, OutboxMessage] = attrs.field(factory=dict)
     runs: dict[str, Run] = attrs.field(factory=dict)
     workers: dict[str, Worker] = attrs.field(factory=dict)
+    approvals: dict[str, Approval] = attrs.field(factory=dict)
+    policies: dict[str, StoredPolicy] = attrs.field(factory=dict)
+    approval_settings: dict[str, ApprovalSettings] = attrs.field(factory=dict)
 
     def copy(self) -> PlatformState:
         # The values are frozen, so copying each container is enough to isolate a unit.
@@ -108,6 +115,8 @@ class InMemoryUnitOfWork:
         self.templates: TemplateRepository = InMemoryTemplateRepository(self)
         self.runs: RunRepository = InMemoryRunRepository(self)
         self.workers: WorkerRepository = InMemoryWorkerRepository(self)
+        self.approvals: ApprovalRepository = InMemoryApprovalRepository(self)
+        self.policies: PolicyRepository = InMemoryPolicyRepository(self)
 
     async def __aenter__(self) -> InMemoryUnitOfWork:
         if self._staged is not None:
@@ -240,6 +249,8 @@ class InMemoryOrgRepository(_Repository):
         s.token_roles = {(tk, r) for (tk, r) in s.token_roles
                          if tk in s.tokens and r not in gone}
         s.invitations = {k: v for k, v in s.invitations.items() if v.org_id != org_id}
+        s.policies = {k: v for k, v in s.policies.items() if v.org_id != org_id}
+        s.approval_settings.pop(org_id, None)
 
     async def of_user(self, user_id: str) -> list[Organisation]:
         orgs = [self._s.orgs[o] for (o, u) in self._s.members if u == user_id]
@@ -685,3 +696,101 @@ class InMemoryWorkerRepository(_Repository):
     async def of_org(self, org_id: str) -> builtins.list[Worker]:
         return _sorted((w for w in self._s.workers.values() if w.org_id == org_id),
                        lambda w: (w.name, w.id))
+
+
+class InMemoryApprovalRepository(_Repository):
+    async def add(self, approval: Approval) -> None:
+        if approval.id in self._s.approvals:
+            raise Conflict(f"approval {approval.id} already exists")
+        if any(a.run_id == approval.run_id for a in self._s.approvals.values()):
+            raise Conflict(f"run {approval.run_id} already has an approval request")
+        self._s.approvals[approval.id] = approval
+
+    async def get(self, approval_id: str) -> Approval:
+        return _get(self._s.approvals, approval_id, f"approval {approval_id} not found")
+
+    async def of_run(self, run_id: str) -> Approval:
+        for approval in self._s.approvals.values():
+            if approval.run_id == run_id:
+                return approval
+        raise NotFound(f"run {run_id} has no approval request")
+
+    async def update(self, approval: Approval, *, expected: ApprovalStatus | None = None) -> None:
+        stored = await self.get(approval.id)
+        if expected is not None and stored.status is not expected:
+            raise Conflict(f"approval {approval.id} is {stored.status.value}, "
+                           f"not {expected.value}", code="approval_changed")
+        self._s.approvals[approval.id] = approval
+
+    async def list(self, flt: ApprovalFilter, *, limit: int = 50, cursor: str | None = None
+                   ) -> Page[Approval]:
+        check_limit(limit)
+        after: tuple[datetime, str] | None = None
+        if cursor is not None:
+            at, approval_id = decode_cursor(cursor, 2)
+            try:
+                after = (datetime.fromisoformat(at), str(approval_id))
+            except (TypeError, ValueError) as e:
+                raise bad_cursor() from e
+
+        def wanted(a: Approval) -> bool:
+            return ((flt.org_id is None or a.org_id == flt.org_id)
+                    and (flt.responder_id is None or flt.responder_id in a.responders)
+                    and (flt.run_id is None or a.run_id == flt.run_id)
+                    and (not flt.statuses or a.status in flt.statuses)
+                    and (after is None or (a.created_at, a.id) < after))
+
+        found = sorted((a for a in self._s.approvals.values() if wanted(a)),
+                       key=lambda a: (a.created_at, a.id), reverse=True)
+        page = found[:limit]
+        more = len(found) > limit
+        return Page(tuple(page), encode_cursor(page[-1].created_at.astimezone(UTC).isoformat(),
+                                               page[-1].id) if more else None)
+
+    async def due(self, at: datetime, limit: int = 100) -> builtins.list[Approval]:
+        check_limit(limit)
+        return _sorted((a for a in self._s.approvals.values()
+                        if a.status is ApprovalStatus.PENDING and a.expires_at <= at),
+                       lambda a: (a.expires_at, a.id))[:limit]
+
+
+class InMemoryPolicyRepository(_Repository):
+    async def add(self, policy: StoredPolicy) -> None:
+        if policy.id in self._s.policies:
+            raise Conflict(f"approval policy {policy.id} already exists")
+        self._check_name(policy)
+        self._s.policies[policy.id] = policy
+
+    def _check_name(self, policy: StoredPolicy) -> None:
+        for other in self._s.policies.values():
+            if (other.id != policy.id and other.org_id == policy.org_id
+                    and other.name == policy.name):
+                raise Conflict(f"the org already has an approval policy named {policy.name}")
+
+    async def get(self, policy_id: str) -> StoredPolicy:
+        return _get(self._s.policies, policy_id, f"approval policy {policy_id} not found")
+
+    async def by_name(self, org_id: str, name: str) -> StoredPolicy:
+        for policy in self._s.policies.values():
+            if policy.org_id == org_id and policy.name == name:
+                return policy
+        raise NotFound(f"approval policy {name} not found")
+
+    async def update(self, policy: StoredPolicy) -> None:
+        await self.get(policy.id)
+        self._check_name(policy)
+        self._s.policies[policy.id] = policy
+
+    async def delete(self, policy_id: str) -> None:
+        await self.get(policy_id)
+        del self._s.policies[policy_id]
+
+    async def of_org(self, org_id: str) -> builtins.list[StoredPolicy]:
+        return _sorted((p for p in self._s.policies.values() if p.org_id == org_id),
+                       lambda p: (p.name, p.id))
+
+    async def settings(self, org_id: str) -> ApprovalSettings:
+        return self._s.approval_settings.get(org_id) or ApprovalSettings(org_id=org_id)
+
+    async def save_settings(self, settings: ApprovalSettings) -> None:
+        self._s.approval_settings[settings.org_id] = settings

@@ -11,13 +11,32 @@ from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
+from domain.approvals import (
+    Approval,
+    ApprovalResponse,
+    ApprovalSettings,
+    ApprovalStatus,
+    StoredPolicy,
+    Verdict,
+)
 from domain.audit import AuditEvent, Outcome
 from domain.automations import PhaseResult, PhaseStatus, Run, RunStatus
 from domain.errors import FieldError, Invalid
 from domain.orgs import Invitation, InvitationStatus, Membership, MemberType, Organisation
 from domain.outbox import OutboxMessage
 from domain.permissions import Action, Grant, Resource, Role
-from domain.resources import AutomationSpec, Phase, VariableValue, VolumeMount
+from domain.resources import (
+    ApprovalPolicy,
+    AutomationSpec,
+    Kind,
+    Metadata,
+    Phase,
+    PolicySpec,
+    VariableValue,
+    VolumeMount,
+    parse_resource,
+    to_data,
+)
 from domain.templates import (
     Template,
     TemplateGrant,
@@ -333,3 +352,66 @@ def audit_of(r: RowMapping) -> AuditEvent:
                       source_ip=r["source_ip"], user_agent=r["user_agent"],
                       data=json.loads(r["data"]), previous_hash=r["previous_hash"],
                       hash=r["hash"])
+
+
+# ---------------------------------------------------------------- approvals
+
+# The snapshot is stored in the YAML format under a placeholder name (only its spec counts).
+_SNAPSHOT = "snapshot"
+
+
+def policy_json(spec: PolicySpec) -> str:
+    return dumps(to_data(ApprovalPolicy(metadata=Metadata(name=_SNAPSHOT), spec=spec)))
+
+
+def policy_resource_of(text: str) -> ApprovalPolicy:
+    resource = parse_resource(json.loads(text), expected=(Kind.APPROVAL_POLICY,))
+    assert isinstance(resource, ApprovalPolicy)
+    return resource
+
+
+def approval_row(a: Approval) -> dict[str, Any]:
+    return {"id": a.id, "run_id": a.run_id, "org_id": a.org_id, "requested_by": a.requested_by,
+            "status": a.status.value, "quorum": a.quorum, "created_at": a.created_at,
+            "expires_at": a.expires_at, "decided_at": a.decided_at,
+            "policy": policy_json(a.policy),
+            "responses": dumps([{"responder_id": r.responder_id, "verdict": r.verdict.value,
+                                 "at": _iso(r.at), "channel": r.channel,
+                                 "comment": r.comment} for r in a.responses]),
+            "messages": dumps(dict(a.messages)), "reason": a.reason, "grant": a.grant or None}
+
+
+def approval_of(r: RowMapping, responders: tuple[str, ...]) -> Approval:
+    responses = tuple(
+        ApprovalResponse(responder_id=x["responder_id"], verdict=Verdict(x["verdict"]),
+                         at=datetime.fromisoformat(x["at"]), channel=x["channel"],
+                         comment=x["comment"]) for x in json.loads(r["responses"]))
+    return Approval(id=r["id"], run_id=r["run_id"], requested_by=r["requested_by"],
+                    quorum=r["quorum"], expires_at=r["expires_at"], created_at=r["created_at"],
+                    status=ApprovalStatus(r["status"]), responses=responses,
+                    decided_at=r["decided_at"], org_id=r["org_id"],
+                    policy=policy_resource_of(r["policy"]).spec, responders=responders,
+                    messages=json.loads(r["messages"]), reason=r["reason"],
+                    grant=r["grant"] or "")
+
+
+def policy_row(p: StoredPolicy) -> dict[str, Any]:
+    return {"id": p.id, "org_id": p.org_id, "name": p.name, "content": dumps(to_data(p.policy)),
+            "created_at": p.created_at, "created_by": p.created_by, "updated_at": p.updated_at}
+
+
+def policy_of(r: RowMapping) -> StoredPolicy:
+    return StoredPolicy(id=r["id"], org_id=r["org_id"], policy=policy_resource_of(r["content"]),
+                        created_at=r["created_at"], created_by=r["created_by"],
+                        updated_at=r["updated_at"])
+
+
+def settings_row(s: ApprovalSettings) -> dict[str, Any]:
+    return {"org_id": s.org_id, "required": s.required, "labels": dumps(dict(s.labels)),
+            "policy_ref": s.policy_ref, "updated_at": s.updated_at}
+
+
+def settings_of(r: RowMapping) -> ApprovalSettings:
+    return ApprovalSettings(org_id=r["org_id"], required=bool(r["required"]),
+                            labels=json.loads(r["labels"]), policy_ref=r["policy_ref"],
+                            updated_at=r["updated_at"])

@@ -16,18 +16,22 @@ from sqlalchemy.sql import Executable
 from adapters.sql import mapping as m
 from adapters.sql import tables as t
 from adapters.sql.engine import SQLITE_BEGIN, is_sqlite, store_name, translate_errors
+from domain.approvals import Approval, ApprovalSettings, ApprovalStatus, StoredPolicy
 from domain.automations import Run, RunStatus
 from domain.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
 from domain.orgs import Invitation, InvitationStatus, Membership, Organisation
 from domain.outbox import OutboxMessage
 from domain.permissions import Role
 from domain.ports import (
+    ApprovalFilter,
+    ApprovalRepository,
     CodeRepository,
     InvitationRepository,
     MfaRepository,
     OrgRepository,
     OutboxRepository,
     Page,
+    PolicyRepository,
     RoleRepository,
     RunFilter,
     RunRepository,
@@ -80,6 +84,8 @@ class SqlUnitOfWork:
         self.templates: TemplateRepository = SqlTemplateRepository(self)
         self.runs: RunRepository = SqlRunRepository(self)
         self.workers: WorkerRepository = SqlWorkerRepository(self)
+        self.approvals: ApprovalRepository = SqlApprovalRepository(self)
+        self.policies: PolicyRepository = SqlPolicyRepository(self)
 
     async def __aenter__(self) -> SqlUnitOfWork:
         if self._conn is not None:
@@ -778,3 +784,156 @@ class SqlWorkerRepository(_Repository):
         return [m.worker_of(r) for r in rows]
 
 
+
+
+class SqlApprovalRepository(_Repository):
+    async def add(self, approval: Approval) -> None:
+        await self._uow.execute(
+            sa.insert(t.approvals).values(m.approval_row(approval)),
+            conflict=f"approval {approval.id} (or one for run {approval.run_id}) already exists")
+        await self._insert_responders(approval)
+
+    async def _insert_responders(self, approval: Approval) -> None:
+        responders = builtins.list(dict.fromkeys(approval.responders))
+        if responders:
+            await self._uow.execute(sa.insert(t.approval_responders),
+                                    [{"approval_id": approval.id, "user_id": u}
+                                     for u in responders])
+
+    async def _with_responders(self, rows: builtins.list[RowMapping]
+                               ) -> builtins.list[Approval]:
+        if not rows:
+            return []
+        c = t.approval_responders.c
+        ids = [r["id"] for r in rows]
+        found: dict[str, builtins.list[str]] = {i: [] for i in ids}
+        for row in await self._uow.rows(
+                sa.select(c.approval_id, c.user_id).where(c.approval_id.in_(ids))
+                .order_by(c.approval_id, c.user_id)):
+            found[row["approval_id"]].append(row["user_id"])
+        return [m.approval_of(r, tuple(found[r["id"]])) for r in rows]
+
+    async def get(self, approval_id: str) -> Approval:
+        row = await self._uow.one(sa.select(t.approvals).where(t.approvals.c.id == approval_id),
+                                  f"approval {approval_id} not found")
+        return (await self._with_responders([row]))[0]
+
+    async def of_run(self, run_id: str) -> Approval:
+        row = await self._uow.one(sa.select(t.approvals).where(t.approvals.c.run_id == run_id),
+                                  f"run {run_id} has no approval request")
+        return (await self._with_responders([row]))[0]
+
+    async def update(self, approval: Approval, *, expected: ApprovalStatus | None = None) -> None:
+        c = t.approvals.c
+        stmt = sa.update(t.approvals).where(c.id == approval.id).values(
+            m.approval_row(approval))
+        if expected is not None:
+            stmt = stmt.where(c.status == expected.value)
+        if not (await self._uow.execute(stmt)).rowcount:
+            row = (await self._uow.execute(
+                sa.select(c.status).where(c.id == approval.id)
+                .with_for_update(read=True))).mappings().first()
+            if row is None:
+                raise NotFound(f"approval {approval.id} not found")
+            raise Conflict(f"approval {approval.id} is {row['status']}, not "
+                           f"{expected.value if expected is not None else 'as expected'}",
+                           code="approval_changed")
+        r = t.approval_responders.c
+        await self._uow.execute(sa.delete(t.approval_responders)
+                                .where(r.approval_id == approval.id))
+        await self._insert_responders(approval)
+
+    async def list(self, flt: ApprovalFilter, *, limit: int = 50, cursor: str | None = None
+                   ) -> Page[Approval]:
+        check_limit(limit)
+        c = t.approvals.c
+        stmt = sa.select(t.approvals)
+        if flt.org_id is not None:
+            stmt = stmt.where(c.org_id == flt.org_id)
+        if flt.run_id is not None:
+            stmt = stmt.where(c.run_id == flt.run_id)
+        if flt.statuses:
+            stmt = stmt.where(c.status.in_([s.value for s in flt.statuses]))
+        if flt.responder_id is not None:
+            r = t.approval_responders.c
+            stmt = stmt.where(c.id.in_(sa.select(r.approval_id)
+                                       .where(r.user_id == flt.responder_id)))
+        if cursor is not None:
+            at, approval_id = m.decode_cursor(cursor, 2)
+            try:
+                after = datetime.fromisoformat(at)
+            except (TypeError, ValueError) as e:
+                raise m.bad_cursor() from e
+            stmt = stmt.where(sa.or_(c.created_at < after,
+                                     sa.and_(c.created_at == after, c.id < str(approval_id))))
+        stmt = stmt.order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
+        rows = await self._uow.rows(stmt)
+        more = len(rows) > limit
+        found = await self._with_responders(rows[:limit])
+        last = found[-1] if found else None
+        return Page(tuple(found), m.encode_cursor(last.created_at.isoformat(), last.id)
+                    if more and last is not None else None)
+
+    async def due(self, at: datetime, limit: int = 100) -> builtins.list[Approval]:
+        check_limit(limit)
+        c = t.approvals.c
+        rows = await self._uow.rows(
+            sa.select(t.approvals)
+            .where(c.status == ApprovalStatus.PENDING.value, c.expires_at <= at)
+            .order_by(c.expires_at, c.id).limit(limit))
+        return await self._with_responders(rows)
+
+
+class SqlPolicyRepository(_Repository):
+    async def add(self, policy: StoredPolicy) -> None:
+        await self._uow.execute(
+            sa.insert(t.approval_policies).values(m.policy_row(policy)),
+            conflict=f"the org already has an approval policy named {policy.name}")
+
+    async def get(self, policy_id: str) -> StoredPolicy:
+        return m.policy_of(await self._uow.one(
+            sa.select(t.approval_policies).where(t.approval_policies.c.id == policy_id),
+            f"approval policy {policy_id} not found"))
+
+    async def by_name(self, org_id: str, name: str) -> StoredPolicy:
+        c = t.approval_policies.c
+        return m.policy_of(await self._uow.one(
+            sa.select(t.approval_policies).where(c.org_id == org_id, c.name == name),
+            f"approval policy {name} not found"))
+
+    async def update(self, policy: StoredPolicy) -> None:
+        c = t.approval_policies.c
+        result = await self._uow.execute(
+            sa.update(t.approval_policies).where(c.id == policy.id)
+            .values(m.policy_row(policy)),
+            conflict=f"the org already has an approval policy named {policy.name}")
+        if not result.rowcount:
+            raise NotFound(f"approval policy {policy.id} not found")
+
+    async def delete(self, policy_id: str) -> None:
+        c = t.approval_policies.c
+        result = await self._uow.execute(sa.delete(t.approval_policies).where(c.id == policy_id))
+        if not result.rowcount:
+            raise NotFound(f"approval policy {policy_id} not found")
+
+    async def of_org(self, org_id: str) -> builtins.list[StoredPolicy]:
+        c = t.approval_policies.c
+        rows = await self._uow.rows(sa.select(t.approval_policies)
+                                    .where(c.org_id == org_id).order_by(c.name, c.id))
+        return [m.policy_of(r) for r in rows]
+
+    async def settings(self, org_id: str) -> ApprovalSettings:
+        c = t.org_approval_settings.c
+        row = (await self._uow.execute(
+            sa.select(t.org_approval_settings).where(c.org_id == org_id))).mappings().first()
+        return ApprovalSettings(org_id=org_id) if row is None else m.settings_of(row)
+
+    async def save_settings(self, settings: ApprovalSettings) -> None:
+        c = t.org_approval_settings.c
+        row = m.settings_row(settings)
+        if await self._uow.exists(sa.select(c.org_id).where(c.org_id == settings.org_id)):
+            await self._uow.execute(sa.update(t.org_approval_settings)
+                                    .where(c.org_id == settings.org_id).values(row))
+        else:
+            await self._uow.execute(sa.insert(t.org_approval_settings).values(row),
+                                    conflict="the org's approval settings changed meanwhile")

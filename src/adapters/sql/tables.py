@@ -334,6 +334,62 @@ workers = sa.Table(
     **TABLE_OPTIONS,
 )
 
+# A run's approval request (migration 0005). ``policy`` is the policy snapshot as JSON in the
+# YAML format; ``responses`` and ``messages`` are JSON too: they are read with their request.
+approvals = sa.Table(
+    "approvals", metadata,
+    _id(primary_key=True),
+    _id("run_id", nullable=False, unique=True),
+    _id("org_id", nullable=False),
+    _id("requested_by", nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("quorum", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("decided_at", UtcDateTime),
+    sa.Column("policy", LongText, nullable=False),
+    sa.Column("responses", LongText, nullable=False),
+    sa.Column("messages", LongText, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("grant", LongText),
+    sa.Index("ix_approvals_org_created", "org_id", "created_at", "id"),
+    sa.Index("ix_approvals_status_expires", "status", "expires_at"),
+    **TABLE_OPTIONS,
+)
+
+# Who may answer a request: one row per (request, user), for "requests I may answer".
+approval_responders = sa.Table(
+    "approval_responders", metadata,
+    _id("approval_id", sa.ForeignKey("approvals.id", ondelete="CASCADE"), primary_key=True),
+    _id("user_id", primary_key=True),
+    sa.Index("ix_approval_responders_user", "user_id"),
+    **TABLE_OPTIONS,
+)
+
+# ApprovalPolicy resources kept in an org; ``content`` is the resource as JSON.
+approval_policies = sa.Table(
+    "approval_policies", metadata,
+    _id(primary_key=True),
+    _id("org_id", sa.ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(NAME), nullable=False),
+    sa.Column("content", LongText, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    _id("created_by", nullable=False),
+    sa.Column("updated_at", UtcDateTime),
+    sa.UniqueConstraint("org_id", "name", name="uq_approval_policies_org_name"),
+    **TABLE_OPTIONS,
+)
+
+org_approval_settings = sa.Table(
+    "org_approval_settings", metadata,
+    _id("org_id", sa.ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("required", sa.Boolean, nullable=False),
+    sa.Column("labels", sa.Text, nullable=False),
+    sa.Column("policy_ref", sa.String(NAME)),
+    sa.Column("updated_at", UtcDateTime),
+    **TABLE_OPTIONS,
+)
+
 # A log is the concatenation of its chunks; ``end_offset`` = ``start_offset`` + length of data.
 run_log_chunks = sa.Table(
     "run_log_chunks", metadata,
