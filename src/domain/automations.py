@@ -113,6 +113,9 @@ class Run:
     cancel_requested: bool = False
     # Secret variable values, sealed (encrypted) for the worker; shown nowhere.
     sealed_secrets: str = ""
+    # The approvers' signed grant in its wire form (``domain.grants``); empty when the run
+    # needed no approval. Workers refuse a run whose grant does not match what they would run.
+    grant: str = ""
     updated_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None

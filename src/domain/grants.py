@@ -40,7 +40,7 @@ class GrantRefused(Forbidden):
     code = "grant_refused"
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"grant refused: {reason}")
+        super().__init__(reason)
         self.reason = reason
 
 
@@ -251,6 +251,30 @@ def check_grant(grant: Grant, run: Run, env: Mapping[str, str], at: datetime) ->
         raise GrantRefused("grant does not match: variables hash differs")
     if at >= grant.expires_at:
         raise GrantRefused(f"grant expired at {_when(grant.expires_at)}")
+
+
+def check_run_grant(
+    verifier: GrantVerifier | None,
+    run: Run,
+    env: Mapping[str, str],
+    at: datetime,
+    *,
+    required: bool = False,
+) -> None:
+    """What a worker checks before it executes ``run`` with ``env``: a run that carries a
+    grant (or any run, when ``required``) runs only if the grant verifies under a pinned key
+    and matches exactly. Raises ``GrantRefused`` with the reason."""
+    if not run.grant:
+        if required:
+            raise GrantRefused("the run carries no approval grant and this worker requires one")
+        return
+    if verifier is None:
+        raise GrantRefused("the run carries an approval grant but this worker pins no approver key")
+    try:
+        signed = decode_signed(run.grant)
+    except Invalid as exc:
+        raise GrantRefused(exc.message) from exc
+    check_grant(verifier.verify(signed), run, env, at)
 
 
 # ------------------------------------------------------------------ ports

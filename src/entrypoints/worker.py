@@ -27,6 +27,7 @@ from domain.errors import (
     Unauthenticated,
     Unavailable,
 )
+from domain.grants import GrantRefused, GrantVerifier, check_run_grant
 from domain.ports import Claim, Clock, CoordinatorClient, Mount, Runner
 from domain.resources import AutomationSpec
 from domain.services.execution import (
@@ -159,8 +160,15 @@ class PullWorker:
         clock: Clock,
         options: WorkerOptions = WorkerOptions(),
         rng: random.Random | None = None,
+        *,
+        grants: GrantVerifier | None = None,
+        require_grants: bool = False,
     ) -> None:
         self.client = client
+        # The approver's pinned public keys: a run carrying a grant executes only if it
+        # verifies and matches; ``require_grants`` refuses every run without one.
+        self.grants = grants
+        self.require_grants = require_grants
         self.runner_for = runner_for
         self.clock = clock
         self.options = options
@@ -282,6 +290,13 @@ class PullWorker:
     ) -> tuple[RunStatus, str]:
         claim = held.claim
         spec = claim.run.spec
+        try:
+            check_run_grant(
+                self.grants, claim.run, claim.env, self.clock.now(), required=self.require_grants
+            )
+        except GrantRefused as exc:
+            log.warning("run %s: refused: %s", claim.run.id, exc.reason)
+            return RunStatus.FAILED, exc.message
         try:
             runner = await self.runner_for(spec)
             mounts = _mounts(spec, workdir)

@@ -233,7 +233,7 @@ def test_after_rotation_old_grants_verify_until_they_expire() -> None:
     assert retired.private is not None
     late = attrs.evolve(old.grant, issued_at=T0 + timedelta(hours=2))
     forged = SignedGrant(late, retired.private.sign(encode_grant(late)))
-    with pytest.raises(GrantRefused, match="after the key was retired"):
+    with pytest.raises(GrantRefused, match="after its key"):
         second.verify(forged)
     # Once every grant it signed has expired, the retired key is dropped: unknown from then on.
     third = Ed25519KeyRing(rotate(keys, T0 + timedelta(hours=26)))

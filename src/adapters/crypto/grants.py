@@ -88,7 +88,7 @@ def _verify(keys: dict[str, GrantKey], signed: SignedGrant) -> Grant:
     if key is None:
         raise GrantRefused(f"unknown key {grant.key_id}: it is not among the pinned keys")
     if key.retired_at is not None and grant.issued_at > key.retired_at:
-        raise GrantRefused(f"key {grant.key_id} signed it after the key was retired")
+        raise GrantRefused(f"the grant is dated after its key {grant.key_id} was retired")
     try:
         key.public.verify(signed.signature, encode_grant(grant))
     except InvalidSignature:
