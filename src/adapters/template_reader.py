@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from adapters.resources_yaml import parse_text
 from domain.errors import FieldError, Invalid
-from domain.resources import AutomationTemplate, Kind
+from domain.resources import ApprovalPolicy, AutomationTemplate, Kind
 
 
 def read_template(text: str, source: str) -> AutomationTemplate:
@@ -17,4 +17,17 @@ def read_template(text: str, source: str) -> AutomationTemplate:
         )
     resource = docs[0].resource
     assert isinstance(resource, AutomationTemplate)  # the expected kind guarantees it
+    return resource
+
+
+def read_policy(text: str, source: str) -> ApprovalPolicy:
+    """The one ApprovalPolicy in ``text``; ``Invalid`` names the file, line and field."""
+    docs = parse_text(text, source, expected=(Kind.APPROVAL_POLICY,))
+    if len(docs) != 1:
+        raise Invalid(
+            f"{source} holds {len(docs)} approval policies; expected one",
+            errors=(FieldError("", f"holds {len(docs)} policies; submit each alone", source),),
+        )
+    resource = docs[0].resource
+    assert isinstance(resource, ApprovalPolicy)  # the expected kind guarantees it
     return resource

@@ -103,12 +103,12 @@ async def test_variables_are_typed_and_required(p: Platform) -> None:
     assert "whole number" in fields["variables.times"]
 
 
-async def test_approval_policies_are_refused_until_approvals_exist(p: Platform) -> None:
+async def test_a_policy_ref_the_org_does_not_have_is_refused(p: Platform) -> None:
     admin, code = await admin_org(p)
     await submit(p, admin, template_text("gated", approval=True), org=code)
     with pytest.raises(Invalid) as caught:
         await start(p, admin, "gated", code, times=1, **{"api-token": "x"})
-    assert "approver role" in caught.value.field_map()["spec.approvalPolicy"]
+    assert "ops-approvers" in caught.value.field_map()["spec.approvalPolicy.policyRef"]
     async with p.uow() as uow:
         assert await uow.outbox.pending() == []
 

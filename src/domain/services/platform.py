@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import attrs
 
+from domain.approvals import Approval
 from domain.audit import AuditEvent, Outcome
+from domain.automations import Run
 from domain.ports import (
+    ApprovalChannel,
     AuditLog,
     Cache,
     Clock,
@@ -19,8 +22,14 @@ from domain.ports import (
     Secrets,
     TokenSigner,
     Totp,
+    UnitOfWork,
     UnitOfWorkFactory,
 )
+
+# Called inside the unit of work that queues an approved run, before the run is announced:
+# it returns the approval to store (e.g. with a signed grant in ``Approval.grant``). Raising
+# keeps the run waiting (nothing is committed). The grant signer plugs in here.
+ApprovalHook = Callable[[UnitOfWork, Approval, Run], Awaitable[Approval]]
 
 
 @attrs.frozen
@@ -55,6 +64,9 @@ class Platform:
     sealer: Sealer
     limits: Limits = Limits()
     public_url: str = "http://127.0.0.1:13371"
+    # Where approval requests are shown besides the in-app list (Telegram, Slack, …).
+    approval_channels: tuple[ApprovalChannel, ...] = ()
+    on_approved: ApprovalHook | None = None
 
 
 @attrs.frozen

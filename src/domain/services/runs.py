@@ -12,6 +12,13 @@ from domain.automations import Run, RunStatus, new_run, request_cancel
 from domain.errors import Conflict, FieldError, Invalid, NotFound
 from domain.permissions import Action, Resource
 from domain.ports import Page, RunFilter, UnitOfWork
+from domain.services.approvals import (
+    announce_request,
+    approval_of_run,
+    policy_for,
+    request_approval,
+    waiting_text,
+)
 from domain.services.authorization import (
     Access,
     Hidden,
@@ -98,19 +105,7 @@ async def create_run(
             )
         version = await uow.templates.version(template.id, template.default_version)
         resource = read(version.content, f"{template.name} v{version.version}")
-        if resource.approval_policy is not None:
-            raise Invalid(
-                f"template {template.name} asks for approval, which this controller cannot "
-                "give yet",
-                errors=(
-                    FieldError(
-                        "spec.approvalPolicy",
-                        "approvals arrive with the approver role; until then run a version "
-                        "without an approval policy",
-                    ),
-                ),
-                code="approvals_unavailable",
-            )
+        policy = await policy_for(uow, access.org.id, resource)
         values = resolve(resource.variables, dict(variables or {}))
         redactor = Redactor.for_values(resource.variables, values)
         secret = {v.id: values[v.id] for v in resource.variables if v.secret and v.id in values}
@@ -127,10 +122,16 @@ async def create_run(
             comment=comment.strip(),
             variables=redactor.values(resource.variables, values),
             sealed_secrets=sealed,
+            needs_approval=policy is not None,
         )
         await uow.runs.add(run)
-        # The queue message commits with the run: a committed run is always announced.
-        await announce(uow, p.ids, run, now)
+        approval = None
+        if policy is not None:
+            # It waits: the queue message commits with the decision that approves it.
+            approval = await request_approval(p, uow, run, policy)
+        else:
+            # The queue message commits with the run: a committed run is always announced.
+            await announce(uow, p.ids, run, now)
         waiting = await _why(p, uow, run)
         await uow.commit()
     await record(
@@ -142,6 +143,8 @@ async def create_run(
         org_id=run.org_id,
         data={"template": template.id, "version": str(version.version)},
     )
+    if approval is not None:
+        await announce_request(p, caller, approval, run)
     return RunView(run, waiting, template.name)
 
 
@@ -179,8 +182,12 @@ async def get_run(p: Platform, caller: Caller, run_id: str) -> RunView:
 
 async def _why(p: Platform, uow: UnitOfWork, run: Run) -> str:
     """Why the run is where it is, in words: what it waits for, or how it ended."""
-    if run.status is RunStatus.PENDING_APPROVAL:
-        return "waiting for approval"
+    if run.status in (RunStatus.PENDING_APPROVAL, RunStatus.REJECTED, RunStatus.EXPIRED):
+        approval = await approval_of_run(uow, run.id)
+        if approval is not None:
+            return waiting_text(approval)
+        if run.status is RunStatus.PENDING_APPROVAL:
+            return "waiting for approval"
     if run.status is RunStatus.RUNNING:
         worker = run.worker_id or "?"
         if run.worker_id:
