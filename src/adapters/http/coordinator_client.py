@@ -103,6 +103,9 @@ class HttpCoordinatorClient:
             org_id=claimed.org_id,
             attempts=claimed.fencing_token,
             phases=tuple(PhaseResult(p.name) for p in claimed.spec.phases),
+            template_id=claimed.template_id,
+            template_version=claimed.template_version,
+            grant=claimed.grant,
         )
         return Claim(
             run=run,

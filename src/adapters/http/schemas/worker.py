@@ -62,6 +62,11 @@ class ClaimedRun:
     log_offset: int
     env: dict[str, str] = attrs.field(factory=dict)
     secret_env: list[str] = attrs.field(factory=list)
+    # The signed approval grant (``domain.grants`` wire form) and what it names; the worker
+    # checks them against what it executes. Empty for runs that needed no approval.
+    template_id: str | None = None
+    template_version: int | None = None
+    grant: str = ""
 
 
 @attrs.frozen

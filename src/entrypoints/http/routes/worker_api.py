@@ -122,6 +122,9 @@ def register(api: Api, p: Platform, d: Dispatch, stopping: asyncio.Event) -> Non
                     log_offset=handover.log_offset,
                     env=dict(handover.env),
                     secret_env=list(handover.secret_env),
+                    template_id=run.template_id,
+                    template_version=run.template_version,
+                    grant=run.grant,
                 )
             if loop.time() >= deadline:
                 # A full long-poll came back empty: poll again at once.
