@@ -1,0 +1,1 @@
+"""Slack Web API: Block Kit approval requests, code modals and signed interaction payloads."""

@@ -1,0 +1,393 @@
+"""Slack Web API over httpx, and the interactions request URL whose signatures it verifies."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from adapters.telegram.answers import (
+    AnswerHandler,
+    AnswerResult,
+    AnswerStatus,
+    ChatAnswer,
+    describe,
+    hand_over,
+    outcome_line,
+)
+from domain.approvals import Approval, Verdict
+from domain.automations import Run
+from domain.errors import Invalid, Unauthenticated, Unavailable
+from domain.ports import ApprovalChannel, Clock
+
+log = logging.getLogger("opsicle.slack")
+
+DEFAULT_BASE_URL = "https://slack.com/api"
+ACTION_IDS = {"opsicle_approve": Verdict.APPROVE, "opsicle_reject": Verdict.REJECT}
+CODE_VIEW_PREFIX = "approval_code_"
+CODE_BLOCK = "code"
+CODE_ACTION = "code"
+MAX_AGE = 300  # seconds: Slack's advice for refusing replayed requests
+_TOKEN_ERRORS = {"not_authed", "invalid_auth", "account_inactive", "token_revoked", "token_expired"}
+
+
+class SlackWeb:
+    """The Web API methods Opsicle uses; failures raise ``Unavailable`` (Slack or the token)
+    or ``Invalid`` (Slack refused the request), never showing the token."""
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            transport=transport,
+            timeout=timeout,
+            headers={"authorization": f"Bearer {token}"},
+        )
+
+    async def __aenter__(self) -> SlackWeb:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def call(self, method: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Call one Web API method with a JSON body; return the reply when ``ok``."""
+        try:
+            reply = await self._http.post(
+                f"/{method}",
+                content=json.dumps(dict(body)).encode(),
+                headers={"content-type": "application/json; charset=utf-8"},
+            )
+        except httpx.TransportError as exc:
+            raise Unavailable(f"Slack did not answer {method} ({type(exc).__name__})") from exc
+        if reply.status_code == 429:
+            after = reply.headers.get("retry-after", "?")
+            raise Unavailable(f"Slack asks to wait {after} s before {method}")
+        try:
+            data = reply.json()
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict) or reply.status_code >= 500:
+            raise Unavailable(f"Slack could not {method} (HTTP {reply.status_code})")
+        if data.get("ok") is True:
+            return data
+        error = str(data.get("error") or f"HTTP {reply.status_code}")
+        if error in _TOKEN_ERRORS:
+            raise Unavailable(f"Slack refused the bot token ({error})")
+        if error == "ratelimited":
+            raise Unavailable(f"Slack asks to slow down before {method}")
+        raise Invalid(f"Slack refused {method}: {error}", code="slack_refused")
+
+    async def post_message(
+        self,
+        channel: str,
+        text: str,
+        *,
+        blocks: Sequence[Mapping[str, Any]] | None = None,
+        thread_ts: str | None = None,
+    ) -> tuple[str, str]:
+        """Post a message; return its channel id and ``ts`` (the message's id)."""
+        body: dict[str, Any] = {"channel": channel, "text": text}
+        if blocks is not None:
+            body["blocks"] = [dict(b) for b in blocks]
+        if thread_ts is not None:
+            body["thread_ts"] = thread_ts
+        data = await self.call("chat.postMessage", body)
+        return str(data["channel"]), str(data["ts"])
+
+    async def update(
+        self, channel: str, ts: str, text: str, *, blocks: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
+        body = {"channel": channel, "ts": ts, "text": text, "blocks": [dict(b) for b in blocks]}
+        await self.call("chat.update", body)
+
+    async def post_ephemeral(self, channel: str, user: str, text: str) -> None:
+        await self.call("chat.postEphemeral", {"channel": channel, "user": user, "text": text})
+
+    async def open_view(self, trigger_id: str, view: Mapping[str, Any]) -> str:
+        data = await self.call("views.open", {"trigger_id": trigger_id, "view": dict(view)})
+        return str((data.get("view") or {}).get("id", ""))
+
+
+# ---------------------------------------------------------------- messages and modals
+
+
+def _plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text, "emoji": True}
+
+
+def request_blocks(approval: Approval, run: Run, *, buttons: bool = True) -> list[dict[str, Any]]:
+    facts = "\n".join(f"*{label}:* {_escape(value)}" for label, value in describe(approval, run))
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": ":warning: *Approval requested*"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": facts}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Approval {approval.id}"}]},
+    ]
+    if buttons:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"approval_{approval.id}"[:255],
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": "opsicle_approve",
+                        "text": _plain("Approve"),
+                        "style": "primary",
+                        "value": approval.id,
+                    },
+                    {
+                        "type": "button",
+                        "action_id": "opsicle_reject",
+                        "text": _plain("Reject"),
+                        "style": "danger",
+                        "value": approval.id,
+                    },
+                ],
+            }
+        )
+    return blocks
+
+
+def code_view(answer: ChatAnswer) -> dict[str, Any]:
+    """The modal asking ``answer``'s person for their code; its metadata says where to go on."""
+    metadata = {
+        "channel": answer.chat,
+        "ts": answer.message,
+        "approval": answer.approval_id,
+        "user": answer.user_id,
+        "verdict": str(answer.verdict),
+    }
+    return {
+        "type": "modal",
+        "callback_id": f"{CODE_VIEW_PREFIX}{answer.approval_id}",
+        "title": _plain("Approval code"),
+        "submit": _plain("Approve" if answer.verdict is Verdict.APPROVE else "Reject"),
+        "close": _plain("Cancel"),
+        "private_metadata": json.dumps(metadata, separators=(",", ":")),
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": CODE_BLOCK,
+                "label": _plain("Code from your authenticator app"),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": CODE_ACTION,
+                    "min_length": 6,
+                    "max_length": 8,
+                    "placeholder": _plain("123456"),
+                },
+            }
+        ],
+    }
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+ChannelsFor = Callable[[Approval, Run], Sequence[str]]
+
+
+class SlackChannel:
+    """Posts approval requests to Slack channels (by id) and updates them to the outcome."""
+
+    name = "slack"
+
+    def __init__(self, web: SlackWeb, channels: ChannelsFor | Sequence[str]) -> None:
+        self._web = web
+        if callable(channels):
+            self._channels: ChannelsFor = channels
+        else:
+            fixed = tuple(channels)
+            self._channels = lambda approval, run: fixed
+        self.posted: dict[str, dict[str, str]] = {}
+
+    def message_of(self, approval_id: str, channel: str) -> str | None:
+        return self.posted.get(approval_id, {}).get(channel)
+
+    async def announce(self, approval: Approval, run: Run) -> None:
+        posted = self.posted.setdefault(approval.id, {})
+        text = f"Approval requested for {run.name or run.id} by {approval.requested_by}"
+        blocks = request_blocks(approval, run)
+        for channel in self._channels(approval, run):
+            if channel in posted:
+                continue
+            channel_id, ts = await self._web.post_message(channel, text, blocks=blocks)
+            posted[channel_id] = ts
+
+    async def conclude(self, approval: Approval, run: Run) -> None:
+        outcome = outcome_line(approval)
+        blocks = [
+            *request_blocks(approval, run, buttons=False),
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{outcome}*"}},
+        ]
+        for channel, ts in self.posted.pop(approval.id, {}).items():
+            await self._web.update(channel, ts, f"{run.name or run.id}: {outcome}", blocks=blocks)
+
+
+def slack_channel(web: SlackWeb, channels: ChannelsFor | Sequence[str]) -> ApprovalChannel:
+    """The Slack approval channel, typed as the port it implements."""
+    return SlackChannel(web, channels)
+
+
+# ---------------------------------------------------------------- the interactions request URL
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """Slack's v0 request signature of ``body`` sent at ``timestamp``."""
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float) -> None:
+    """Raise ``Unauthenticated`` unless the request is signed with ``secret`` and recent."""
+    timestamp = headers.get("x-slack-request-timestamp", "")
+    given = headers.get("x-slack-signature", "")
+    if not timestamp.isdigit() or not given:
+        raise Unauthenticated("the request is not signed by Slack")
+    if abs(now - int(timestamp)) > MAX_AGE:
+        raise Unauthenticated("the Slack request is too old (or its clock is off)")
+    if not hmac.compare_digest(signature(secret, timestamp, body), given):
+        raise Unauthenticated("the Slack signature does not match")
+
+
+class SlackInteractions:
+    """The interactivity request URL: button presses (``block_actions``) and code modals
+    (``view_submission``) become ``ChatAnswer``s for ``handler``.
+
+    Mount ``endpoint`` as a POST route. Unsigned, wrongly signed or stale requests get 401.
+    """
+
+    def __init__(
+        self, web: SlackWeb, handler: AnswerHandler, *, signing_secret: str, clock: Clock
+    ) -> None:
+        if not signing_secret:
+            raise Invalid("the Slack signing secret is empty")
+        self._web = web
+        self._handler = handler
+        self._secret = signing_secret
+        self._clock = clock
+
+    async def endpoint(self, request: Request) -> Response:
+        body = await request.body()
+        try:
+            verify(self._secret, request.headers, body, self._clock.now().timestamp())
+        except Unauthenticated as exc:
+            log.warning("Slack interaction refused: %s", exc)
+            return JSONResponse({"error": str(exc)}, status_code=401)
+        form = parse_qs(body.decode("utf-8", "replace"))
+        try:
+            payload = json.loads(form.get("payload", [""])[0])
+        except ValueError:
+            return JSONResponse({"error": "the payload is not JSON"}, status_code=400)
+        if not isinstance(payload, dict):
+            return JSONResponse({"error": "the payload is not an object"}, status_code=400)
+        kind = payload.get("type")
+        if kind == "block_actions":
+            await self._on_actions(payload)
+            return Response(status_code=200)
+        if kind == "view_submission":
+            return await self._on_submission(payload)
+        return Response(status_code=200)  # other interactions are not Opsicle's
+
+    async def _on_actions(self, payload: dict[str, Any]) -> None:
+        user = payload.get("user") or {}
+        channel = str((payload.get("channel") or {}).get("id") or "")
+        container = payload.get("container") or {}
+        ts = str(container.get("message_ts") or (payload.get("message") or {}).get("ts") or "")
+        for action in payload.get("actions") or []:
+            verdict = ACTION_IDS.get(str(action.get("action_id")))
+            if verdict is None or not channel or not ts:
+                continue
+            answer = ChatAnswer(
+                approval_id=str(action.get("value") or ""),
+                channel="slack",
+                user_id=str(user.get("id") or ""),
+                username=str(user.get("username") or user.get("name") or user.get("id") or ""),
+                verdict=verdict,
+                code=None,
+                chat=channel,
+                message=ts,
+            )
+            result = await hand_over(self._handler, answer)
+            try:
+                if result.status is AnswerStatus.CODE_REQUIRED:
+                    await self._web.open_view(
+                        str(payload.get("trigger_id") or ""), code_view(answer)
+                    )
+                else:
+                    await self._tell(answer, result)
+            except (Invalid, Unavailable) as exc:
+                log.warning("Slack answer for approval %s not shown: %s", answer.approval_id, exc)
+
+    async def _on_submission(self, payload: dict[str, Any]) -> Response:
+        view = payload.get("view") or {}
+        if not str(view.get("callback_id") or "").startswith(CODE_VIEW_PREFIX):
+            return Response(status_code=200)
+        try:
+            meta = json.loads(str(view.get("private_metadata") or ""))
+            verdict = Verdict(meta["verdict"])
+        except (ValueError, KeyError, TypeError):
+            return _field_error("This form is damaged; press the button again.")
+        user = payload.get("user") or {}
+        if str(user.get("id") or "") != str(meta.get("user")):
+            return _field_error("This form was opened for someone else.")
+        values = (view.get("state") or {}).get("values") or {}
+        code = str(((values.get(CODE_BLOCK) or {}).get(CODE_ACTION) or {}).get("value") or "")
+        answer = ChatAnswer(
+            approval_id=str(meta.get("approval") or ""),
+            channel="slack",
+            user_id=str(user.get("id") or ""),
+            username=str(user.get("username") or user.get("name") or user.get("id") or ""),
+            verdict=verdict,
+            code=code.strip(),
+            chat=str(meta.get("channel") or ""),
+            message=str(meta.get("ts") or ""),
+        )
+        result = await hand_over(self._handler, answer)
+        if result.status is AnswerStatus.REFUSED:
+            try:
+                await self._tell(answer, result)
+            except (Invalid, Unavailable) as exc:
+                log.warning("Slack refusal for approval %s not shown: %s", answer.approval_id, exc)
+            return _field_error(result.message or "Not accepted.")
+        if result.status is AnswerStatus.CODE_REQUIRED:
+            return _field_error("Enter your code.")
+        try:
+            await self._tell(answer, result)
+        except (Invalid, Unavailable) as exc:
+            log.warning("Slack answer for approval %s not shown: %s", answer.approval_id, exc)
+        return Response(status_code=200)  # an empty 200 closes the modal
+
+    async def _tell(self, answer: ChatAnswer, result: AnswerResult) -> None:
+        if result.status is AnswerStatus.REFUSED:
+            text = f":no_entry: {result.message or 'Not accepted.'}"
+            await self._web.post_ephemeral(answer.chat, answer.user_id, text)
+        elif result.message:
+            await self._web.post_message(answer.chat, result.message, thread_ts=answer.message)
+
+
+def _field_error(message: str) -> JSONResponse:
+    return JSONResponse({"response_action": "errors", "errors": {CODE_BLOCK: message}})

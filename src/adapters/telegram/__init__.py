@@ -1,0 +1,1 @@
+"""Telegram Bot API: approval requests with buttons, code prompts, and the update poller."""
