@@ -22,6 +22,7 @@ from adapters.crypto.tokens import JwtTokenSigner
 from adapters.crypto.totp import PyotpTotp
 from adapters.health import CacheHealthCheck
 from adapters.mail.outbox import FileOutboxMailer
+from adapters.mail.smtp import SmtpSettings, StartTls, smtp_mailer
 from adapters.memory.audit import InMemoryAuditLog
 from adapters.memory.cache import InMemoryCache
 from adapters.memory.mail import InMemoryMailer
@@ -39,7 +40,7 @@ from adapters.sql.repositories import unit_of_work_factory
 from adapters.sql.run_logs import SqlRunLogStore
 from adapters.system import SystemClock, UlidIdGenerator
 from domain.errors import FieldError, Invalid
-from domain.ports import AuditLog, Cache, Clock, HealthCheck, PasswordHasher, Queue
+from domain.ports import AuditLog, Cache, Clock, HealthCheck, Mailer, PasswordHasher, Queue
 from domain.services.dispatch import Dispatch
 from domain.services.platform import Limits, Platform
 from entrypoints.settings import Settings
@@ -100,6 +101,23 @@ async def _cache(
     return cache, CacheHealthCheck(cache)
 
 
+def _mailer(settings: Settings, clock: Clock) -> Mailer:
+    """SMTP when ``smtp-host`` is set, else a file outbox that ``opsicle list emails`` shows."""
+    if not settings["smtp-host"]:
+        return FileOutboxMailer(settings.data_dir / "outbox", clock)
+    return smtp_mailer(
+        SmtpSettings(
+            host=str(settings["smtp-host"]),
+            port=int(settings["smtp-port"]),
+            starttls=StartTls(settings["smtp-starttls"]),
+            username=settings["smtp-username"],
+            password=settings["smtp-password"],
+            from_address=str(settings["smtp-from"]),
+        ),
+        clock=clock,
+    )
+
+
 async def _audit(
     settings: Settings, engine: AsyncEngine, stack: AsyncExitStack
 ) -> tuple[AuditLog, list[HealthCheck]]:
@@ -148,7 +166,7 @@ async def _embedded_stores(
                 totp=PyotpTotp(),
                 cache=cache,
                 audit=audit,
-                mailer=FileOutboxMailer(settings.data_dir / "outbox", clock),
+                mailer=_mailer(settings, clock),
                 logs=SqlRunLogStore(engine),
                 sealer=FernetSealer(derive_key(key, "sealed values")),
                 public_url=settings.public_url,
