@@ -48,3 +48,12 @@ async def test_runs_stored_before_0004_have_no_secrets_and_0004_downgrades(
             assert (await uow.runs.get(ids.queued)).sealed_secrets == ""
     finally:
         await engine.dispose()
+
+
+async def test_signed_grants_round_trip(uow: UnitOfWork) -> None:
+    run = b.run(org_id=uid("org"), grant="eyJ2IjoxfQ." + "s" * 86)
+    plain = b.run(org_id=uid("org"))
+    await uow.runs.add(run)
+    await uow.runs.add(plain)
+    assert await uow.runs.get(run.id) == run
+    assert (await uow.runs.get(plain.id)).grant == ""

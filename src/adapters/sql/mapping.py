@@ -305,7 +305,7 @@ def run_row(r: Run) -> dict[str, Any]:
             "updated_at": r.updated_at, "started_at": r.started_at,
             "finished_at": r.finished_at, "lease_expires_at": r.lease_expires_at,
             "cancel_requested": r.cancel_requested,
-            "sealed_secrets": r.sealed_secrets or None}
+            "sealed_secrets": r.sealed_secrets or None, "approval_grant": r.grant or None}
 
 
 def run_of(r: RowMapping) -> Run:
@@ -319,7 +319,7 @@ def run_of(r: RowMapping) -> Run:
                started_at=r["started_at"], finished_at=r["finished_at"],
                lease_expires_at=r["lease_expires_at"],
                cancel_requested=bool(r["cancel_requested"]),
-               sealed_secrets=r["sealed_secrets"] or "")
+               sealed_secrets=r["sealed_secrets"] or "", grant=r["approval_grant"] or "")
 
 
 def worker_row(w: Worker) -> dict[str, Any]:
@@ -392,7 +392,7 @@ def approval_of(r: RowMapping, responders: tuple[str, ...]) -> Approval:
                     decided_at=r["decided_at"], org_id=r["org_id"],
                     policy=policy_resource_of(r["policy"]).spec, responders=responders,
                     messages=json.loads(r["messages"]), reason=r["reason"],
-                    grant=r["grant"] or "")
+                    grant=r["approval_grant"] or "")
 
 
 def policy_row(p: StoredPolicy) -> dict[str, Any]:

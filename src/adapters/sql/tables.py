@@ -244,6 +244,8 @@ runs = sa.Table(
     sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
     # Secret variable values sealed for the worker (migration 0004); NULL: none.
     sa.Column("sealed_secrets", LongText),
+    # The signed approval grant (migration 0006); NULL: the run needed no approval.
+    sa.Column("approval_grant", sa.Text),
     sa.Index("ix_runs_created", "created_at", "id"),
     sa.Index("ix_runs_org_created", "org_id", "created_at", "id"),
     sa.Index("ix_runs_template_created", "template_id", "created_at", "id"),
