@@ -6,6 +6,7 @@ import builtins
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
+from typing import Any
 
 from domain.outbox import OutboxMessage
 from domain.ports import OutboxRepository, UnitOfWork, UnitOfWorkFactory
@@ -38,17 +39,13 @@ class WakingUnitOfWork:
         self._inner = inner
         self._committed = committed
         self._staged = False
-        self.users = inner.users
-        self.orgs = inner.orgs
-        self.roles = inner.roles
-        self.tokens = inner.tokens
-        self.mfa = inner.mfa
-        self.codes = inner.codes
-        self.invitations = inner.invitations
         self.outbox: OutboxRepository = _NotingOutbox(inner.outbox, self._stage)
-        self.templates = inner.templates
-        self.runs = inner.runs
-        self.workers = inner.workers
+
+    def __getattr__(self, name: str) -> Any:
+        # Every other repository is the inner unit's own, whichever the port has.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
 
     def _stage(self) -> None:
         self._staged = True
