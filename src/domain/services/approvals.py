@@ -435,7 +435,7 @@ async def _decide(
     now = p.clock.now()
     if approval.status is ApprovalStatus.APPROVED:
         if p.on_approved is not None:
-            approval = await p.on_approved(uow, approval, run)
+            approval, run = await p.on_approved(uow, approval, run)
         queued, _ = transition(run, RunStatus.QUEUED, now, approval.reason)
         await uow.runs.update(queued, expected=RunStatus.PENDING_APPROVAL)
         # The queue message commits with the decision: an approved run is always announced.

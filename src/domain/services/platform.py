@@ -26,10 +26,11 @@ from domain.ports import (
     UnitOfWorkFactory,
 )
 
-# Called inside the unit of work that queues an approved run, before the run is announced:
-# it returns the approval to store (e.g. with a signed grant in ``Approval.grant``). Raising
-# keeps the run waiting (nothing is committed). The grant signer plugs in here.
-ApprovalHook = Callable[[UnitOfWork, Approval, Run], Awaitable[Approval]]
+# Called inside the unit of work that queues an approved run, before the run moves to queued
+# and is announced: it returns the approval and the run to store (e.g. with a signed grant in
+# ``Run.grant`` / ``Approval.grant``). Raising keeps the run waiting (nothing is committed).
+# The grant signer plugs in here.
+ApprovalHook = Callable[[UnitOfWork, Approval, Run], Awaitable[tuple[Approval, Run]]]
 
 
 @attrs.frozen
