@@ -14,7 +14,7 @@ from domain.services.platform import Caller, Platform
 from domain.services.sessions import authenticate
 from entrypoints.http.api import Api
 from entrypoints.http.common import build_app
-from entrypoints.http.routes import accounts, orgs, runs, templates, workers
+from entrypoints.http.routes import accounts, approvals, orgs, runs, templates, workers
 from entrypoints.version import VERSION
 
 
@@ -30,6 +30,7 @@ def controller_api(p: Platform) -> Api:
     orgs.register(api, p)
     templates.register(api, p)
     runs.register(api, p)
+    approvals.register(api, p)
     workers.register(api, p)
     return api
 

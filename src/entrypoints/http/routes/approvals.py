@@ -1,0 +1,73 @@
+"""Approval endpoints: the requests I may answer (or an org's), one request, approve, reject."""
+
+from __future__ import annotations
+
+from adapters.http.schemas.approvals import (
+    ApprovalAnswer,
+    ApprovalInfo,
+    ApprovalPage,
+    approval_out,
+    approval_page_out,
+)
+from domain.approvals import ApprovalStatus, Verdict
+from domain.errors import FieldError, Invalid
+from domain.services import approvals
+from domain.services.platform import Platform
+from entrypoints.http.api import Api, Call, QueryParam
+
+V1 = "/api/v1"
+APPROVAL = f"{V1}/approvals/{{approval}}"
+
+
+def register(api: Api, p: Platform) -> None:
+    """Declare every approval endpoint; ``{approval}`` is an approval id."""
+
+    @api.endpoint(
+        "GET",
+        f"{V1}/approvals",
+        summary="Approval requests: without org, the pending ones I may answer",
+        tag="approvals",
+        response=ApprovalPage,
+        query=(
+            QueryParam("org", "this org's requests (code or id)"),
+            QueryParam("status", "only these statuses, comma-separated (default pending)"),
+            QueryParam("limit", "at most this many (default 50, at most 200)", int),
+            QueryParam("cursor", "continue after the page that returned this cursor"),
+        ),
+    )
+    async def list_approvals(call: Call) -> ApprovalPage:
+        q = call.query
+        try:
+            statuses = tuple(ApprovalStatus(s.strip().lower())
+                             for s in (q.get("status") or "pending").split(",") if s.strip())
+        except ValueError:
+            raise Invalid("unknown approval status", errors=(FieldError(
+                "status", f"expected some of: {', '.join(s.value for s in ApprovalStatus)}"),),
+            ) from None
+        limit = q.get("limit") or "50"
+        if not str(limit).isdigit():
+            raise Invalid("the limit is not a number", errors=(FieldError("limit", "1 to 200"),))
+        page = await approvals.list_approvals(
+            p, call.caller, org_ref=q.get("org") or None, statuses=statuses, limit=int(limit),
+            cursor=q.get("cursor") or None)
+        return approval_page_out(page)
+
+    @api.endpoint("GET", APPROVAL, summary="Get an approval request", tag="approvals",
+                  response=ApprovalInfo)
+    async def get_approval(call: Call) -> ApprovalInfo:
+        return approval_out(await approvals.get_approval(p, call.caller, call.path["approval"]))
+
+    @api.endpoint("POST", f"{APPROVAL}/approve", summary="Approve (with a TOTP code if required)",
+                  tag="approvals", body=ApprovalAnswer, response=ApprovalInfo)
+    async def approve(call: Call) -> ApprovalInfo:
+        body: ApprovalAnswer = call.body
+        return approval_out(await approvals.respond_to(
+            p, call.caller, call.path["approval"], Verdict.APPROVE, code=body.code,
+            comment=body.comment))
+
+    @api.endpoint("POST", f"{APPROVAL}/reject", summary="Reject, with a reason",
+                  tag="approvals", body=ApprovalAnswer, response=ApprovalInfo)
+    async def reject(call: Call) -> ApprovalInfo:
+        body: ApprovalAnswer = call.body
+        return approval_out(await approvals.respond_to(
+            p, call.caller, call.path["approval"], Verdict.REJECT, comment=body.comment))
