@@ -194,6 +194,10 @@ class Coordination:
     platform: Platform
 
 
+# How often pending approval requests are checked for expiry.
+APPROVAL_EXPIRY_INTERVAL = 5.0
+
+
 @asynccontextmanager
 async def coordination(
     platform: Platform,
@@ -229,6 +233,11 @@ async def coordination(
     async def reap() -> None:
         await dispatch.reap(d)
 
+    async def expire_approvals() -> None:
+        from domain.services.approvals import expire_due
+
+        await expire_due(platform)
+
     tasks = [
         asyncio.create_task(
             service_loop(
@@ -247,6 +256,15 @@ async def coordination(
                 stop=loops_stop,
                 clock=ticks,
                 interval=reap_interval or max(0.2, lease_seconds / 4),
+            )
+        ),
+        asyncio.create_task(
+            service_loop(
+                "approval expiry",
+                expire_approvals,
+                stop=loops_stop,
+                clock=ticks,
+                interval=APPROVAL_EXPIRY_INTERVAL,
             )
         ),
     ]
