@@ -18,6 +18,7 @@ import attrs
 from domain.approvals import Approval, ApprovalSettings, ApprovalStatus, StoredPolicy
 from domain.audit import AuditEvent, Outcome
 from domain.automations import PhaseResult, PhaseStatus, Run, RunStatus
+from domain.chat_links import ChatLink, ChatPlatform
 from domain.orgs import Invitation, Membership, Organisation
 from domain.outbox import OutboxMessage
 from domain.permissions import Role
@@ -753,4 +754,27 @@ class CoordinatorClient(Protocol):
     async def release(self, claim: Claim) -> None:
         """Hand the run back unfinished (a draining worker): it is queued again.
         Raises ``Conflict`` when the lease was lost."""
+        ...
+
+
+# ---------------------------------------------------------------- chat identities
+
+
+class ChatLinkRepository(Protocol):
+    """Which Opsicle user a Telegram or Slack identity is; each call is its own transaction."""
+
+    async def save(self, link: ChatLink) -> None:
+        """Insert the link, or replace the one the chat identity had (relinking moves it)."""
+        ...
+
+    async def get(self, platform: ChatPlatform, chat_user_id: str) -> ChatLink:
+        """Raises ``NotFound`` when the chat identity is not linked."""
+        ...
+
+    async def of_user(self, user_id: str) -> builtins.list[ChatLink]:
+        """The user's links, by platform then chat id."""
+        ...
+
+    async def remove(self, platform: ChatPlatform, chat_user_id: str) -> None:
+        """Forget the link; nothing happens when there is none."""
         ...

@@ -78,6 +78,8 @@ def check_password(password: str) -> None:
 class CodePurpose(StrEnum):
     VERIFY_EMAIL = "verify_email"
     RESET_PASSWORD = "reset_password"  # noqa: S105 - a purpose, not a password
+    LINK_TELEGRAM = "link_telegram"  # linking a chat identity (opsicle link telegram)
+    LINK_SLACK = "link_slack"
 
 
 @attrs.frozen

@@ -20,9 +20,12 @@ from adapters.telegram.answers import (
     AnswerResult,
     AnswerStatus,
     ChatAnswer,
+    ChatCommand,
+    CommandHandler,
     describe,
     hand_over,
     outcome_line,
+    run_command,
 )
 from domain.approvals import Approval, Verdict
 from domain.automations import Run
@@ -281,12 +284,19 @@ class SlackInteractions:
     """
 
     def __init__(
-        self, web: SlackWeb, handler: AnswerHandler, *, signing_secret: str, clock: Clock
+        self,
+        web: SlackWeb,
+        handler: AnswerHandler,
+        *,
+        signing_secret: str,
+        clock: Clock,
+        commands: CommandHandler | None = None,
     ) -> None:
         if not signing_secret:
             raise Invalid("the Slack signing secret is empty")
         self._web = web
         self._handler = handler
+        self._commands = commands
         self._secret = signing_secret
         self._clock = clock
 
@@ -311,6 +321,30 @@ class SlackInteractions:
         if kind == "view_submission":
             return await self._on_submission(payload)
         return Response(status_code=200)  # other interactions are not Opsicle's
+
+    async def command_endpoint(self, request: Request) -> Response:
+        """The slash command request URL: ``/opsicle link CODE`` answers its sender only."""
+        body = await request.body()
+        try:
+            verify(self._secret, request.headers, body, self._clock.now().timestamp())
+        except Unauthenticated as exc:
+            log.warning("Slack command refused: %s", exc)
+            return JSONResponse({"error": str(exc)}, status_code=401)
+        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        word, _, rest = form.get("text", "").strip().partition(" ")
+        if self._commands is None or word.lower() != "link":
+            text = "Usage: /opsicle link CODE (get a code with 'opsicle link slack')"
+        else:
+            command = ChatCommand(
+                channel="slack",
+                user_id=form.get("user_id", ""),
+                username=form.get("user_name", ""),
+                chat=form.get("channel_id", ""),
+                name="link",
+                text=rest.strip(),
+            )
+            text = await run_command(self._commands, command)
+        return JSONResponse({"response_type": "ephemeral", "text": text})
 
     async def _on_actions(self, payload: dict[str, Any]) -> None:
         user = payload.get("user") or {}

@@ -431,3 +431,14 @@ audit_chain_head = sa.Table(
     sa.Column("last_seq", sa.BigInteger, nullable=False),
     **TABLE_OPTIONS,
 )
+
+# Which Opsicle user a Telegram or Slack identity is (opsicle link telegram|slack).
+chat_links = sa.Table(
+    "chat_links", metadata,
+    sa.Column("platform", sa.String(16), primary_key=True),
+    sa.Column("chat_user_id", sa.String(64), primary_key=True),
+    _id("user_id", sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("chat_username", sa.String(NAME), nullable=False),
+    sa.Column("linked_at", UtcDateTime, nullable=False),
+    **TABLE_OPTIONS,
+)

@@ -44,6 +44,33 @@ class AnswerResult:
     message: str = ""
 
 
+@attrs.frozen
+class ChatCommand:
+    """A command typed in a chat (``/link CODE``): who sent it, where, and its text after the
+    command word."""
+
+    channel: str
+    user_id: str
+    username: str
+    chat: str
+    name: str
+    text: str
+
+
+CommandHandler = Callable[[ChatCommand], Awaitable[str]]
+"""Runs a chat command; returns the reply to show its sender (errors as for answers)."""
+
+
+async def run_command(handler: CommandHandler, command: ChatCommand) -> str:
+    """Call ``handler``; domain errors become a reply with their message."""
+    try:
+        return await handler(command)
+    except Unavailable as exc:
+        return f"Opsicle cannot do that now: {exc}"
+    except OpsicleError as exc:
+        return f"⛔ {exc}"
+
+
 AnswerHandler = Callable[[ChatAnswer], Awaitable[AnswerResult]]
 """The core's respond use case as the chat adapters see it.
 

@@ -15,9 +15,12 @@ from adapters.telegram.answers import (
     AnswerResult,
     AnswerStatus,
     ChatAnswer,
+    ChatCommand,
+    CommandHandler,
     describe,
     hand_over,
     outcome_line,
+    run_command,
 )
 from domain.approvals import Approval, Verdict
 from domain.automations import Run
@@ -289,9 +292,11 @@ class TelegramPoller:
         clock: Clock,
         poll_timeout: int = 25,
         code_wait: float = 120.0,
+        commands: CommandHandler | None = None,
     ) -> None:
         self._bot = bot
         self._handler = handler
+        self._commands = commands
         self._clock = clock
         self._poll_timeout = poll_timeout
         self._code_wait = code_wait
@@ -364,7 +369,8 @@ class TelegramPoller:
         user = message.get("from") or {}
         replied = message.get("reply_to_message")
         if not isinstance(replied, dict):
-            return  # the bot answers buttons and its own prompts, nothing else
+            await self._on_command(message)
+            return  # otherwise the bot answers buttons and its own prompts, nothing else
         key = (chat_id, int(replied["message_id"]))
         prompt = self.prompts.get(key)
         if prompt is None:
@@ -398,6 +404,28 @@ class TelegramPoller:
         if result.status is AnswerStatus.CODE_REQUIRED:
             result = AnswerResult(AnswerStatus.REFUSED, "a code is required")
         await self._tell(chat_id, original, answer, result)
+
+    async def _on_command(self, message: dict[str, Any]) -> None:
+        """``/link CODE`` (or ``/link@bot CODE``) goes to the command handler."""
+        text = str(message.get("text") or "").strip()
+        word, _, rest = text.partition(" ")
+        name = word.partition("@")[0].removeprefix("/")
+        if self._commands is None or not word.startswith("/") or name != "link":
+            return
+        chat_id = int(message["chat"]["id"])
+        user = message.get("from") or {}
+        # The code is single-use, but it is still nobody else's business in a group chat.
+        await self._delete(chat_id, int(message["message_id"]))
+        command = ChatCommand(
+            channel="telegram",
+            user_id=str(user.get("id", "")),
+            username=_name(user),
+            chat=str(chat_id),
+            name=name,
+            text=rest.strip(),
+        )
+        reply = await run_command(self._commands, command)
+        await self._bot.send_message(chat_id, f"{_mention(user)}: {reply}")
 
     async def _tell(
         self, chat_id: int, message_id: int, answer: ChatAnswer, result: AnswerResult

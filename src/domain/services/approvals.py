@@ -261,6 +261,14 @@ async def request_approval(
     """Stage the approval request of a run created waiting for it (in the caller's unit)."""
     if run.org_id is None or run.requested_by is None:
         raise Invalid("only an org run someone asked for can wait for approval")
+    chat_responders = [r for t in policy.telegram for r in t.authorized_responders]
+    chat_responders += [r for t in policy.slack for r in t.authorized_responders]
+    if any(r.mfa_seed for r in chat_responders):
+        # The original's shared seeds are read for compatibility, never used: every
+        # responder's code is checked against their own MFA enrolment.
+        log.warning("approval policy %s of run %s sets mfaSeed for a responder; it is ignored "
+                    "(codes are checked against each user's own MFA enrolment)",
+                    policy.id or "(inline)", run.id)
     responders = await _responders(uow, run.org_id, policy, run.requested_by)
     if not responders:
         raise Invalid(
