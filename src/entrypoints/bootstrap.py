@@ -15,6 +15,7 @@ import attrs
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 
+from adapters.crypto.grants import Ed25519KeyRing, FileGrantKeyStore
 from adapters.crypto.passwords import Argon2PasswordHasher
 from adapters.crypto.sealing import FernetSealer
 from adapters.crypto.secrets import KeyedSecrets
@@ -39,10 +40,23 @@ from adapters.sql.migrate import migrate
 from adapters.sql.repositories import unit_of_work_factory
 from adapters.sql.run_logs import SqlRunLogStore
 from adapters.system import SystemClock, UlidIdGenerator
+from domain.approvals import Approval
+from domain.automations import Run
 from domain.errors import FieldError, Invalid
-from domain.ports import AuditLog, Cache, Clock, HealthCheck, Mailer, PasswordHasher, Queue
+from domain.ports import (
+    AuditLog,
+    Cache,
+    Clock,
+    HealthCheck,
+    Mailer,
+    PasswordHasher,
+    Queue,
+    Sealer,
+    UnitOfWork,
+)
 from domain.services.dispatch import Dispatch
-from domain.services.platform import Limits, Platform
+from domain.services.grants import sign_grant_for
+from domain.services.platform import ApprovalHook, Limits, Platform
 from entrypoints.settings import Settings
 
 if TYPE_CHECKING:
@@ -131,6 +145,20 @@ async def _audit(
     return sql_audit_log(engine), []
 
 
+def grant_key_store(settings: Settings, sealer: Sealer) -> FileGrantKeyStore:
+    """Where the approver's signing keys live: sealed files in data-dir/approver-keys."""
+    return FileGrantKeyStore(settings.data_dir / "approver-keys", sealer)
+
+
+def grant_hook(ring: Ed25519KeyRing, sealer: Sealer, clock: Clock) -> ApprovalHook:
+    """``Platform.on_approved``: the approved run carries the grant its approvers signed."""
+
+    async def on_approved(uow: UnitOfWork, approval: Approval, run: Run) -> tuple[Approval, Run]:
+        return approval, sign_grant_for(run, approval, ring, sealer, clock.now())
+
+    return on_approved
+
+
 @asynccontextmanager
 async def embedded_platform(
     settings: Settings,
@@ -156,6 +184,8 @@ async def _embedded_stores(
         async with AsyncExitStack() as stack:
             cache, cache_check = await _cache(settings, clock, stack)
             audit, audit_checks = await _audit(settings, engine, stack)
+            sealer = FernetSealer(derive_key(key, "sealed values"))
+            ring = grant_key_store(settings, sealer).ring(clock.now())
             platform = Platform(
                 uow=unit_of_work_factory(engine),
                 clock=clock,
@@ -168,8 +198,9 @@ async def _embedded_stores(
                 audit=audit,
                 mailer=_mailer(settings, clock),
                 logs=SqlRunLogStore(engine),
-                sealer=FernetSealer(derive_key(key, "sealed values")),
+                sealer=sealer,
                 public_url=settings.public_url,
+                on_approved=grant_hook(ring, sealer, clock),
             )
             checks: list[HealthCheck] = [
                 SqlHealthCheck(engine, name="database"),
@@ -368,7 +399,11 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
             *controller_routes(c.platform),
             *coordinator_routes(c.platform, c.dispatch, c.stopping, beside_controller=True),
         ]
-        async with embedded_worker(c.platform, c.dispatch, settings, c.stopping, signal):
+        # The embedded worker verifies grants with this instance's own keys.
+        grants = grant_key_store(settings, platform.sealer).ring(platform.clock.now()).verifier()
+        async with embedded_worker(
+            c.platform, c.dispatch, settings, c.stopping, signal, grants=grants
+        ):
             yield Role("standalone", build_app("standalone", routes, checks), c.stopping)
 
 

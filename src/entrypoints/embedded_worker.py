@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 
 from domain.automations import PhaseResult, RunStatus
 from domain.errors import NotFound
+from domain.grants import GrantVerifier
 from domain.ports import Claim, Delivery, Queue, QueueMessage, RunFilter, Sealer
 from domain.services import dispatch
 from domain.services.dispatch import Dispatch, WorkerIdentity
@@ -191,8 +192,14 @@ async def embedded_worker(
     settings: Settings,
     stop: asyncio.Event,
     signal: PublishSignal,
+    *,
+    grants: GrantVerifier | None = None,
 ) -> AsyncIterator[None]:
-    """Run one worker in this process until ``stop`` is set; on exit it has drained."""
+    """Run one worker in this process until ``stop`` is set; on exit it has drained.
+
+    ``grants`` verifies the grants runs carry; a run that needed approval but carries none
+    is failed by the claim itself (``claim_for_worker``), before it reaches this worker.
+    """
     from entrypoints.worker import PullWorker, WorkerOptions, runner_factory
 
     name = socket.gethostname() or "standalone"
@@ -207,6 +214,7 @@ async def embedded_worker(
             concurrency=int(settings["concurrency"]),
             drain_seconds=float(settings["drain-seconds"]),
         ),
+        grants=grants,
     )
     task = asyncio.create_task(worker.run(stop))
     try:

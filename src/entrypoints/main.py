@@ -12,6 +12,7 @@ from cyclopts import App, Parameter
 from domain.errors import OpsicleError
 from entrypoints import logs, settings
 from entrypoints.cli import accounts, explain, local, start, verbs
+from entrypoints.cli import approvals as approval_commands  # noqa: F401 (adds its verbs)
 from entrypoints.cli import orgs as org_commands
 from entrypoints.cli import runs as run_commands
 from entrypoints.cli import templates as template_commands  # noqa: F401 (adds its verbs)

@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
     "concurrency": 1,
     "labels": "",
     "drain-seconds": 30.0,
+    # The approver's public keys a worker pins (PEM files; several: comma-separated or a YAML
+    # list): runs carrying a grant execute only when it verifies under one of them.
+    "approver-keys": None,
 }
 SECRET = frozenset({"secret-key", "token", "nats-password", "smtp-password"})
 NUMBERS = frozenset({"grace-seconds", "lease-seconds", "drain-seconds", "nats-ack-wait-seconds"})

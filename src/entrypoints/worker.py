@@ -451,6 +451,27 @@ def coordinator_urls(value: object) -> list[str]:
     return [str(u).strip() for u in items if str(u).strip()]
 
 
+def pinned_verifier(value: object) -> GrantVerifier | None:
+    """The verifier of the ``approver-keys`` setting's PEM files, or None when none is set.
+
+    Raises ``Invalid`` naming the file that cannot be read or holds no Ed25519 public key.
+    """
+    from adapters.crypto.grants import Ed25519GrantVerifier, load_public_key
+
+    paths = coordinator_urls(value) if value else []
+    keys = []
+    for path in paths:
+        try:
+            text = Path(path).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise Invalid(
+                f"the approver key {path} cannot be read",
+                errors=(FieldError("approver-keys", f"cannot be read: {exc}", path),),
+            ) from exc
+        keys.append(load_public_key(text, source=path))
+    return Ed25519GrantVerifier(keys) if keys else None
+
+
 def resolve_token(settings: Settings, token_file: str | None) -> tuple[str, str]:
     """The worker's token id and secret: flags > environment > config file > ``--token-file``."""
     token_id, token = settings["token-id"], settings["token"]
@@ -507,6 +528,7 @@ async def serve_worker(settings: Settings, *, name: str | None, token: tuple[str
             concurrency=int(settings["concurrency"]),
             drain_seconds=float(settings["drain-seconds"]),
         ),
+        grants=pinned_verifier(settings["approver-keys"]),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import attrs
 
-from domain.automations import RunStatus
-from domain.errors import Invalid
+from domain.automations import Run, RunStatus
+from domain.errors import Invalid, NotFound
 from domain.ports import Sealer
 from domain.resources import VariableValue, env_name
 from domain.services import dispatch
@@ -64,13 +64,30 @@ def heartbeat_interval(lease_seconds: float) -> float:
     return max(0.05, lease_seconds / 3)
 
 
+MISSING_GRANT = "the run needed approval but carries no approval grant: refused to hand it out"
+
+
+async def _check_grant_present(d: Dispatch, run: Run) -> None:
+    """Raise ``Invalid`` when ``run`` has an approval request but no grant: the grant was
+    stripped, so no worker (pinned keys or not) may be handed the run."""
+    if run.grant:
+        return
+    async with d.uow() as uow:
+        try:
+            await uow.approvals.of_run(run.id)
+        except NotFound:
+            return
+    raise Invalid(MISSING_GRANT)
+
+
 async def claim_for_worker(
     d: Dispatch, sealer: Sealer, worker: WorkerIdentity, wait_seconds: float, busy: int = 0
 ) -> Handover | None:
     """The next run of the worker's org, ready to execute, or None after ``wait_seconds``.
 
-    A run whose secrets cannot be opened (the key changed) cannot execute anywhere: it fails
-    with that reason and the wait goes on for the next one.
+    A run whose secrets cannot be opened (the key changed) cannot execute anywhere, and a run
+    that has an approval request but carries no signed grant (removed from the store) must not
+    execute: either fails with that reason and the wait goes on for the next one.
     """
     deadline = d.clock.monotonic() + max(0.0, wait_seconds)
     while True:
@@ -79,6 +96,7 @@ async def claim_for_worker(
         if lease is None:
             return None
         try:
+            await _check_grant_present(d, lease.run)
             secrets = open_secrets(sealer, lease.run.sealed_secrets)
         except Invalid as exc:
             await dispatch.complete(

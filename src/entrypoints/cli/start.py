@@ -172,6 +172,15 @@ def worker(
     docker_host: Annotated[
         str | None, Parameter(help="Docker engine URL for --runner docker")
     ] = None,
+    approver_key: Annotated[
+        list[str] | None,
+        Parameter(
+            help="The approver's public key to pin (a PEM file 'opsicle get approver-key' "
+            "printed); repeat for several. Runs carrying an approval grant execute only when "
+            "it verifies under one of them.",
+            negative="",
+        ),
+    ] = None,
 ) -> int:
     """Pull runs of the token's org from coordinators and execute them (outbound HTTP(S) only).
 
@@ -192,6 +201,7 @@ def worker(
         runner=runner,
         drain_seconds=drain_seconds,
         docker_host=docker_host,
+        approver_keys=approver_key or None,
     )
     credentials = resolve_token(resolved, token_file)
     return asyncio.run(serve_worker(resolved, name=name, token=credentials))

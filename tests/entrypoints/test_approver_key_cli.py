@@ -1,0 +1,55 @@
+"""``opsicle get|rotate approver-key`` and the worker's pinned ``--approver-key`` files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adapters.crypto.grants import Ed25519GrantVerifier
+from domain.errors import Invalid
+from entrypoints.worker import pinned_verifier
+from tests.entrypoints.conftest import CliRunner
+
+
+def test_get_approver_key_prints_a_pem_key_made_on_first_use(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    first = cli("get", "approver-key", "--data-dir", str(tmp_path))
+    assert first.code == 0, first.err
+    assert "-----BEGIN PUBLIC KEY-----" in first.out
+    assert "(current)" in first.out
+    again = cli("get", "approver-key", "--data-dir", str(tmp_path))
+    assert again.out == first.out
+    stored = list((tmp_path / "approver-keys").glob("*.json"))
+    assert len(stored) == 1 and stored[0].stat().st_mode & 0o777 == 0o600
+
+
+def test_rotate_approver_key_adds_a_current_key_and_keeps_the_old_one(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    before = cli("-o", "json", "get", "approver-key", "--data-dir", str(tmp_path))
+    rotated = cli("-o", "json", "rotate", "approver-key", "--data-dir", str(tmp_path))
+    assert rotated.code == 0, rotated.err
+    old = json.loads(before.out)
+    keys = json.loads(rotated.out)
+    assert len(keys) == 2
+    assert [k["current"] for k in keys] == [False, True]
+    assert keys[0]["keyId"] == old[0]["keyId"] and keys[0]["retiredAt"]
+
+
+def test_the_worker_pins_the_printed_keys(cli: CliRunner, tmp_path: Path) -> None:
+    pem = cli("-o", "json", "get", "approver-key", "--data-dir", str(tmp_path / "d"))
+    key = json.loads(pem.out)[0]
+    path = tmp_path / "approver.pem"
+    path.write_text(key["publicKey"])
+    verifier = pinned_verifier([str(path)])
+    assert isinstance(verifier, Ed25519GrantVerifier)
+    assert verifier.key_ids == (key["keyId"],)
+    assert pinned_verifier(None) is None
+    path.write_text("not a key")
+    with pytest.raises(Invalid):
+        pinned_verifier(str(path))
+    with pytest.raises(Invalid, match="cannot be read"):
+        pinned_verifier(str(tmp_path / "missing.pem"))
