@@ -11,7 +11,7 @@ from cyclopts import App, Parameter
 
 from domain.errors import OpsicleError
 from entrypoints import logs, settings
-from entrypoints.cli import accounts, explain, local, start, verbs
+from entrypoints.cli import accounts, explain, links, local, start, verbs
 from entrypoints.cli import approvals as approval_commands  # noqa: F401 (adds its verbs)
 from entrypoints.cli import orgs as org_commands
 from entrypoints.cli import runs as run_commands
@@ -39,6 +39,7 @@ app.command(org_commands.invite)
 app.command(org_commands.can)
 app.command(run_commands.logs)
 app.command(run_commands.cancel)
+app.command(links.link)
 for _verb in verbs.ALL:
     app.command(_verb)
 

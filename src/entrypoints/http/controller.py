@@ -14,7 +14,15 @@ from domain.services.platform import Caller, Platform
 from domain.services.sessions import authenticate
 from entrypoints.http.api import Api
 from entrypoints.http.common import build_app
-from entrypoints.http.routes import accounts, approvals, orgs, runs, templates, workers
+from entrypoints.http.routes import (
+    accounts,
+    approvals,
+    chat_links,
+    orgs,
+    runs,
+    templates,
+    workers,
+)
 from entrypoints.version import VERSION
 
 
@@ -31,6 +39,7 @@ def controller_api(p: Platform) -> Api:
     templates.register(api, p)
     runs.register(api, p)
     approvals.register(api, p)
+    chat_links.register(api, p)
     workers.register(api, p)
     return api
 
