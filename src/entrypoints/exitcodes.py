@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     FORBIDDEN = 7
     UNAUTHENTICATED = 8
     CONFLICT = 9
+    NOT_APPROVED = 10
     CANCELLED = 130
 
 
@@ -42,6 +43,8 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.FORBIDDEN: "permission denied: your roles do not allow this",
     ExitCode.UNAUTHENTICATED: "not logged in, or the session expired: run 'opsicle login'",
     ExitCode.CONFLICT: "conflict: the thing exists already or changed meanwhile",
+    ExitCode.NOT_APPROVED: "the run was not approved: an approver rejected it, or its approval "
+    "request expired (a followed run)",
     ExitCode.CANCELLED: "cancelled: interrupted with Ctrl-C (or SIGTERM) and stopped cleanly",
 }
 

@@ -12,7 +12,7 @@ from cyclopts import App, Parameter
 from domain.errors import OpsicleError
 from entrypoints import logs, settings
 from entrypoints.cli import accounts, explain, links, local, start, verbs
-from entrypoints.cli import approvals as approval_commands  # noqa: F401 (adds its verbs)
+from entrypoints.cli import approvals as approval_commands
 from entrypoints.cli import orgs as org_commands
 from entrypoints.cli import runs as run_commands
 from entrypoints.cli import templates as template_commands  # noqa: F401 (adds its verbs)
@@ -40,6 +40,8 @@ app.command(org_commands.can)
 app.command(run_commands.logs)
 app.command(run_commands.cancel)
 app.command(links.link)
+app.command(approval_commands.approve)
+app.command(approval_commands.reject)
 for _verb in verbs.ALL:
     app.command(_verb)
 

@@ -38,6 +38,8 @@ EXIT_FOR_STATUS = {
     RunStatus.FAILED: ExitCode.PHASE_FAILED,
     RunStatus.TIMED_OUT: ExitCode.TIMED_OUT,
     RunStatus.CANCELLED: ExitCode.CANCELLED,
+    RunStatus.REJECTED: ExitCode.NOT_APPROVED,
+    RunStatus.EXPIRED: ExitCode.NOT_APPROVED,
 }
 POLL_SECONDS = 0.5
 STATUS_EVERY_SECONDS = 2.0
@@ -75,7 +77,8 @@ def run_template(
 
     Missing required variables are asked for on a terminal (secrets hidden); elsewhere they
     are an error. Secret values are shown as ***. With --follow the exit code follows the
-    run: 0 succeeded, 3 failed, 4 timed out, 130 cancelled.
+    run: 0 succeeded, 3 failed, 4 timed out, 10 rejected or expired (not approved),
+    130 cancelled. While it waits for approval the waiting text is shown.
     """
     from entrypoints.local_run import parse_vars
 
@@ -97,7 +100,12 @@ def run_template(
         _show_run(made)
         return 0
     say(f"run {made.id} of {made.name} v{made.template_version} is {made.status.value}")
+    if made.status is RunStatus.PENDING_APPROVAL:
+        say(made.waiting)
     status = run(controller_url, lambda c: follow_logs(RunsClient(c), made.id))
+    if status in (RunStatus.REJECTED, RunStatus.EXPIRED, RunStatus.FAILED):
+        ended = run(controller_url, lambda c: RunsClient(c).get(made.id))
+        say(f"run {made.id} {status.value}: {ended.reason or ended.waiting}")
     return exit_code(status)
 
 

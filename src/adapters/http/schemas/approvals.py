@@ -6,7 +6,8 @@ from datetime import datetime
 
 import attrs
 
-from domain.approvals import ApprovalStatus, Verdict
+from adapters.resources_yaml import dump
+from domain.approvals import ApprovalSettings, ApprovalStatus, StoredPolicy, Verdict
 from domain.automations import RunStatus
 from domain.ports import Page
 from domain.services.approvals import ApprovalView, waiting_text
@@ -73,3 +74,61 @@ def approval_out(view: ApprovalView) -> ApprovalInfo:
 
 def approval_page_out(page: Page[ApprovalView]) -> ApprovalPage:
     return ApprovalPage([approval_out(v) for v in page.items], page.next_cursor)
+
+
+# ------------------------------------------------------------------ org policies and settings
+
+
+@attrs.frozen
+class PolicySubmit:
+    """An ApprovalPolicy as YAML text; ``source`` names it in error messages."""
+
+    content: str
+    source: str = "<input>"
+
+
+@attrs.frozen
+class PolicyInfo:
+    id: str
+    name: str
+    org_id: str
+    content: str
+    created_at: datetime
+    created_by: str = ""
+    updated_at: datetime | None = None
+
+
+def policy_out(stored: StoredPolicy) -> PolicyInfo:
+    return PolicyInfo(
+        id=stored.id,
+        name=stored.name,
+        org_id=stored.org_id,
+        content=dump(stored.policy),
+        created_at=stored.created_at,
+        created_by=stored.created_by,
+        updated_at=stored.updated_at,
+    )
+
+
+@attrs.frozen
+class ApprovalSettingsInfo:
+    """An org's rule: approval for every run, or for templates with any of ``labels``."""
+
+    org_id: str
+    required: bool
+    labels: dict[str, str]
+    policy_ref: str | None = None
+    updated_at: datetime | None = None
+
+
+@attrs.frozen
+class ApprovalSettingsUpdate:
+    """Only the fields given change; ``labels`` replaces the labels when given."""
+
+    required: bool | None = None
+    labels: dict[str, str] | None = None
+    policy_ref: str | None = None
+
+
+def settings_out(s: ApprovalSettings) -> ApprovalSettingsInfo:
+    return ApprovalSettingsInfo(s.org_id, s.required, dict(s.labels), s.policy_ref, s.updated_at)

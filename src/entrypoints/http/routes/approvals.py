@@ -6,9 +6,16 @@ from adapters.http.schemas.approvals import (
     ApprovalAnswer,
     ApprovalInfo,
     ApprovalPage,
+    ApprovalSettingsInfo,
+    ApprovalSettingsUpdate,
+    PolicyInfo,
+    PolicySubmit,
     approval_out,
     approval_page_out,
+    policy_out,
+    settings_out,
 )
+from adapters.template_reader import read_policy
 from domain.approvals import ApprovalStatus, Verdict
 from domain.errors import FieldError, Invalid
 from domain.services import approvals
@@ -17,6 +24,9 @@ from entrypoints.http.api import Api, Call, QueryParam
 
 V1 = "/api/v1"
 APPROVAL = f"{V1}/approvals/{{approval}}"
+POLICIES = f"{V1}/orgs/{{org}}/approval-policies"
+POLICY = f"{POLICIES}/{{policy}}"
+SETTINGS = f"{V1}/orgs/{{org}}/approval-settings"
 
 
 def register(api: Api, p: Platform) -> None:
@@ -71,3 +81,49 @@ def register(api: Api, p: Platform) -> None:
         body: ApprovalAnswer = call.body
         return approval_out(await approvals.respond_to(
             p, call.caller, call.path["approval"], Verdict.REJECT, comment=body.comment))
+
+    @api.endpoint("POST", POLICIES, summary="Store an approval policy in an org (org config)",
+                  tag="approvals", body=PolicySubmit, response=PolicyInfo, status=201)
+    async def create_policy(call: Call) -> PolicyInfo:
+        body: PolicySubmit = call.body
+        return policy_out(await approvals.create_policy(
+            p, call.caller, call.path["org"], body.content, read=read_policy, source=body.source))
+
+    @api.endpoint("GET", POLICIES, summary="An org's approval policies", tag="approvals",
+                  response=list[PolicyInfo])
+    async def list_policies(call: Call) -> list[PolicyInfo]:
+        found = await approvals.list_policies(p, call.caller, call.path["org"])
+        return [policy_out(s) for s in found]
+
+    @api.endpoint("GET", POLICY, summary="Get an approval policy by name or id", tag="approvals",
+                  response=PolicyInfo)
+    async def get_policy(call: Call) -> PolicyInfo:
+        return policy_out(await approvals.get_policy(
+            p, call.caller, call.path["org"], call.path["policy"]))
+
+    @api.endpoint("PUT", POLICY, summary="Replace an approval policy", tag="approvals",
+                  body=PolicySubmit, response=PolicyInfo)
+    async def update_policy(call: Call) -> PolicyInfo:
+        body: PolicySubmit = call.body
+        return policy_out(await approvals.update_policy(
+            p, call.caller, call.path["org"], call.path["policy"], body.content, read=read_policy,
+            source=body.source))
+
+    @api.endpoint("DELETE", POLICY, summary="Remove an approval policy", tag="approvals",
+                  response=PolicyInfo)
+    async def remove_policy(call: Call) -> PolicyInfo:
+        return policy_out(await approvals.remove_policy(
+            p, call.caller, call.path["org"], call.path["policy"]))
+
+    @api.endpoint("GET", SETTINGS, summary="An org's approval settings", tag="approvals",
+                  response=ApprovalSettingsInfo)
+    async def get_settings(call: Call) -> ApprovalSettingsInfo:
+        return settings_out(await approvals.get_settings(p, call.caller, call.path["org"]))
+
+    @api.endpoint("PATCH", SETTINGS, summary="Change an org's approval settings (org config)",
+                  tag="approvals", body=ApprovalSettingsUpdate, response=ApprovalSettingsInfo)
+    async def update_settings(call: Call) -> ApprovalSettingsInfo:
+        body: ApprovalSettingsUpdate = call.body
+        return settings_out(await approvals.update_settings(
+            p, call.caller, call.path["org"], required=body.required, labels=body.labels,
+            policy_ref=body.policy_ref))
