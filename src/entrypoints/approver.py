@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 import attrs
 from starlette.routing import Route
@@ -15,10 +18,14 @@ from domain.audit import Outcome
 from domain.automations import Run
 from domain.chat_links import ChatPlatform
 from domain.errors import Conflict, Invalid, NotFound, OpsicleError, Unavailable
-from domain.ports import ChatLinkRepository
+from domain.ports import ApprovalChannel, ChatLinkRepository
 from domain.services import approvals
 from domain.services.chat_links import link_chat
 from domain.services.platform import Caller, Platform, record
+
+if TYPE_CHECKING:
+    from entrypoints.bootstrap import Role
+    from entrypoints.settings import Settings
 
 log = logging.getLogger("opsicle.approver")
 
@@ -121,3 +128,58 @@ def slack_routes(interactions: SlackInteractions) -> list[Route]:
         Route("/slack/interactions", interactions.endpoint, methods=["POST"]),
         Route("/slack/commands", interactions.command_endpoint, methods=["POST"]),
     ]
+
+
+TELEGRAM_POLL_SECONDS = 25
+
+
+@asynccontextmanager
+async def approver_role(settings: Settings) -> AsyncIterator[Role]:
+    """The approver: the platform with Telegram and Slack channels announcing and concluding
+    requests, the Telegram update poller (``telegram-bot-token``) and the Slack request URLs
+    (``slack-bot-token`` + ``slack-signing-secret``), with /healthz, /readyz and /metrics."""
+    from adapters.slack.web import SlackChannel, SlackWeb
+    from adapters.sql.chat_links import sql_chat_links
+    from adapters.telegram.bot import TelegramBot, TelegramChannel, TelegramPoller
+    from entrypoints.bootstrap import Role, _embedded_stores
+    from entrypoints.http.common import build_app
+    from entrypoints.loops import service_loop, stop_tasks
+
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    async with AsyncExitStack() as stack:
+        platform, checks, engine = await stack.enter_async_context(_embedded_stores(settings))
+        links = sql_chat_links(engine)
+        channels: list[ApprovalChannel] = []
+        bot = web = None
+        if settings["telegram-bot-token"]:
+            bot = TelegramBot(str(settings["telegram-bot-token"]),
+                              base_url=str(settings["telegram-api-url"]))
+            stack.push_async_callback(bot.aclose)
+            channels.append(TelegramChannel(bot, telegram_chats))
+        if settings["slack-bot-token"]:
+            web = SlackWeb(str(settings["slack-bot-token"]),
+                           base_url=str(settings["slack-api-url"]))
+            stack.push_async_callback(web.aclose)
+            channels.append(SlackChannel(web, slack_channels))
+        platform = attrs.evolve(
+            platform, approval_channels=(*platform.approval_channels, *channels))
+        desk = ChatDesk(platform, links)
+        routes: list[Route] = []
+        if web is not None and settings["slack-signing-secret"]:
+            interactions = SlackInteractions(
+                web, desk.answer, signing_secret=str(settings["slack-signing-secret"]),
+                clock=platform.clock, commands=desk.command)
+            routes += slack_routes(interactions)
+        if bot is not None:
+            poller = TelegramPoller(bot, desk.answer, clock=platform.clock,
+                                    poll_timeout=TELEGRAM_POLL_SECONDS, commands=desk.command)
+            tasks.append(asyncio.create_task(service_loop(
+                "telegram updates", poller.poll_once, stop=stop, clock=platform.clock,
+                interval=0.0)))
+        try:
+            yield Role("approver", build_app("approver", routes, checks), stop)
+        finally:
+            stop.set()
+            # A long poll in flight is cut short: its updates come again on the next start.
+            await stop_tasks(tasks, grace=1.0)

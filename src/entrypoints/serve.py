@@ -12,7 +12,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from domain.errors import FieldError, Invalid, Unavailable
-from entrypoints import bootstrap
+from entrypoints import approver, bootstrap
 from entrypoints.settings import Settings
 
 log = logging.getLogger("opsicle.serve")
@@ -20,6 +20,7 @@ ROLES = {
     "standalone": bootstrap.standalone,
     "controller": bootstrap.controller,
     "coordinator": bootstrap.coordinator,
+    "approver": approver.approver_role,
 }
 
 

@@ -57,11 +57,19 @@ DEFAULTS: dict[str, Any] = {
     "concurrency": 1,
     "labels": "",
     "drain-seconds": 30.0,
+    # The approver: Telegram when a bot token is set, Slack when a bot token and the signing
+    # secret are; the API URLs change only for tests against stand-ins.
+    "telegram-bot-token": None,
+    "telegram-api-url": "https://api.telegram.org",
+    "slack-bot-token": None,
+    "slack-signing-secret": None,
+    "slack-api-url": "https://slack.com/api",
     # The approver's public keys a worker pins (PEM files; several: comma-separated or a YAML
     # list): runs carrying a grant execute only when it verifies under one of them.
     "approver-keys": None,
 }
-SECRET = frozenset({"secret-key", "token", "nats-password", "smtp-password"})
+SECRET = frozenset({"secret-key", "token", "nats-password", "smtp-password",
+                    "telegram-bot-token", "slack-bot-token", "slack-signing-secret"})
 NUMBERS = frozenset({"grace-seconds", "lease-seconds", "drain-seconds", "nats-ack-wait-seconds"})
 CHOICES: dict[str, tuple[str, ...]] = {
     "log-level": ("debug", "info", "warning", "error"),

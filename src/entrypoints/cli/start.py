@@ -134,6 +134,48 @@ def coordinator(
 
 
 @app.command
+def approver(
+    *,
+    listen: Annotated[
+        str | None,
+        Parameter(help="Address to serve on, host:port. Default: 127.0.0.1:13370"),
+    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    telegram_api_url: Annotated[
+        str | None, Parameter(help="Telegram Bot API URL. Default: https://api.telegram.org")
+    ] = None,
+    slack_api_url: Annotated[
+        str | None, Parameter(help="Slack Web API URL. Default: https://slack.com/api")
+    ] = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+) -> int:
+    """Deliver approval requests to Telegram and Slack and collect linked users' answers.
+
+    Telegram runs when telegram-bot-token is set (long-polls updates); Slack when
+    slack-bot-token and slack-signing-secret are set (request URLs /slack/interactions and
+    /slack/commands). Tokens come from OPSICLE_* variables or the config file, never flags.
+    Serves /healthz, /readyz and /metrics.
+    """
+    import asyncio
+
+    from entrypoints.serve import serve_role
+
+    resolved = current().with_flags(
+        data_dir=data_dir,
+        database_url=database_url,
+        telegram_api_url=telegram_api_url,
+        slack_api_url=slack_api_url,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
+    if listen is None and resolved.origin("listen") == "default":
+        listen = "127.0.0.1:13370"
+    return asyncio.run(serve_role("approver", resolved.with_flags(listen=listen)))
+
+
+@app.command
 def worker(
     *,
     coordinator_url: Annotated[
