@@ -392,7 +392,7 @@ def approval_of(r: RowMapping, responders: tuple[str, ...]) -> Approval:
                     decided_at=r["decided_at"], org_id=r["org_id"],
                     policy=policy_resource_of(r["policy"]).spec, responders=responders,
                     messages=json.loads(r["messages"]), reason=r["reason"],
-                    grant=r["approval_grant"] or "")
+                    grant=r["grant"] or "")
 
 
 def policy_row(p: StoredPolicy) -> dict[str, Any]:
