@@ -128,9 +128,7 @@ def coordinator(
         tls_cert=tls_cert,
         tls_key=tls_key,
     )
-    if listen is None and resolved.origin("listen") == "default":
-        listen = "127.0.0.1:13372"
-    return asyncio.run(serve_role("coordinator", resolved.with_flags(listen=listen)))
+    return asyncio.run(serve_role("coordinator", _own_port(resolved, listen, 13372)))
 
 
 @app.command
@@ -170,9 +168,7 @@ def approver(
         tls_cert=tls_cert,
         tls_key=tls_key,
     )
-    if listen is None and resolved.origin("listen") == "default":
-        listen = "127.0.0.1:13370"
-    return asyncio.run(serve_role("approver", resolved.with_flags(listen=listen)))
+    return asyncio.run(serve_role("approver", _own_port(resolved, listen, 13370)))
 
 
 @app.command
@@ -247,6 +243,14 @@ def worker(
     )
     credentials = resolve_token(resolved, token_file)
     return asyncio.run(serve_worker(resolved, name=name, token=credentials))
+
+
+def _own_port(resolved: settings.Settings, listen: str | None, port: int) -> settings.Settings:
+    """The role's own default port when neither a flag nor the environment or config set one
+    (``listen``'s default is the controller's)."""
+    if listen is None and resolved.origin("listen") == "default":
+        listen = f"127.0.0.1:{port}"
+    return resolved.with_flags(listen=listen)
 
 
 def current() -> settings.Settings:
