@@ -11,7 +11,7 @@ from cyclopts import App, Parameter
 
 from domain.errors import OpsicleError
 from entrypoints import logs, settings
-from entrypoints.cli import accounts, explain, links, local, start, verbs
+from entrypoints.cli import accounts, config, explain, links, local, start, verbs
 from entrypoints.cli import approvals as approval_commands
 from entrypoints.cli import orgs as org_commands
 from entrypoints.cli import runs as run_commands
@@ -29,6 +29,8 @@ app = App(
 app.command(local.version)
 app.command(local.validate)
 app.command(local.run_app)  # with 'run template' from run_commands
+local.run_app.command(config.migrations)
+app.command(config.app)
 app.command(explain.app)
 app.command(start.app)
 app.command(accounts.register)

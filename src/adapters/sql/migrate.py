@@ -7,9 +7,11 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
 from adapters.sql.engine import create_engine, store_name, translate_errors
+from domain.errors import FieldError, Invalid
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -31,6 +33,10 @@ async def migrate(url: str, revision: str = "head") -> None:
             async with engine.begin() as conn:
                 await conn.run_sync(
                     lambda sync: command.upgrade(alembic_config(sync), revision))
+    except CommandError as exc:
+        raise Invalid(f"cannot migrate to {revision}", errors=(
+            FieldError("revision", f"{exc}; expected a revision such as 0001, or head"),
+        )) from exc
     finally:
         await engine.dispose()
 

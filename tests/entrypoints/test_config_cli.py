@@ -1,0 +1,46 @@
+"""``opsicle config show`` and ``opsicle run migrations``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from entrypoints.main import run
+
+
+def test_config_show_names_where_each_value_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("runner: docker\n")
+    monkeypatch.setenv("OPSICLE_SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("OPSICLE_OUTPUT", "json")
+    assert run(["--config", str(config), "config", "show"]) == 0
+    rows = {r["setting"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["runner"] == {
+        "setting": "runner",
+        "value": "docker",
+        "from": f"config file {config}",
+    }
+    assert rows["secret-key"]["value"] == "***"
+    assert rows["secret-key"]["from"] == "environment OPSICLE_SECRET_KEY"
+    assert rows["output"]["from"] == "environment OPSICLE_OUTPUT"
+    assert rows["listen"]["from"] == "default"
+
+
+def test_run_migrations_goes_forward_and_refuses_what_it_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    data = str(tmp_path / "data")
+    assert run(["run", "migrations", "--data-dir", data, "--to", "0002"]) == 0
+    assert "empty -> 0002" in capsys.readouterr().out
+    assert run(["run", "migrations", "--data-dir", data, "-o", "json"]) == 0
+    moved = json.loads(capsys.readouterr().out)
+    assert moved["from"] == "0002" and moved["to"] != "0002"
+    assert run(["run", "migrations", "--data-dir", data, "--to", "0001"]) == 2
+    assert "only upgrades are done" in capsys.readouterr().err
+    assert run(["run", "migrations", "--data-dir", data, "--to", "nope"]) == 2
+    assert "Can't locate revision identified by 'nope'" in capsys.readouterr().err
