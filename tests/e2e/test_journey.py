@@ -1,4 +1,4 @@
-"""Issue-level journey through the CLI only: account, MFA, org, colleague, role, token, audit.
+"""A newcomer's journey through the CLI only: account, MFA, org, colleague, role, token, audit.
 
 Runs twice: on the embedded default (SQLite, in-process cache, SQL audit log) and on the
 production stores (MariaDB, Redis, and the audit log on MongoDB — here the nx-27017
