@@ -409,6 +409,8 @@ class ApprovalFilter:
     responder_id: str | None = None
     run_id: str | None = None
     statuses: tuple[ApprovalStatus, ...] = ()
+    # Requests decided (or expired) at or after this time.
+    decided_since: datetime | None = None
 
 
 class ApprovalRepository(Protocol):
@@ -634,12 +636,17 @@ class ApprovalChannel(Protocol):
     @property
     def name(self) -> str: ...
 
-    async def announce(self, approval: Approval, run: Run) -> None:
-        """Ask the channel's humans to decide; raises ``Unavailable``."""
+    async def announce(self, approval: Approval, run: Run) -> Mapping[str, str]:
+        """Ask the channel's humans to decide; raises ``Unavailable``. Returns where the
+        request was shown (e.g. chat id -> message id), for ``conclude`` to find it later,
+        even in another process."""
         ...
 
-    async def conclude(self, approval: Approval, run: Run) -> None:
-        """Show the final outcome where the request was asked."""
+    async def conclude(
+        self, approval: Approval, run: Run, refs: Mapping[str, str] | None = None
+    ) -> None:
+        """Show the final outcome where the request was asked: the ``refs`` an ``announce``
+        returned, and whatever this channel remembers itself."""
         ...
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import attrs
@@ -18,8 +19,15 @@ from domain.audit import Outcome
 from domain.automations import Run
 from domain.chat_links import ChatPlatform
 from domain.errors import Conflict, Invalid, NotFound, OpsicleError, Unavailable
-from domain.ports import ApprovalChannel, ChatLinkRepository
+from domain.ports import ApprovalChannel, ApprovalFilter, ChatLinkRepository
 from domain.services import approvals
+from domain.services.approvals import (
+    ANNOUNCED,
+    CONCLUDED,
+    channel_refs,
+    channel_state,
+    with_channel,
+)
 from domain.services.chat_links import link_chat
 from domain.services.platform import Caller, Platform, record
 
@@ -111,6 +119,94 @@ class ChatDesk:
         return "✅ Linked: your answers here now count as your Opsicle account's."
 
 
+DECIDED = (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED)
+
+
+@attrs.define
+class ChatRelay:
+    """Shows every pending request on each chat channel and concludes it there once decided,
+    wherever it was created or decided. What each channel showed is stored in
+    ``Approval.messages``, so another approver process (or this one restarted) neither posts
+    twice nor loses the messages to edit.
+
+    Decided requests are looked for from ``lookback`` before the first sweep, then from the
+    previous sweep less ``overlap`` (clocks of other processes, commits that came late).
+    """
+
+    p: Platform
+    channels: Sequence[ApprovalChannel]
+    lookback: timedelta = timedelta(days=1)
+    overlap: timedelta = timedelta(minutes=5)
+    page_size: int = 100
+    since: datetime | None = None
+
+    async def sweep(self) -> None:
+        started = self.p.clock.now()
+        since = self.since or started - self.lookback
+        for approval, run in await self._approvals(
+                ApprovalFilter(statuses=(ApprovalStatus.PENDING,))):
+            for channel in self.channels:
+                if not channel_state(approval, channel.name):
+                    await self._show(channel, approval, run)
+        for approval, run in await self._approvals(
+                ApprovalFilter(statuses=DECIDED, decided_since=since)):
+            for channel in self.channels:
+                if channel_state(approval, channel.name) == ANNOUNCED:
+                    await self._conclude(channel, approval, run)
+        self.since = max(since, started - self.overlap)
+
+    async def _approvals(self, flt: ApprovalFilter) -> list[tuple[Approval, Run]]:
+        found: list[tuple[Approval, Run]] = []
+        cursor: str | None = None
+        async with self.p.uow() as uow:
+            while True:
+                page = await uow.approvals.list(flt, limit=self.page_size, cursor=cursor)
+                for approval in page.items:
+                    found.append((approval, await uow.runs.get(approval.run_id)))
+                cursor = page.next_cursor
+                if cursor is None:
+                    return found
+
+    async def _show(self, channel: ApprovalChannel, approval: Approval, run: Run) -> None:
+        try:
+            refs = await channel.announce(approval, run)
+        except Unavailable as exc:
+            log.warning("%s could not show approval %s: %s", channel.name, approval.id,
+                        exc.message)
+            return
+        except Exception:
+            log.exception("%s could not show approval %s", channel.name, approval.id)
+            return
+        await self._note(approval.id, channel.name, ANNOUNCED, refs)
+
+    async def _conclude(self, channel: ApprovalChannel, approval: Approval, run: Run) -> None:
+        try:
+            await channel.conclude(approval, run, channel_refs(approval, channel.name))
+        except Unavailable as exc:
+            log.warning("%s could not conclude approval %s: %s", channel.name, approval.id,
+                        exc.message)
+            return
+        except Exception:
+            log.exception("%s could not conclude approval %s", channel.name, approval.id)
+            return
+        await self._note(approval.id, channel.name, CONCLUDED)
+
+    async def _note(self, approval_id: str, channel: str, state: str,
+                    refs: Mapping[str, str] | None = None) -> None:
+        """Record on the stored request (read again: it may have changed meanwhile)."""
+        for _ in range(3):
+            try:
+                async with self.p.uow() as uow:
+                    fresh = await uow.approvals.get(approval_id)
+                    await uow.approvals.update(with_channel(fresh, channel, state, refs),
+                                               expected=fresh.status)
+                    await uow.commit()
+                return
+            except Conflict:
+                continue  # decided in between: read it again
+        log.warning("could not record that %s %s approval %s", channel, state, approval_id)
+
+
 def telegram_chats(approval: Approval, run: Run) -> Sequence[int]:
     """The Telegram chats an approval's policy names."""
     return [chat for target in approval.policy.telegram for chat in target.chat_ids]
@@ -131,6 +227,7 @@ def slack_routes(interactions: SlackInteractions) -> list[Route]:
 
 
 TELEGRAM_POLL_SECONDS = 25
+RELAY_SECONDS = 3.0
 
 
 @asynccontextmanager
@@ -162,17 +259,30 @@ async def approver_role(settings: Settings) -> AsyncIterator[Role]:
                            base_url=str(settings["slack-api-url"]))
             stack.push_async_callback(web.aclose)
             channels.append(SlackChannel(web, slack_channels))
-        platform = attrs.evolve(
-            platform, approval_channels=(*platform.approval_channels, *channels))
+        # The chats are driven by the relay only: it shows requests made by any process and
+        # concludes those decided anywhere, recording both on the request.
+        relay = ChatRelay(platform, channels)
+        decided = asyncio.Event()
         desk = ChatDesk(platform, links)
+
+        async def answer(chat_answer: ChatAnswer) -> AnswerResult:
+            result = await desk.answer(chat_answer)
+            if result.status is AnswerStatus.DECIDED:
+                decided.set()  # conclude in the chats now, not at the next sweep
+            return result
+
         routes: list[Route] = []
         if web is not None and settings["slack-signing-secret"]:
             interactions = SlackInteractions(
-                web, desk.answer, signing_secret=str(settings["slack-signing-secret"]),
+                web, answer, signing_secret=str(settings["slack-signing-secret"]),
                 clock=platform.clock, commands=desk.command)
             routes += slack_routes(interactions)
+        if channels:
+            tasks.append(asyncio.create_task(service_loop(
+                "approval chats", relay.sweep, stop=stop, clock=platform.clock,
+                interval=RELAY_SECONDS, wake=decided)))
         if bot is not None:
-            poller = TelegramPoller(bot, desk.answer, clock=platform.clock,
+            poller = TelegramPoller(bot, answer, clock=platform.clock,
                                     poll_timeout=TELEGRAM_POLL_SECONDS, commands=desk.command)
             tasks.append(asyncio.create_task(service_loop(
                 "telegram updates", poller.poll_once, stop=stop, clock=platform.clock,

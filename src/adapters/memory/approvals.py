@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from domain.approvals import Approval
 from domain.automations import Run
 from domain.errors import Unavailable
@@ -14,14 +16,20 @@ class InMemoryApprovalChannel:
         self.name = name
         self.announced: list[tuple[Approval, Run]] = []
         self.concluded: list[tuple[Approval, Run]] = []
+        # The refs each conclusion was given, by approval id.
+        self.refs: dict[str, Mapping[str, str]] = {}
         self.unavailable = False
 
-    async def announce(self, approval: Approval, run: Run) -> None:
+    async def announce(self, approval: Approval, run: Run) -> Mapping[str, str]:
         if self.unavailable:
             raise Unavailable(f"approval channel {self.name} is not answering")
         self.announced.append((approval, run))
+        return {"memory": str(len(self.announced))}
 
-    async def conclude(self, approval: Approval, run: Run) -> None:
+    async def conclude(
+        self, approval: Approval, run: Run, refs: Mapping[str, str] | None = None
+    ) -> None:
         if self.unavailable:
             raise Unavailable(f"approval channel {self.name} is not answering")
         self.concluded.append((approval, run))
+        self.refs[approval.id] = dict(refs or {})

@@ -738,6 +738,8 @@ class InMemoryApprovalRepository(_Repository):
                     and (flt.responder_id is None or flt.responder_id in a.responders)
                     and (flt.run_id is None or a.run_id == flt.run_id)
                     and (not flt.statuses or a.status in flt.statuses)
+                    and (flt.decided_since is None or (
+                        a.decided_at is not None and a.decided_at >= flt.decided_since))
                     and (after is None or (a.created_at, a.id) < after))
 
         found = sorted((a for a in self._s.approvals.values() if wanted(a)),

@@ -230,7 +230,8 @@ class SlackChannel:
     def message_of(self, approval_id: str, channel: str) -> str | None:
         return self.posted.get(approval_id, {}).get(channel)
 
-    async def announce(self, approval: Approval, run: Run) -> None:
+    async def announce(self, approval: Approval, run: Run) -> Mapping[str, str]:
+        """Post to each channel not posted to yet; returns channel id -> message ts."""
         posted = self.posted.setdefault(approval.id, {})
         text = f"Approval requested for {run.name or run.id} by {approval.requested_by}"
         blocks = request_blocks(approval, run)
@@ -239,14 +240,18 @@ class SlackChannel:
                 continue
             channel_id, ts = await self._web.post_message(channel, text, blocks=blocks)
             posted[channel_id] = ts
+        return dict(posted)
 
-    async def conclude(self, approval: Approval, run: Run) -> None:
+    async def conclude(
+        self, approval: Approval, run: Run, refs: Mapping[str, str] | None = None
+    ) -> None:
         outcome = outcome_line(approval)
         blocks = [
             *request_blocks(approval, run, buttons=False),
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*{outcome}*"}},
         ]
-        for channel, ts in self.posted.pop(approval.id, {}).items():
+        messages = {**(refs or {}), **self.posted.pop(approval.id, {})}
+        for channel, ts in messages.items():
             await self._web.update(channel, ts, f"{run.name or run.id}: {outcome}", blocks=blocks)
 
 

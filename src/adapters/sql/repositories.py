@@ -854,6 +854,8 @@ class SqlApprovalRepository(_Repository):
             stmt = stmt.where(c.run_id == flt.run_id)
         if flt.statuses:
             stmt = stmt.where(c.status.in_([s.value for s in flt.statuses]))
+        if flt.decided_since is not None:
+            stmt = stmt.where(c.decided_at >= flt.decided_since)
         if flt.responder_id is not None:
             r = t.approval_responders.c
             stmt = stmt.where(c.id.in_(sa.select(r.approval_id)

@@ -228,7 +228,8 @@ class TelegramChannel:
     """Posts approval requests to Telegram chats and edits them to the outcome.
 
     ``chats`` is a fixed list of chat ids or a function of the approval and run (the policy's
-    chats). The messages posted are remembered in this process, so ``conclude`` can edit them.
+    chats). ``announce`` returns the messages it posted (chat id -> message id) and
+    remembers them in this process; ``conclude`` edits those and the ``refs`` it is given.
     """
 
     name = "telegram"
@@ -245,7 +246,7 @@ class TelegramChannel:
     def message_of(self, approval_id: str, chat_id: int) -> int | None:
         return self.posted.get(approval_id, {}).get(chat_id)
 
-    async def announce(self, approval: Approval, run: Run) -> None:
+    async def announce(self, approval: Approval, run: Run) -> Mapping[str, str]:
         posted = self.posted.setdefault(approval.id, {})
         text = request_text(approval, run)
         markup = keyboard(approval.id)
@@ -254,10 +255,16 @@ class TelegramChannel:
                 continue
             message = await self._bot.send_message(chat, text, reply_markup=markup)
             posted[chat] = int(message["message_id"])
+        return {str(chat): str(message_id) for chat, message_id in posted.items()}
 
-    async def conclude(self, approval: Approval, run: Run) -> None:
+    async def conclude(
+        self, approval: Approval, run: Run, refs: Mapping[str, str] | None = None
+    ) -> None:
         text = f"{request_text(approval, run)}\n\n{outcome_line(approval)}"
-        for chat, message_id in self.posted.pop(approval.id, {}).items():
+        messages = {int(chat): int(message_id) for chat, message_id in (refs or {}).items()
+                    if chat.lstrip("-").isdigit() and message_id.isdigit()}
+        messages.update(self.posted.pop(approval.id, {}))
+        for chat, message_id in messages.items():
             # Without reply_markup the edit drops the buttons: nobody can answer any more.
             await self._bot.edit_message_text(chat, message_id, text)
 

@@ -307,10 +307,36 @@ async def announce_request(p: Platform, caller: Caller, approval: Approval, run:
             log.exception("approval channel %s could not announce %s", channel.name, approval.id)
 
 
+ANNOUNCED = "announced"
+CONCLUDED = "concluded"
+
+
+def channel_refs(approval: Approval, channel: str) -> dict[str, str]:
+    """Where ``channel`` showed the request, from ``Approval.messages`` ("<channel>:<ref>")."""
+    prefix = f"{channel}:"
+    return {k.removeprefix(prefix): v for k, v in approval.messages.items()
+            if k.startswith(prefix)}
+
+
+def channel_state(approval: Approval, channel: str) -> str:
+    """"announced", "concluded" or "" (not shown yet) for ``channel``."""
+    return approval.messages.get(channel, "")
+
+
+def with_channel(
+    approval: Approval, channel: str, state: str, refs: Mapping[str, str] | None = None
+) -> Approval:
+    """``approval`` recording that ``channel`` showed it (``refs``) or concluded it."""
+    messages = dict(approval.messages)
+    messages[channel] = state
+    messages.update({f"{channel}:{k}": v for k, v in (refs or {}).items()})
+    return attrs.evolve(approval, messages=messages)
+
+
 async def _conclude(p: Platform, approval: Approval, run: Run) -> None:
     for channel in p.approval_channels:
         try:
-            await channel.conclude(approval, run)
+            await channel.conclude(approval, run, channel_refs(approval, channel.name))
         except Exception:
             log.exception("approval channel %s could not conclude %s", channel.name, approval.id)
 
