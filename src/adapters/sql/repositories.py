@@ -814,8 +814,12 @@ class SqlApprovalRepository(_Repository):
         return [m.approval_of(r, tuple(found[r["id"]])) for r in rows]
 
     async def get(self, approval_id: str) -> Approval:
-        row = await self._uow.one(sa.select(t.approvals).where(t.approvals.c.id == approval_id),
-                                  f"approval {approval_id} not found")
+        # Read for update: answers are read-modify-write, and on MySQL (READ COMMITTED) two
+        # answers at once must not both start from the same responses. SQLite ignores it;
+        # its units of work are serialised already.
+        row = await self._uow.one(
+            sa.select(t.approvals).where(t.approvals.c.id == approval_id).with_for_update(),
+            f"approval {approval_id} not found")
         return (await self._with_responders([row]))[0]
 
     async def of_run(self, run_id: str) -> Approval:
