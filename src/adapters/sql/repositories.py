@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult, RowMapping
@@ -45,7 +45,6 @@ from domain.templates import (
     Template,
     TemplateGrant,
     TemplateInvitation,
-    TemplateInvitationStatus,
     TemplateVersion,
 )
 from domain.tokens import WorkerToken
@@ -452,33 +451,74 @@ class SqlCodeRepository(_Repository):
             .values(used_at=at))
 
 
-class SqlInvitationRepository(_Repository):
-    async def add(self, invitation: Invitation) -> None:
-        await self._uow.orgs.get(invitation.org_id)
-        await self._uow.execute(
-            sa.insert(t.org_invitations).values(m.invitation_row(invitation)),
-            conflict=f"invitation {invitation.id} or a pending invitation of "
-                     f"{invitation.email} to {invitation.org_id} already exists")
+_I = TypeVar("_I", Invitation, TemplateInvitation)
 
-    async def get(self, invitation_id: str) -> Invitation:
-        return m.invitation_of(await self._uow.one(
-            sa.select(t.org_invitations).where(t.org_invitations.c.id == invitation_id),
-            f"invitation {invitation_id} not found"))
 
-    async def by_code_hash(self, code_hash: str) -> Invitation:
-        c = t.org_invitations.c
-        return m.invitation_of(await self._uow.one(
-            sa.select(t.org_invitations).where(c.code_hash == code_hash)
+class _Invitations(Generic[_I]):
+    """The queries org and template invitations share, over one invitation table."""
+
+    def __init__(self, uow: SqlUnitOfWork, table: sa.Table, parent: str, noun: str,
+                 row_of: Callable[[_I], dict[str, Any]],
+                 of_row: Callable[[RowMapping], _I]) -> None:
+        self._uow, self._table, self._parent, self._noun = uow, table, parent, noun
+        self._row_of: Callable[[_I], dict[str, Any]] = row_of
+        self._of_row: Callable[[RowMapping], _I] = of_row
+
+    async def add(self, invitation: _I, conflict: str) -> None:
+        await self._uow.execute(sa.insert(self._table).values(self._row_of(invitation)),
+                                conflict=conflict)
+
+    async def get(self, invitation_id: str) -> _I:
+        return self._of_row(await self._uow.one(
+            sa.select(self._table).where(self._table.c.id == invitation_id),
+            f"{self._noun} {invitation_id} not found"))
+
+    async def by_code_hash(self, code_hash: str) -> _I:
+        c = self._table.c
+        # Hashes are not unique; should two invitations share one, the newer wins.
+        return self._of_row(await self._uow.one(
+            sa.select(self._table).where(c.code_hash == code_hash)
             .order_by(c.created_at.desc(), c.id.desc()).limit(1),
-            "no invitation matches the code"))
+            f"no {self._noun} matches the code"))
 
-    async def for_email(self, email: str) -> builtins.list[Invitation]:
-        c = t.org_invitations.c
+    async def pending_for(self, email: str) -> builtins.list[_I]:
+        c = self._table.c
         rows = await self._uow.rows(
-            sa.select(t.org_invitations)
+            sa.select(self._table)
             .where(c.email_key == email.lower(), c.status == InvitationStatus.PENDING.value)
             .order_by(c.created_at, c.id))
-        return [m.invitation_of(r) for r in rows]
+        return [self._of_row(r) for r in rows]
+
+    async def update(self, invitation: _I, conflict: str) -> None:
+        row = self._row_of(invitation)
+        del row[self._parent]  # an invitation never moves to another org or template
+        result = await self._uow.execute(
+            sa.update(self._table).where(self._table.c.id == invitation.id).values(row),
+            conflict=conflict)
+        if result.rowcount == 0:
+            raise NotFound(f"{self._noun} {invitation.id} not found")
+
+
+class SqlInvitationRepository(_Repository):
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        super().__init__(uow)
+        self._invitations = _Invitations[Invitation](
+            uow, t.org_invitations, "org_id", "invitation", m.invitation_row, m.invitation_of)
+
+    async def add(self, invitation: Invitation) -> None:
+        await self._uow.orgs.get(invitation.org_id)
+        await self._invitations.add(
+            invitation, f"invitation {invitation.id} or a pending invitation of "
+                        f"{invitation.email} to {invitation.org_id} already exists")
+
+    async def get(self, invitation_id: str) -> Invitation:
+        return await self._invitations.get(invitation_id)
+
+    async def by_code_hash(self, code_hash: str) -> Invitation:
+        return await self._invitations.by_code_hash(code_hash)
+
+    async def for_email(self, email: str) -> builtins.list[Invitation]:
+        return await self._invitations.pending_for(email)
 
     async def of_org(self, org_id: str) -> builtins.list[Invitation]:
         c = t.org_invitations.c
@@ -488,17 +528,17 @@ class SqlInvitationRepository(_Repository):
         return [m.invitation_of(r) for r in rows]
 
     async def update(self, invitation: Invitation) -> None:
-        c = t.org_invitations.c
-        row = m.invitation_row(invitation)
-        del row["org_id"]  # an invitation never moves to another org
-        result = await self._uow.execute(
-            sa.update(t.org_invitations).where(c.id == invitation.id).values(row),
-            conflict=f"a pending invitation of {invitation.email} to the org already exists")
-        if result.rowcount == 0:
-            raise NotFound(f"invitation {invitation.id} not found")
+        await self._invitations.update(
+            invitation, f"a pending invitation of {invitation.email} to the org already exists")
 
 
 class SqlTemplateRepository(_Repository):
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        super().__init__(uow)
+        self._invitations = _Invitations[TemplateInvitation](
+            uow, t.template_invitations, "template_id", "template invitation",
+            m.template_invitation_row, m.template_invitation_of)
+
     async def add(self, template: Template, first: TemplateVersion) -> None:
         await self._uow.execute(
             sa.insert(t.templates).values(m.template_row(template)),
@@ -606,42 +646,23 @@ class SqlTemplateRepository(_Repository):
 
     async def add_invitation(self, invitation: TemplateInvitation) -> None:
         await self.get(invitation.template_id)
-        await self._uow.execute(
-            sa.insert(t.template_invitations).values(m.template_invitation_row(invitation)),
-            conflict=f"invitation {invitation.id} or a pending invitation of "
-                     f"{invitation.email} to template {invitation.template_id} already exists")
+        await self._invitations.add(
+            invitation, f"invitation {invitation.id} or a pending invitation of "
+                        f"{invitation.email} to template {invitation.template_id} already exists")
 
     async def invitation(self, invitation_id: str) -> TemplateInvitation:
-        return m.template_invitation_of(await self._uow.one(
-            sa.select(t.template_invitations).where(t.template_invitations.c.id == invitation_id),
-            f"template invitation {invitation_id} not found"))
+        return await self._invitations.get(invitation_id)
 
     async def invitation_by_code_hash(self, code_hash: str) -> TemplateInvitation:
-        c = t.template_invitations.c
-        # Hashes are not unique; should two invitations share one, the newer wins.
-        return m.template_invitation_of(await self._uow.one(
-            sa.select(t.template_invitations).where(c.code_hash == code_hash)
-            .order_by(c.created_at.desc(), c.id.desc()).limit(1),
-            "no template invitation matches the code"))
+        return await self._invitations.by_code_hash(code_hash)
 
     async def invitations_for(self, email: str) -> builtins.list[TemplateInvitation]:
-        c = t.template_invitations.c
-        rows = await self._uow.rows(
-            sa.select(t.template_invitations)
-            .where(c.email_key == email.lower(),
-                   c.status == TemplateInvitationStatus.PENDING.value)
-            .order_by(c.created_at, c.id))
-        return [m.template_invitation_of(r) for r in rows]
+        return await self._invitations.pending_for(email)
 
     async def update_invitation(self, invitation: TemplateInvitation) -> None:
-        c = t.template_invitations.c
-        row = m.template_invitation_row(invitation)
-        del row["template_id"]  # an invitation never moves to another template
-        result = await self._uow.execute(
-            sa.update(t.template_invitations).where(c.id == invitation.id).values(row),
-            conflict=f"a pending invitation of {invitation.email} to the template already exists")
-        if result.rowcount == 0:
-            raise NotFound(f"template invitation {invitation.id} not found")
+        await self._invitations.update(
+            invitation,
+            f"a pending invitation of {invitation.email} to the template already exists")
 
 
 class SqlOutboxRepository(_Repository):
