@@ -354,6 +354,31 @@ async def test_deny_wins_over_allow(p: Platform, mailer: InMemoryMailer) -> None
     assert (await roles.can(p, member, code, Action.VIEW, Resource.ORG)).decision
 
 
+async def test_no_change_may_leave_the_org_without_a_member_who_can_manage_it(
+    p: Platform, mailer: InMemoryMailer
+) -> None:
+    admin, member, code = await org_with_member(p, mailer)
+    lock = {Resource.ORG_USER: Grant(deny=Action.MANAGE)}
+    await roles.create_role(p, admin, code, "Locked", lock)
+    with pytest.raises(Conflict) as caught:
+        await roles.assign_role(p, admin, code, "Locked", user=admin.email)
+    assert caught.value.code == "no_org_manager"
+    assert "org_user:manage" in str(caught.value)
+    await roles.create_role(p, admin, code, "Harmless", {})
+    await roles.assign_role(p, admin, code, "Harmless", user=admin.email)
+    with pytest.raises(Conflict):
+        await roles.update_role(p, admin, code, "Harmless", grants=lock)
+    assert (await roles.can(p, admin, code, Action.MANAGE, Resource.ORG_USER)).decision
+    # With a second admin who can still manage, the first may be restricted.
+    await orgs.change_member_type(p, admin, code, member.email, MemberType.ADMIN)
+    await roles.assign_role(p, admin, code, "Locked", user=admin.email)
+    assert not (await roles.can(p, admin, code, Action.MANAGE, Resource.ORG_USER)).decision
+    # ...but the second admin may not then leave or be demoted.
+    with pytest.raises(Conflict) as caught:
+        await orgs.leave_org(p, member, code)
+    assert caught.value.code == "no_org_manager"
+
+
 async def test_builtin_roles_are_protected(p: Platform, mailer: InMemoryMailer) -> None:
     admin, _, code = await org_with_member(p, mailer)
     for role in (ADMINISTRATOR_ROLE, WORKER_ROLE):

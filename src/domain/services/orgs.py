@@ -15,7 +15,14 @@ from domain.orgs import (
     Organisation,
     check_org,
 )
-from domain.permissions import ADMINISTRATOR_ROLE, Action, Resource, Role, default_roles
+from domain.permissions import (
+    ADMINISTRATOR_ROLE,
+    Action,
+    Resource,
+    Role,
+    decide,
+    default_roles,
+)
 from domain.ports import Email, UnitOfWork
 from domain.services.authorization import authorize, unit_of_work, user_of
 from domain.services.platform import Caller, Platform, record
@@ -349,6 +356,7 @@ async def change_member_type(
                 await uow.roles.assign(access.org.id, target.user_id, admin_role.id)
         target = attrs.evolve(target, type=member_type)
         await uow.orgs.update_member(target)
+        await keep_a_manager(uow, access.org)
         view = await _view(uow, target)
         await uow.commit()
     await record(
@@ -373,6 +381,7 @@ async def remove_member(p: Platform, caller: Caller, ref: str, user_ref: str) ->
         if target.type is MemberType.ADMIN:
             await _keep_an_admin(uow, access.org, target.user_id, "remove")
         await uow.orgs.remove_member(access.org.id, target.user_id)
+        await keep_a_manager(uow, access.org)
         await uow.commit()
     await record(p, caller, "member.remove", "org_user", target.user_id, org_id=access.org.id)
     return target
@@ -384,6 +393,7 @@ async def leave_org(p: Platform, caller: Caller, ref: str) -> Membership:
         if access.member.type is MemberType.ADMIN:
             await _keep_an_admin(uow, access.org, access.member.user_id, "leave")
         await uow.orgs.remove_member(access.org.id, access.member.user_id)
+        await keep_a_manager(uow, access.org)
         await uow.commit()
     await record(p, caller, "member.leave", "org_user", access.member.user_id, org_id=access.org.id)
     return access.member
@@ -415,6 +425,20 @@ async def _keep_an_admin(uow: UnitOfWork, org: Organisation, user_id: str, verb:
             f"cannot {verb}: {who} the last admin of {org.code}; make another member admin first",
             code="last_org_admin",
         )
+
+
+async def keep_a_manager(uow: UnitOfWork, org: Organisation) -> None:
+    """Refuse a change (made in ``uow``, not committed) after which no member could manage
+    the org's members and roles: nobody could ever repair it."""
+    for member in await uow.orgs.members(org.id):
+        if decide(await uow.roles.of_member(org.id, member.user_id),
+                  Action.MANAGE, Resource.ORG_USER):
+            return
+    raise Conflict(
+        f"refused: afterwards no member of {org.code} could manage its members and roles "
+        f"({Resource.ORG_USER.value}:{Action.MANAGE.name.lower()})",
+        code="no_org_manager",
+    )
 
 
 async def _admin_role(uow: UnitOfWork, org_id: str) -> Role:

@@ -11,7 +11,7 @@ from domain.orgs import MemberType, Organisation
 from domain.permissions import ADMINISTRATOR_ROLE, Action, Decision, Grant, Resource, Role
 from domain.ports import UnitOfWork
 from domain.services.authorization import authorize, decision_for, unit_of_work, user_of
-from domain.services.orgs import find_member
+from domain.services.orgs import find_member, keep_a_manager
 from domain.services.platform import Caller, Platform, record
 from domain.services.tokens import find_token
 
@@ -121,6 +121,7 @@ async def update_role(
             merged.update(grants)
             role = attrs.evolve(role, grants={r: g for r, g in merged.items() if g.allow or g.deny})
         await uow.roles.update(role)
+        await keep_a_manager(uow, access.org)
         await uow.commit()
     await record(
         p,
@@ -216,6 +217,7 @@ async def _assignment(
                         code="admin_keeps_role",
                     )
                 await uow.roles.unassign(access.org.id, member.user_id, role.id)
+            await keep_a_manager(uow, access.org)
         else:
             worker = await find_token(uow, access.org, str(token))
             target, kind = worker.id, "token"
