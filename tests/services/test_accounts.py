@@ -160,12 +160,19 @@ async def test_register_refuses_a_taken_email_whatever_its_case(world: World) ->
 # ---------------------------------------------------------------- verification
 
 
-async def test_a_verification_code_works_once(world: World) -> None:
+async def test_a_verification_code_verifies_once_and_then_only_answers_for_its_account(
+    world: World,
+) -> None:
+    """A mail scanner opening the link first must not leave its owner with an error."""
     email = unique_email()
     await accounts.register(world.p, ANON, email, PASSWORD)
     code = world.code(email)
     user = await accounts.verify_email(world.p, ANON, code)
     assert user.verified
+    again = await accounts.verify_email(world.p, ANON, code)
+    assert again.id == user.id and again.email_verified_at == user.email_verified_at
+    assert len(await world.events("verify_email")) == 1
+    world.clock.advance(world.p.limits.verification_code_seconds + 1)
     with pytest.raises(Invalid) as err:
         await accounts.verify_email(world.p, ANON, code)
     assert err.value.code == "invalid_verify_email_code"
