@@ -40,6 +40,25 @@ class ApprovalResponse:
 
 
 @attrs.frozen
+class ChatClaim:
+    """An approver process's lease on showing or concluding one approval on one chat channel.
+
+    ``fence`` counts the owners the claim has had: above 1, an earlier owner stopped before
+    releasing it and may have posted without recording where.
+    """
+
+    approval_id: str
+    channel: str
+    owner: str
+    until: datetime
+    fence: int = 1
+
+    @property
+    def taken_over(self) -> bool:
+        return self.fence > 1
+
+
+@attrs.frozen
 class Approval:
     id: str
     run_id: str

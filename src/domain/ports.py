@@ -15,7 +15,13 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 
-from domain.approvals import Approval, ApprovalSettings, ApprovalStatus, StoredPolicy
+from domain.approvals import (
+    Approval,
+    ApprovalSettings,
+    ApprovalStatus,
+    ChatClaim,
+    StoredPolicy,
+)
 from domain.audit import AuditEvent, Outcome
 from domain.automations import PhaseResult, PhaseStatus, Run, RunStatus
 from domain.chat_links import ChatLink, ChatPlatform
@@ -630,16 +636,38 @@ class Mailer(Protocol):
         ...
 
 
+class RelayClaims(Protocol):
+    """Leases that let one approver process at a time post an approval's chat messages;
+    each call is its own transaction."""
+
+    async def claim(
+        self, approval_id: str, channel: str, owner: str, *, now: datetime, until: datetime
+    ) -> ChatClaim | None:
+        """Take the claim on (``approval_id``, ``channel``) for ``owner`` until ``until``:
+        when nobody holds it, ``owner`` holds it already (renewed), or its holder's lease
+        ended at or before ``now`` (taken over: ``fence`` goes up). None when another owner
+        holds it still."""
+        ...
+
+    async def release(self, approval_id: str, channel: str, owner: str) -> None:
+        """Give the claim up if ``owner`` holds it; nothing happens otherwise."""
+        ...
+
+
 class ApprovalChannel(Protocol):
     """A place humans answer approval requests (Telegram, Slack, in-app)."""
 
     @property
     def name(self) -> str: ...
 
-    async def announce(self, approval: Approval, run: Run) -> Mapping[str, str]:
+    async def announce(
+        self, approval: Approval, run: Run, *, recover: bool = False
+    ) -> Mapping[str, str]:
         """Ask the channel's humans to decide; raises ``Unavailable``. Returns where the
         request was shown (e.g. chat id -> message id), for ``conclude`` to find it later,
-        even in another process."""
+        even in another process. With ``recover``, an earlier attempt may have shown it
+        without recording where: a channel that can look its messages up adopts them
+        rather than asking again."""
         ...
 
     async def conclude(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -14,12 +17,12 @@ from starlette.routing import Route
 
 from adapters.slack.web import SlackInteractions
 from adapters.telegram.answers import AnswerResult, AnswerStatus, ChatAnswer, ChatCommand
-from domain.approvals import Approval, ApprovalStatus, Verdict
+from domain.approvals import Approval, ApprovalStatus, ChatClaim, Verdict
 from domain.audit import Outcome
 from domain.automations import Run
 from domain.chat_links import ChatPlatform
 from domain.errors import Conflict, Invalid, NotFound, OpsicleError, Unavailable
-from domain.ports import ApprovalChannel, ApprovalFilter, ChatLinkRepository
+from domain.ports import ApprovalChannel, ApprovalFilter, ChatLinkRepository, RelayClaims
 from domain.services import approvals
 from domain.services.approvals import (
     ANNOUNCED,
@@ -122,6 +125,11 @@ class ChatDesk:
 DECIDED = (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED)
 
 
+def process_owner() -> str:
+    """This process's name on the relay claims it takes: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 @attrs.define
 class ChatRelay:
     """Shows every pending request on each chat channel and concludes it there once decided,
@@ -129,12 +137,24 @@ class ChatRelay:
     ``Approval.messages``, so another approver process (or this one restarted) neither posts
     twice nor loses the messages to edit.
 
+    Several approver processes share the work through ``claims``: before posting to (or
+    editing on) a channel, a process claims the (approval, channel) pair for ``lease``, reads
+    the request again, acts, records what it did on the request, and then releases the claim.
+    A process that stops while holding a claim keeps the others off until its lease ends;
+    the next one then takes over and announces with ``recover``, so a channel that can look
+    its messages up (Slack) adopts what the stopped one posted. What remains at least once:
+    a Telegram message sent by a process that stopped before recording it (the Bot API cannot
+    read chat history), and a post that outlasts the lease (far longer than the API timeouts).
+
     Decided requests are looked for from ``lookback`` before the first sweep, then from the
     previous sweep less ``overlap`` (clocks of other processes, commits that came late).
     """
 
     p: Platform
     channels: Sequence[ApprovalChannel]
+    claims: RelayClaims
+    owner: str = attrs.field(factory=process_owner)
+    lease: timedelta = timedelta(minutes=2)
     lookback: timedelta = timedelta(days=1)
     overlap: timedelta = timedelta(minutes=5)
     page_size: int = 100
@@ -147,12 +167,12 @@ class ChatRelay:
                 ApprovalFilter(statuses=(ApprovalStatus.PENDING,))):
             for channel in self.channels:
                 if not channel_state(approval, channel.name):
-                    await self._show(channel, approval, run)
+                    await self._claimed(channel, approval, run, "", self._show)
         for approval, run in await self._approvals(
                 ApprovalFilter(statuses=DECIDED, decided_since=since)):
             for channel in self.channels:
                 if channel_state(approval, channel.name) == ANNOUNCED:
-                    await self._conclude(channel, approval, run)
+                    await self._claimed(channel, approval, run, ANNOUNCED, self._conclude)
         self.since = max(since, started - self.overlap)
 
     async def _approvals(self, flt: ApprovalFilter) -> list[tuple[Approval, Run]]:
@@ -167,32 +187,62 @@ class ChatRelay:
                 if cursor is None:
                     return found
 
-    async def _show(self, channel: ApprovalChannel, approval: Approval, run: Run) -> None:
+    async def _claimed(
+        self, channel: ApprovalChannel, approval: Approval, run: Run, state: str,
+        act: Callable[[ApprovalChannel, Approval, Run, ChatClaim], Awaitable[bool]],
+    ) -> None:
+        """``act`` under this process's claim, if the request is still in ``state`` there."""
+        now = self.p.clock.now()
+        claim = await self.claims.claim(approval.id, channel.name, self.owner, now=now,
+                                        until=now + self.lease)
+        if claim is None:
+            return  # another approver process is at it
+        # Read again under the claim: whoever held it before may have recorded meanwhile.
+        async with self.p.uow() as uow:
+            fresh = await uow.approvals.get(approval.id)
+        current = channel_state(fresh, channel.name)
+        if current != state or (not state and fresh.status is not ApprovalStatus.PENDING):
+            await self.claims.release(approval.id, channel.name, self.owner)
+            return
+        if await act(channel, fresh, run, claim):
+            await self.claims.release(approval.id, channel.name, self.owner)
+        # Otherwise the claim stays until it ends: retries here go on from what this
+        # process remembers, and no other process posts what may have been posted.
+
+    async def _show(
+        self, channel: ApprovalChannel, approval: Approval, run: Run, claim: ChatClaim
+    ) -> bool:
         try:
-            refs = await channel.announce(approval, run)
+            refs = await channel.announce(approval, run, recover=claim.taken_over)
         except Unavailable as exc:
             log.warning("%s could not show approval %s: %s", channel.name, approval.id,
                         exc.message)
-            return
+            return False
+        except Invalid as exc:
+            log.error("%s could not show approval %s: %s", channel.name, approval.id,
+                      exc.message)
+            return False
         except Exception:
             log.exception("%s could not show approval %s", channel.name, approval.id)
-            return
-        await self._note(approval.id, channel.name, ANNOUNCED, refs)
+            return False
+        return await self._note(approval.id, channel.name, ANNOUNCED, refs)
 
-    async def _conclude(self, channel: ApprovalChannel, approval: Approval, run: Run) -> None:
+    async def _conclude(
+        self, channel: ApprovalChannel, approval: Approval, run: Run, claim: ChatClaim
+    ) -> bool:
         try:
             await channel.conclude(approval, run, channel_refs(approval, channel.name))
         except Unavailable as exc:
             log.warning("%s could not conclude approval %s: %s", channel.name, approval.id,
                         exc.message)
-            return
+            return False
         except Exception:
             log.exception("%s could not conclude approval %s", channel.name, approval.id)
-            return
-        await self._note(approval.id, channel.name, CONCLUDED)
+            return False
+        return await self._note(approval.id, channel.name, CONCLUDED)
 
     async def _note(self, approval_id: str, channel: str, state: str,
-                    refs: Mapping[str, str] | None = None) -> None:
+                    refs: Mapping[str, str] | None = None) -> bool:
         """Record on the stored request (read again: it may have changed meanwhile)."""
         for _ in range(3):
             try:
@@ -201,10 +251,11 @@ class ChatRelay:
                     await uow.approvals.update(with_channel(fresh, channel, state, refs),
                                                expected=fresh.status)
                     await uow.commit()
-                return
+                return True
             except Conflict:
                 continue  # decided in between: read it again
         log.warning("could not record that %s %s approval %s", channel, state, approval_id)
+        return False
 
 
 def telegram_chats(approval: Approval, run: Run) -> Sequence[int]:
@@ -237,6 +288,7 @@ async def approver_role(settings: Settings) -> AsyncIterator[Role]:
     (``slack-bot-token`` + ``slack-signing-secret``), with /healthz, /readyz and /metrics."""
     from adapters.slack.web import SlackChannel, SlackWeb
     from adapters.sql.chat_links import sql_chat_links
+    from adapters.sql.relay_claims import sql_relay_claims
     from adapters.telegram.bot import TelegramBot, TelegramChannel, TelegramPoller
     from entrypoints.bootstrap import Role, _embedded_stores
     from entrypoints.http.common import build_app
@@ -261,7 +313,7 @@ async def approver_role(settings: Settings) -> AsyncIterator[Role]:
             channels.append(SlackChannel(web, slack_channels))
         # The chats are driven by the relay only: it shows requests made by any process and
         # concludes those decided anywhere, recording both on the request.
-        relay = ChatRelay(platform, channels)
+        relay = ChatRelay(platform, channels, sql_relay_claims(engine))
         decided = asyncio.Event()
         desk = ChatDesk(platform, links)
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
+
 import attrs
 
+from adapters.memory.relay_claims import in_memory_relay_claims
+from adapters.slack.web import SlackChannel
 from adapters.telegram.bot import PROMPT_MARK, TelegramChannel, TelegramPoller, callback_data
 from domain.approvals import Verdict
 from domain.automations import RunStatus
 from domain.chat_links import ChatPlatform
 from domain.services import approvals, runs
 from domain.services.chat_links import issue_link_code
-from entrypoints.approver import ChatDesk, ChatRelay, telegram_chats
+from entrypoints.approver import ChatDesk, ChatRelay, slack_channels, telegram_chats
 from tests.services.test_chat_approvals import POLICY, rig
-from tests.standins.rigs import ALICE_TG, TG_CHAT
+from tests.standins.rigs import ALICE_TG, SLACK_CHANNEL, TG_CHAT
 
 
 async def test_the_relay_posts_once_and_concludes_what_was_decided_elsewhere() -> None:
@@ -30,7 +35,8 @@ async def test_the_relay_posts_once_and_concludes_what_was_decided_elsewhere() -
         first, second = await w.run(), await w.run()
         assert "Linked" in r.tg.sent("sendMessage")[-1]["text"]  # nothing posted yet
 
-        await ChatRelay(w.p, [r.tg_channel]).sweep()
+        claims = in_memory_relay_claims()
+        await ChatRelay(w.p, [r.tg_channel], claims).sweep()
         posted = [m for m in r.tg.sent("sendMessage") if "Approval requested" in m["text"]]
         assert len(posted) == 2
         first_id = await w.approval_id(first.run.id)
@@ -51,7 +57,7 @@ async def test_the_relay_posts_once_and_concludes_what_was_decided_elsewhere() -
 
         # A restarted approver: a new channel that remembers nothing, and a new relay.
         fresh = TelegramChannel(r.poller._bot, telegram_chats)
-        restarted = ChatRelay(w.p, [fresh])
+        restarted = ChatRelay(w.p, [fresh], claims)
         await restarted.sweep()
         await restarted.sweep()
         assert len([m for m in r.tg.sent("sendMessage") if "Approval requested" in m["text"]]) == 2
@@ -61,3 +67,64 @@ async def test_the_relay_posts_once_and_concludes_what_was_decided_elsewhere() -
         assert any("Rejected" in e["text"] for e in edits)
         async with w.p.uow() as uow:
             assert (await uow.approvals.get(second_id)).messages["telegram"] == "concluded"
+
+
+def requests_posted(messages: list[dict[str, object]]) -> int:
+    return len([m for m in messages if "Approval requested" in str(m.get("text"))])
+
+
+async def test_two_relays_on_one_store_post_each_approval_once_per_chat() -> None:
+    async with rig() as r:
+        w = r.w
+        w.p = attrs.evolve(w.p, approval_channels=())
+        await w.setup(POLICY)
+        for _ in range(3):
+            await w.run()
+        claims = in_memory_relay_claims()
+        bot, web = r.poller._bot, r.slack_channel._web
+
+        def relay() -> ChatRelay:  # an approver process of its own: channels remember nothing
+            return ChatRelay(w.p, [TelegramChannel(bot, telegram_chats),
+                                   SlackChannel(web, slack_channels)], claims)
+
+        one, two = relay(), relay()
+        assert one.owner != two.owner
+        for _ in range(3):
+            await asyncio.gather(one.sweep(), two.sweep())
+        assert requests_posted(r.tg.sent("sendMessage")) == 3
+        assert requests_posted(r.slack.sent("chat.postMessage")) == 3
+
+
+async def test_a_claim_left_by_a_stopped_relay_is_taken_over_and_slack_adopts_its_message(
+) -> None:
+    async with rig() as r:
+        w = r.w
+        w.p = attrs.evolve(w.p, approval_channels=())
+        await w.setup(POLICY)
+        started = await w.run()
+        approval_id = await w.approval_id(started.run.id)
+        claims = in_memory_relay_claims()
+        web = r.slack_channel._web
+        # A process claimed, posted to Slack, and stopped before recording where.
+        now = w.clock.now()
+        assert await claims.claim(approval_id, "slack", "stopped", now=now,
+                                  until=now + timedelta(minutes=2))
+        async with w.p.uow() as uow:
+            approval = await uow.approvals.get(approval_id)
+            run = await uow.runs.get(approval.run_id)
+        await SlackChannel(web, slack_channels).announce(approval, run)
+        [first] = r.slack.sent("chat.postMessage")
+
+        relay = ChatRelay(w.p, [SlackChannel(web, slack_channels)], claims)
+        await relay.sweep()  # the claim is the stopped process's still: nothing happens
+        async with w.p.uow() as uow:
+            assert not (await uow.approvals.get(approval_id)).messages
+        w.clock.advance(120)
+        await relay.sweep()
+        assert len(r.slack.sent("chat.postMessage")) == 1  # found in history, not posted again
+        [posted] = [m for m in r.slack.messages if m.metadata]
+        async with w.p.uow() as uow:
+            stored = await uow.approvals.get(approval_id)
+        assert stored.messages["slack"] == "announced"
+        assert stored.messages[f"slack:{SLACK_CHANNEL}"] == posted.ts
+        assert first["metadata"]["event_payload"] == {"approval_id": approval_id}

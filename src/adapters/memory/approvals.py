@@ -19,11 +19,17 @@ class InMemoryApprovalChannel:
         # The refs each conclusion was given, by approval id.
         self.refs: dict[str, Mapping[str, str]] = {}
         self.unavailable = False
+        # Approvals announced with ``recover`` (an earlier owner's claim was taken over).
+        self.recovered: list[str] = []
 
-    async def announce(self, approval: Approval, run: Run) -> Mapping[str, str]:
+    async def announce(
+        self, approval: Approval, run: Run, *, recover: bool = False
+    ) -> Mapping[str, str]:
         if self.unavailable:
             raise Unavailable(f"approval channel {self.name} is not answering")
         self.announced.append((approval, run))
+        if recover:
+            self.recovered.append(approval.id)
         return {"memory": str(len(self.announced))}
 
     async def conclude(

@@ -6,10 +6,11 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import httpx
 from starlette.requests import Request
@@ -74,14 +75,20 @@ class SlackWeb:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def call(self, method: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Call one Web API method with a JSON body; return the reply when ``ok``."""
+    async def call(
+        self, method: str, body: Mapping[str, Any], *, form: bool = False, token: str = ""
+    ) -> dict[str, Any]:
+        """Call one Web API method with a JSON body (``form``: form-encoded, as the reading
+        methods take it); return the reply when ``ok``. ``token`` replaces the bot token."""
+        headers = {"content-type": "application/json; charset=utf-8"}
+        content = json.dumps(dict(body)).encode()
+        if form:
+            headers["content-type"] = "application/x-www-form-urlencoded"
+            content = urlencode({k: str(v) for k, v in body.items()}).encode()
+        if token:
+            headers["authorization"] = f"Bearer {token}"
         try:
-            reply = await self._http.post(
-                f"/{method}",
-                content=json.dumps(dict(body)).encode(),
-                headers={"content-type": "application/json; charset=utf-8"},
-            )
+            reply = await self._http.post(f"/{method}", content=content, headers=headers)
         except httpx.TransportError as exc:
             raise Unavailable(f"Slack did not answer {method} ({type(exc).__name__})") from exc
         if reply.status_code == 429:
@@ -97,10 +104,11 @@ class SlackWeb:
             return data
         error = str(data.get("error") or f"HTTP {reply.status_code}")
         if error in _TOKEN_ERRORS:
-            raise Unavailable(f"Slack refused the bot token ({error})")
+            which = "app-level token" if token else "bot token"
+            raise Unavailable(f"Slack refused the {which} ({error})")
         if error == "ratelimited":
             raise Unavailable(f"Slack asks to slow down before {method}")
-        raise Invalid(f"Slack refused {method}: {error}", code="slack_refused")
+        raise Invalid(f"Slack refused {method}: {error}", code=f"slack_{error}")
 
     async def post_message(
         self,
@@ -109,9 +117,12 @@ class SlackWeb:
         *,
         blocks: Sequence[Mapping[str, Any]] | None = None,
         thread_ts: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> tuple[str, str]:
         """Post a message; return its channel id and ``ts`` (the message's id)."""
         body: dict[str, Any] = {"channel": channel, "text": text}
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
         if blocks is not None:
             body["blocks"] = [dict(b) for b in blocks]
         if thread_ts is not None:
@@ -131,6 +142,46 @@ class SlackWeb:
     async def open_view(self, trigger_id: str, view: Mapping[str, Any]) -> str:
         data = await self.call("views.open", {"trigger_id": trigger_id, "view": dict(view)})
         return str((data.get("view") or {}).get("id", ""))
+
+    async def conversations(self) -> list[dict[str, Any]]:
+        """Every channel the bot can see (conversations.list, all pages)."""
+        found: list[dict[str, Any]] = []
+        cursor = ""
+        while True:
+            body: dict[str, Any] = {"types": "public_channel,private_channel",
+                                    "exclude_archived": "true", "limit": 200}
+            if cursor:
+                body["cursor"] = cursor
+            data = await self.call("conversations.list", body, form=True)
+            found += [c for c in data.get("channels") or [] if isinstance(c, dict)]
+            cursor = str((data.get("response_metadata") or {}).get("next_cursor") or "")
+            if not cursor:
+                return found
+
+    async def history(self, channel: str, *, oldest: float, limit: int = 200
+                      ) -> list[dict[str, Any]]:
+        """The channel's messages since ``oldest`` (a Unix time) with their metadata."""
+        found: list[dict[str, Any]] = []
+        cursor = ""
+        while len(found) < limit:
+            body: dict[str, Any] = {"channel": channel, "oldest": f"{oldest:.6f}",
+                                    "include_all_metadata": "true", "limit": 100}
+            if cursor:
+                body["cursor"] = cursor
+            data = await self.call("conversations.history", body, form=True)
+            found += [m for m in data.get("messages") or [] if isinstance(m, dict)]
+            cursor = str((data.get("response_metadata") or {}).get("next_cursor") or "")
+            if not cursor:
+                break
+        return found
+
+    async def socket_url(self, app_token: str) -> str:
+        """A Socket Mode WebSocket URL (apps.connections.open with the app-level token)."""
+        data = await self.call("apps.connections.open", {}, form=True, token=app_token)
+        url = str(data.get("url") or "")
+        if not url.startswith(("wss://", "ws://")):
+            raise Unavailable("Slack gave no Socket Mode URL")
+        return url
 
 
 # ---------------------------------------------------------------- messages and modals
@@ -211,36 +262,123 @@ def _escape(text: str) -> str:
 
 
 ChannelsFor = Callable[[Approval, Run], Sequence[str]]
+METADATA_EVENT = "opsicle_approval_request"
+# chat.postMessage errors that mean the channel is wrong or the bot is not in it.
+_CHANNEL_ERRORS = {"channel_not_found", "not_in_channel", "is_archived"}
+
+
+class SlackDirectory:
+    """Channel names (``#ops`` or ``ops``) to ids through conversations.list, cached for
+    ``ttl`` seconds and read again on an unknown name at most every ``retry`` seconds.
+    Ids (``C…``, ``G…``) pass through unchanged."""
+
+    def __init__(self, web: SlackWeb, *, ttl: float = 300.0, retry: float = 30.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._web = web
+        self._ttl = ttl
+        self._retry = retry
+        self._monotonic = monotonic
+        self._channels: dict[str, tuple[str, bool]] = {}  # name -> (id, the bot is a member)
+        self._read_at: float | None = None
+
+    async def resolve(self, channel: str) -> str:
+        """The channel's id; raises ``Invalid`` naming it when it does not exist or the bot
+        is not in it, ``Unavailable`` when Slack does not answer."""
+        if not channel.startswith("#") and _looks_like_id(channel):
+            return channel
+        name = channel.removeprefix("#").lower()
+        now = self._monotonic()
+        stale = self._read_at is None or now - self._read_at >= self._ttl
+        if stale or (name not in self._channels and now - (self._read_at or 0) >= self._retry):
+            await self._read(now)
+        found = self._channels.get(name)
+        if found is None:
+            raise Invalid(f"Slack channel #{name} does not exist (or is private and the "
+                          "Opsicle bot is not in it)", code="slack_channel_not_found")
+        channel_id, member = found
+        if not member:
+            raise Invalid(f"the Opsicle bot is not in Slack channel #{name}: invite it with "
+                          "/invite", code="slack_not_in_channel")
+        return channel_id
+
+    async def _read(self, now: float) -> None:
+        listed = await self._web.conversations()
+        self._channels = {
+            str(c.get("name", "")).lower(): (str(c.get("id", "")), bool(c.get("is_member")))
+            for c in listed if c.get("name") and c.get("id")
+        }
+        self._read_at = now
+
+
+def _looks_like_id(channel: str) -> bool:
+    return len(channel) >= 9 and channel[0] in "CGD" and channel.isalnum() and channel.isupper()
 
 
 class SlackChannel:
-    """Posts approval requests to Slack channels (by id) and updates them to the outcome."""
+    """Posts approval requests to Slack channels (ids, or names resolved to ids) and updates
+    them to the outcome. Each request carries message metadata naming its approval, so a
+    ``recover`` announce finds a message an earlier process posted in channel history."""
 
     name = "slack"
 
-    def __init__(self, web: SlackWeb, channels: ChannelsFor | Sequence[str]) -> None:
+    def __init__(self, web: SlackWeb, channels: ChannelsFor | Sequence[str],
+                 directory: SlackDirectory | None = None) -> None:
         self._web = web
+        self._directory = directory or SlackDirectory(web)
         if callable(channels):
             self._channels: ChannelsFor = channels
         else:
             fixed = tuple(channels)
             self._channels = lambda approval, run: fixed
         self.posted: dict[str, dict[str, str]] = {}
+        self._told: set[tuple[str, str]] = set()
 
     def message_of(self, approval_id: str, channel: str) -> str | None:
         return self.posted.get(approval_id, {}).get(channel)
 
-    async def announce(self, approval: Approval, run: Run) -> Mapping[str, str]:
-        """Post to each channel not posted to yet; returns channel id -> message ts."""
+    async def announce(
+        self, approval: Approval, run: Run, *, recover: bool = False
+    ) -> Mapping[str, str]:
+        """Post to each channel not posted to yet; returns channel id -> message ts.
+
+        A channel that does not exist or the bot is not in is skipped with one error in the
+        log; when no channel could be shown, ``Invalid`` names them all."""
         posted = self.posted.setdefault(approval.id, {})
         text = f"Approval requested for {run.name or run.id} by {approval.requested_by}"
         blocks = request_blocks(approval, run)
+        metadata = {"event_type": METADATA_EVENT, "event_payload": {"approval_id": approval.id}}
+        problems: list[str] = []
         for channel in self._channels(approval, run):
-            if channel in posted:
+            try:
+                channel_id = await self._directory.resolve(channel)
+                if channel_id in posted:
+                    continue
+                ts = await self._posted_before(approval, channel_id) if recover else None
+                if ts is None:
+                    channel_id, ts = await self._web.post_message(
+                        channel_id, text, blocks=blocks, metadata=metadata)
+            except Invalid as exc:
+                problem = _channel_problem(channel, exc)
+                problems.append(problem)
+                if (approval.id, channel) not in self._told:
+                    self._told.add((approval.id, channel))
+                    log.error("approval %s not shown in Slack: %s", approval.id, problem)
                 continue
-            channel_id, ts = await self._web.post_message(channel, text, blocks=blocks)
             posted[channel_id] = ts
+        if problems and not posted:
+            raise Invalid("; ".join(problems), code="slack_channel")
         return dict(posted)
+
+    async def _posted_before(self, approval: Approval, channel_id: str) -> str | None:
+        """The ts of this approval's request in the channel's history, if one is there."""
+        oldest = approval.created_at.timestamp() - 60
+        for message in await self._web.history(channel_id, oldest=oldest):
+            meta = message.get("metadata") or {}
+            payload = meta.get("event_payload") or {}
+            if meta.get("event_type") == METADATA_EVENT and payload.get(
+                    "approval_id") == approval.id:
+                return str(message.get("ts"))
+        return None
 
     async def conclude(
         self, approval: Approval, run: Run, refs: Mapping[str, str] | None = None
@@ -253,6 +391,13 @@ class SlackChannel:
         messages = {**(refs or {}), **self.posted.pop(approval.id, {})}
         for channel, ts in messages.items():
             await self._web.update(channel, ts, f"{run.name or run.id}: {outcome}", blocks=blocks)
+
+
+def _channel_problem(channel: str, exc: Invalid) -> str:
+    if exc.code in {f"slack_{e}" for e in _CHANNEL_ERRORS}:
+        return (f"Slack channel {channel} does not exist, is archived, or the Opsicle bot is "
+                "not in it")
+    return exc.message
 
 
 def slack_channel(web: SlackWeb, channels: ChannelsFor | Sequence[str]) -> ApprovalChannel:
@@ -271,6 +416,8 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float) -> None:
     """Raise ``Unauthenticated`` unless the request is signed with ``secret`` and recent."""
+    if not secret:
+        raise Unauthenticated("this approver takes Slack requests over Socket Mode only")
     timestamp = headers.get("x-slack-request-timestamp", "")
     given = headers.get("x-slack-signature", "")
     if not timestamp.isdigit() or not given:
@@ -285,7 +432,9 @@ class SlackInteractions:
     """The interactivity request URL: button presses (``block_actions``) and code modals
     (``view_submission``) become ``ChatAnswer``s for ``handler``.
 
-    Mount ``endpoint`` as a POST route. Unsigned, wrongly signed or stale requests get 401.
+    Mount ``endpoint`` as a POST route. Unsigned, wrongly signed or stale requests get 401
+    (all of them when there is no signing secret: Socket Mode alone). ``interaction`` and
+    ``command`` take the payloads Socket Mode delivers.
     """
 
     def __init__(
@@ -293,12 +442,10 @@ class SlackInteractions:
         web: SlackWeb,
         handler: AnswerHandler,
         *,
-        signing_secret: str,
+        signing_secret: str = "",
         clock: Clock,
         commands: CommandHandler | None = None,
     ) -> None:
-        if not signing_secret:
-            raise Invalid("the Slack signing secret is empty")
         self._web = web
         self._handler = handler
         self._commands = commands
@@ -319,13 +466,18 @@ class SlackInteractions:
             return JSONResponse({"error": "the payload is not JSON"}, status_code=400)
         if not isinstance(payload, dict):
             return JSONResponse({"error": "the payload is not an object"}, status_code=400)
+        reply = await self.interaction(payload)
+        return Response(status_code=200) if reply is None else JSONResponse(reply)
+
+    async def interaction(self, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """Handle one interaction payload, from the request URL or Socket Mode; returns the
+        response body Slack takes (a modal's field errors), or None for an empty 200."""
         kind = payload.get("type")
         if kind == "block_actions":
             await self._on_actions(payload)
-            return Response(status_code=200)
-        if kind == "view_submission":
+        elif kind == "view_submission":
             return await self._on_submission(payload)
-        return Response(status_code=200)  # other interactions are not Opsicle's
+        return None  # other interactions are not Opsicle's
 
     async def command_endpoint(self, request: Request) -> Response:
         """The slash command request URL: ``/opsicle link CODE`` answers its sender only."""
@@ -336,20 +488,24 @@ class SlackInteractions:
             log.warning("Slack command refused: %s", exc)
             return JSONResponse({"error": str(exc)}, status_code=401)
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
-        word, _, rest = form.get("text", "").strip().partition(" ")
+        return JSONResponse(await self.command(form))
+
+    async def command(self, form: Mapping[str, str]) -> dict[str, Any]:
+        """``/opsicle link CODE`` (fields as Slack sends them): the reply for its sender only."""
+        word, _, rest = str(form.get("text", "")).strip().partition(" ")
         if self._commands is None or word.lower() != "link":
             text = "Usage: /opsicle link CODE (get a code with 'opsicle link slack')"
         else:
             command = ChatCommand(
                 channel="slack",
-                user_id=form.get("user_id", ""),
-                username=form.get("user_name", ""),
-                chat=form.get("channel_id", ""),
+                user_id=str(form.get("user_id", "")),
+                username=str(form.get("user_name", "")),
+                chat=str(form.get("channel_id", "")),
                 name="link",
                 text=rest.strip(),
             )
             text = await run_command(self._commands, command)
-        return JSONResponse({"response_type": "ephemeral", "text": text})
+        return {"response_type": "ephemeral", "text": text}
 
     async def _on_actions(self, payload: dict[str, Any]) -> None:
         user = payload.get("user") or {}
@@ -381,10 +537,10 @@ class SlackInteractions:
             except (Invalid, Unavailable) as exc:
                 log.warning("Slack answer for approval %s not shown: %s", answer.approval_id, exc)
 
-    async def _on_submission(self, payload: dict[str, Any]) -> Response:
+    async def _on_submission(self, payload: dict[str, Any]) -> dict[str, Any] | None:
         view = payload.get("view") or {}
         if not str(view.get("callback_id") or "").startswith(CODE_VIEW_PREFIX):
-            return Response(status_code=200)
+            return None
         try:
             meta = json.loads(str(view.get("private_metadata") or ""))
             verdict = Verdict(meta["verdict"])
@@ -418,7 +574,7 @@ class SlackInteractions:
             await self._tell(answer, result)
         except (Invalid, Unavailable) as exc:
             log.warning("Slack answer for approval %s not shown: %s", answer.approval_id, exc)
-        return Response(status_code=200)  # an empty 200 closes the modal
+        return None  # an empty 200 closes the modal
 
     async def _tell(self, answer: ChatAnswer, result: AnswerResult) -> None:
         if result.status is AnswerStatus.REFUSED:
@@ -428,5 +584,5 @@ class SlackInteractions:
             await self._web.post_message(answer.chat, result.message, thread_ts=answer.message)
 
 
-def _field_error(message: str) -> JSONResponse:
-    return JSONResponse({"response_action": "errors", "errors": {CODE_BLOCK: message}})
+def _field_error(message: str) -> dict[str, Any]:
+    return {"response_action": "errors", "errors": {CODE_BLOCK: message}}

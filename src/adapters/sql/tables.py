@@ -442,3 +442,14 @@ chat_links = sa.Table(
     sa.Column("linked_at", UtcDateTime, nullable=False),
     **TABLE_OPTIONS,
 )
+
+# Which approver process posts an approval's messages on a chat channel now (a lease).
+relay_claims = sa.Table(
+    "relay_claims", metadata,
+    _id("approval_id", primary_key=True),
+    sa.Column("channel", sa.String(32), primary_key=True),
+    sa.Column("owner", sa.String(NAME), nullable=False),
+    sa.Column("until", UtcDateTime, nullable=False),
+    sa.Column("fence", sa.Integer, nullable=False),
+    **TABLE_OPTIONS,
+)

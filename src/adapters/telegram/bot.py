@@ -246,7 +246,11 @@ class TelegramChannel:
     def message_of(self, approval_id: str, chat_id: int) -> int | None:
         return self.posted.get(approval_id, {}).get(chat_id)
 
-    async def announce(self, approval: Approval, run: Run) -> Mapping[str, str]:
+    async def announce(
+        self, approval: Approval, run: Run, *, recover: bool = False
+    ) -> Mapping[str, str]:
+        # The Bot API cannot read a chat's history, so ``recover`` cannot find a message an
+        # earlier process sent without recording it: that one stays in the chat.
         posted = self.posted.setdefault(approval.id, {})
         text = request_text(approval, run)
         markup = keyboard(approval.id)
