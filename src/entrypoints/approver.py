@@ -35,6 +35,8 @@ from domain.services.chat_links import link_chat
 from domain.services.platform import Caller, Platform, record
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from entrypoints.bootstrap import Role
     from entrypoints.settings import Settings
 
@@ -283,21 +285,38 @@ RELAY_SECONDS = 3.0
 
 @asynccontextmanager
 async def approver_role(settings: Settings) -> AsyncIterator[Role]:
-    """The approver: the platform with Telegram and Slack channels announcing and concluding
-    requests, the Telegram update poller (``telegram-bot-token``) and the Slack request URLs
-    (``slack-bot-token`` + ``slack-signing-secret``), with /healthz, /readyz and /metrics."""
+    """The approver: the chats of ``approval_chats`` on the platform's stores, with /healthz,
+    /readyz and /metrics."""
+    from entrypoints.bootstrap import Role, _embedded_stores
+    from entrypoints.http.common import build_app
+
+    stop = asyncio.Event()
+    async with (
+        _embedded_stores(settings) as (platform, checks, engine),
+        approval_chats(settings, platform, engine, stop) as routes,
+    ):
+        yield Role("approver", build_app("approver", routes, checks), stop)
+
+
+@asynccontextmanager
+async def approval_chats(
+    settings: Settings, platform: Platform, engine: AsyncEngine, stop: asyncio.Event
+) -> AsyncIterator[list[Route]]:
+    """Telegram and Slack approvals from settings, until ``stop`` is set or this ends.
+
+    Telegram runs when ``telegram-bot-token`` is set (the update poller); Slack posts when
+    ``slack-bot-token`` is, and takes interactions over Socket Mode when ``slack-app-token``
+    is and at the request URLs when ``slack-signing-secret`` is (yields those routes, to
+    serve). The relay shows and concludes requests, claiming each in the store first."""
+    from adapters.slack.socket_mode import SlackSocketMode
     from adapters.slack.web import SlackChannel, SlackWeb
     from adapters.sql.chat_links import sql_chat_links
     from adapters.sql.relay_claims import sql_relay_claims
     from adapters.telegram.bot import TelegramBot, TelegramChannel, TelegramPoller
-    from entrypoints.bootstrap import Role, _embedded_stores
-    from entrypoints.http.common import build_app
     from entrypoints.loops import service_loop, stop_tasks
 
-    stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     async with AsyncExitStack() as stack:
-        platform, checks, engine = await stack.enter_async_context(_embedded_stores(settings))
         links = sql_chat_links(engine)
         channels: list[ApprovalChannel] = []
         bot = web = None
@@ -324,11 +343,17 @@ async def approver_role(settings: Settings) -> AsyncIterator[Role]:
             return result
 
         routes: list[Route] = []
-        if web is not None and settings["slack-signing-secret"]:
+        if web is not None:
             interactions = SlackInteractions(
-                web, answer, signing_secret=str(settings["slack-signing-secret"]),
+                web, answer, signing_secret=str(settings["slack-signing-secret"] or ""),
                 clock=platform.clock, commands=desk.command)
-            routes += slack_routes(interactions)
+            if settings["slack-signing-secret"]:
+                routes += slack_routes(interactions)
+            if settings["slack-app-token"]:
+                socket = SlackSocketMode(web, str(settings["slack-app-token"]), interactions)
+                tasks.append(asyncio.create_task(service_loop(
+                    "slack socket mode", socket.run_once, stop=stop, clock=platform.clock,
+                    interval=0.0)))
         if channels:
             tasks.append(asyncio.create_task(service_loop(
                 "approval chats", relay.sweep, stop=stop, clock=platform.clock,
@@ -340,7 +365,7 @@ async def approver_role(settings: Settings) -> AsyncIterator[Role]:
                 "telegram updates", poller.poll_once, stop=stop, clock=platform.clock,
                 interval=0.0)))
         try:
-            yield Role("approver", build_app("approver", routes, checks), stop)
+            yield routes
         finally:
             stop.set()
             # A long poll in flight is cut short: its updates come again on the next start.

@@ -379,6 +379,7 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
     ``entrypoints.embedded_worker``). Remote workers still connect with org tokens to the
     worker API served here too.
     """
+    from entrypoints.approver import approval_chats
     from entrypoints.embedded_worker import PublishSignal, embedded_worker
     from entrypoints.http.common import build_app
     from entrypoints.http.controller import controller_routes
@@ -401,10 +402,13 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
         ]
         # The embedded worker verifies grants with this instance's own keys.
         grants = grant_key_store(settings, platform.sealer).ring(platform.clock.now()).verifier()
-        async with embedded_worker(
-            c.platform, c.dispatch, settings, c.stopping, signal, grants=grants
+        async with (
+            embedded_worker(c.platform, c.dispatch, settings, c.stopping, signal, grants=grants),
+            # Telegram and Slack as the approver role runs them, when their tokens are set.
+            approval_chats(settings, c.platform, engine, asyncio.Event()) as chat_routes,
         ):
-            yield Role("standalone", build_app("standalone", routes, checks), c.stopping)
+            app = build_app("standalone", [*routes, *chat_routes], checks)
+            yield Role("standalone", app, c.stopping)
 
 
 @asynccontextmanager

@@ -63,13 +63,15 @@ DEFAULTS: dict[str, Any] = {
     "telegram-api-url": "https://api.telegram.org",
     "slack-bot-token": None,
     "slack-signing-secret": None,
+    "slack-app-token": None,  # an app-level token (xapp-…): interactions over Socket Mode
     "slack-api-url": "https://slack.com/api",
     # The approver's public keys a worker pins (PEM files; several: comma-separated or a YAML
     # list): runs carrying a grant execute only when it verifies under one of them.
     "approver-keys": None,
 }
 SECRET = frozenset({"secret-key", "token", "nats-password", "smtp-password",
-                    "telegram-bot-token", "slack-bot-token", "slack-signing-secret"})
+                    "telegram-bot-token", "slack-bot-token", "slack-signing-secret",
+                    "slack-app-token"})
 NUMBERS = frozenset({"grace-seconds", "lease-seconds", "drain-seconds", "nats-ack-wait-seconds"})
 CHOICES: dict[str, tuple[str, ...]] = {
     "log-level": ("debug", "info", "warning", "error"),

@@ -41,7 +41,8 @@ CODE_VIEW_PREFIX = "approval_code_"
 CODE_BLOCK = "code"
 CODE_ACTION = "code"
 MAX_AGE = 300  # seconds: Slack's advice for refusing replayed requests
-_TOKEN_ERRORS = {"not_authed", "invalid_auth", "account_inactive", "token_revoked", "token_expired"}
+_TOKEN_ERRORS = {"not_authed", "invalid_auth", "account_inactive", "token_revoked", "token_expired",
+                 "not_allowed_token_type"}
 
 
 class SlackWeb:

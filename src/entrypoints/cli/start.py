@@ -64,6 +64,14 @@ def controller(
     return asyncio.run(serve_role("controller", resolved))
 
 
+TelegramApiUrl = Annotated[
+    str | None, Parameter(help="Telegram Bot API URL. Default: https://api.telegram.org")
+]
+SlackApiUrl = Annotated[
+    str | None, Parameter(help="Slack Web API URL. Default: https://slack.com/api")
+]
+
+
 @app.command
 def standalone(
     *,
@@ -71,12 +79,16 @@ def standalone(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
     public_url: PublicUrl = None,
+    telegram_api_url: TelegramApiUrl = None,
+    slack_api_url: SlackApiUrl = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
 ) -> int:
     """Every role in one process on embedded stores (SQLite, in-process cache): no servers needed.
 
     Serves the controller's /api/v1, /healthz, /readyz (checks the stores) and /metrics.
+    Telegram and Slack approvals run here as in 'opsicle start approver' when their tokens
+    are set (OPSICLE_* variables or the config file).
     """
     import asyncio
 
@@ -87,6 +99,8 @@ def standalone(
         data_dir=data_dir,
         database_url=database_url,
         public_url=public_url,
+        telegram_api_url=telegram_api_url,
+        slack_api_url=slack_api_url,
         tls_cert=tls_cert,
         tls_key=tls_key,
     )
@@ -140,20 +154,18 @@ def approver(
     ] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
-    telegram_api_url: Annotated[
-        str | None, Parameter(help="Telegram Bot API URL. Default: https://api.telegram.org")
-    ] = None,
-    slack_api_url: Annotated[
-        str | None, Parameter(help="Slack Web API URL. Default: https://slack.com/api")
-    ] = None,
+    telegram_api_url: TelegramApiUrl = None,
+    slack_api_url: SlackApiUrl = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
 ) -> int:
     """Deliver approval requests to Telegram and Slack and collect linked users' answers.
 
-    Telegram runs when telegram-bot-token is set (long-polls updates); Slack when
-    slack-bot-token and slack-signing-secret are set (request URLs /slack/interactions and
-    /slack/commands). Tokens come from OPSICLE_* variables or the config file, never flags.
+    Telegram runs when telegram-bot-token is set (long-polls updates); Slack posts when
+    slack-bot-token is set and takes button presses and commands over Socket Mode when
+    slack-app-token is set, at the request URLs /slack/interactions and /slack/commands when
+    slack-signing-secret is. Tokens come from OPSICLE_* variables or the config file, never
+    flags.
     Serves /healthz, /readyz and /metrics.
     """
     import asyncio
