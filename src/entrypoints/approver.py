@@ -161,6 +161,8 @@ class ChatRelay:
     overlap: timedelta = timedelta(minutes=5)
     page_size: int = 100
     since: datetime | None = None
+    # Refusals logged already (approval, channel, message): each is said once, not per sweep.
+    told: set[tuple[str, str, str]] = attrs.field(factory=set, repr=False)
 
     async def sweep(self) -> None:
         started = self.p.clock.now()
@@ -220,9 +222,11 @@ class ChatRelay:
             log.warning("%s could not show approval %s: %s", channel.name, approval.id,
                         exc.message)
             return False
-        except Invalid as exc:
-            log.error("%s could not show approval %s: %s", channel.name, approval.id,
-                      exc.message)
+        except Invalid as exc:  # the chat's configuration: retried, but said once
+            if (approval.id, channel.name, exc.message) not in self.told:
+                self.told.add((approval.id, channel.name, exc.message))
+                log.error("%s could not show approval %s: %s", channel.name, approval.id,
+                          exc.message)
             return False
         except Exception:
             log.exception("%s could not show approval %s", channel.name, approval.id)

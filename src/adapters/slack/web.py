@@ -295,11 +295,11 @@ class SlackDirectory:
         found = self._channels.get(name)
         if found is None:
             raise Invalid(f"Slack channel #{name} does not exist (or is private and the "
-                          "Opsicle bot is not in it)", code="slack_channel_not_found")
+                          "Opsicle bot is not in it)", code="slack_channel_unknown")
         channel_id, member = found
         if not member:
             raise Invalid(f"the Opsicle bot is not in Slack channel #{name}: invite it with "
-                          "/invite", code="slack_not_in_channel")
+                          "/invite", code="slack_bot_not_in_channel")
         return channel_id
 
     async def _read(self, now: float) -> None:
