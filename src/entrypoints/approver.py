@@ -270,9 +270,9 @@ def telegram_chats(approval: Approval, run: Run) -> Sequence[int]:
 
 
 def slack_channels(approval: Approval, run: Run) -> Sequence[str]:
-    """The Slack channels (ids, else names) an approval's policy names."""
+    """The Slack channels an approval's policy names: ids, and names as ``#name``."""
     return [c for target in approval.policy.slack
-            for c in (*target.channel_ids, *target.channel_names)]
+            for c in (*target.channel_ids, *(f"#{name}" for name in target.channel_names))]
 
 
 def slack_routes(interactions: SlackInteractions) -> list[Route]:
