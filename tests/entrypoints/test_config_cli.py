@@ -14,7 +14,7 @@ def test_config_show_names_where_each_value_came_from(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("runner: docker\n")
+    config.write_text("runner: docker\nslack-app-token: xapp-1-A1-secret\n")
     monkeypatch.setenv("OPSICLE_SECRET_KEY", "s" * 40)
     monkeypatch.setenv("OPSICLE_OUTPUT", "json")
     assert run(["--config", str(config), "config", "show"]) == 0
@@ -26,6 +26,7 @@ def test_config_show_names_where_each_value_came_from(
     }
     assert rows["secret-key"]["value"] == "***"
     assert rows["secret-key"]["from"] == "environment OPSICLE_SECRET_KEY"
+    assert rows["slack-app-token"]["value"] == "***"
     assert rows["output"]["from"] == "environment OPSICLE_OUTPUT"
     assert rows["listen"]["from"] == "default"
 
