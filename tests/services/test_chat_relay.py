@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import attrs
 
+from adapters.memory.approvals import InMemoryApprovalChannel
 from adapters.memory.relay_claims import in_memory_relay_claims
 from adapters.slack.web import SlackChannel
 from adapters.telegram.bot import PROMPT_MARK, TelegramChannel, TelegramPoller, callback_data
@@ -128,3 +129,24 @@ async def test_a_claim_left_by_a_stopped_relay_is_taken_over_and_slack_adopts_it
         assert stored.messages["slack"] == "announced"
         assert stored.messages[f"slack:{SLACK_CHANNEL}"] == posted.ts
         assert first["metadata"]["event_payload"] == {"approval_id": approval_id}
+
+
+async def test_a_relay_announces_with_recover_only_after_taking_a_claim_over() -> None:
+    async with rig() as r:
+        w = r.w
+        w.p = attrs.evolve(w.p, approval_channels=())
+        await w.setup(POLICY)
+        taken, fresh = await w.run(), await w.run()
+        taken_id = await w.approval_id(taken.run.id)
+        claims = in_memory_relay_claims()
+        now = w.clock.now()
+        assert await claims.claim(taken_id, "memory", "stopped", now=now,
+                                  until=now + timedelta(seconds=30))
+        memory = InMemoryApprovalChannel()
+        relay = ChatRelay(w.p, [memory], claims, lease=timedelta(seconds=30))
+        await relay.sweep()
+        assert [a.id for a, _ in memory.announced] == [await w.approval_id(fresh.run.id)]
+        w.clock.advance(30)
+        await relay.sweep()
+        assert memory.recovered == [taken_id]
+        assert len(memory.announced) == 2

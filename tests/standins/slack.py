@@ -95,6 +95,7 @@ class SlackStandIn:
         self._socket: WebSocket | None = None
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.connections = 0  # Socket Mode connections accepted
+        self.base_url = ""  # where the last Web API call came in: Socket Mode URLs start there
         self.app = Starlette(routes=[
             Route("/api/{method}", self._endpoint, methods=["POST"]),
             WebSocketRoute("/link", self._link),
@@ -328,11 +329,9 @@ class SlackStandIn:
                     raise SlackError("invalid_json") from exc
             if not isinstance(body, dict):
                 raise SlackError("invalid_json")
-            body["_base"] = str(request.base_url)
-            base = body.pop("_base")
+            self.base_url = str(request.base_url)
             self.calls.append((method, body))
-            result = await (self._m_apps_connections_open(base) if method ==
-                            "apps.connections.open" else handler(body))
+            result = await handler(body)
         except SlackError as exc:
             self.refused.append((method, exc.error))
             return JSONResponse({"ok": False, "error": exc.error})
@@ -372,10 +371,11 @@ class SlackStandIn:
         """A message id as Slack makes them: the Unix time, unique within the channel."""
         return f"{int(time.time())}.{next(self._ts):06d}"
 
-    async def _m_apps_connections_open(self, base: str) -> dict[str, Any]:
+    async def _m_apps_connections_open(self, body: dict[str, Any]) -> dict[str, Any]:
         ticket = secrets.token_hex(16)
         self._tickets.add(ticket)
-        return {"url": base.replace("http://", "ws://", 1).rstrip("/") + f"/link?ticket={ticket}"}
+        base = self.base_url.replace("http://", "ws://", 1).rstrip("/")
+        return {"url": f"{base}/link?ticket={ticket}"}
 
     async def _m_conversations_list(self, body: dict[str, Any]) -> dict[str, Any]:
         listed = sorted(self.names.items(), key=lambda item: item[1])
