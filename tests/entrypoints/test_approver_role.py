@@ -75,13 +75,21 @@ slack:
 """
 
 
-def chat_settings(tmp_path: Path, tg_url: str, slack_url: str) -> settings.Settings:
-    return settings.load(
-        env={}, config=None, data_dir=str(tmp_path),
-        telegram_bot_token=TG_TOKEN, telegram_api_url=tg_url,
-        slack_bot_token=SLACK_TOKEN, slack_signing_secret=SLACK_SECRET,
-        slack_app_token=APP_TOKEN, slack_api_url=f"{slack_url}/api",
-    )
+@contextlib.asynccontextmanager
+async def chats(tmp_path: Path) -> AsyncIterator[tuple[TelegramStandIn, SlackStandIn,
+                                                       settings.Settings]]:
+    """Telegram and Slack stand-ins (Slack with #approvals and Socket Mode), and settings for
+    every chat pointed at them."""
+    tg = TelegramStandIn(TG_TOKEN, chats=(TG_CHAT,))
+    slack = SlackStandIn(SLACK_TOKEN, SLACK_SECRET, channels=(SLACK_CHANNEL,),
+                         names={"approvals": SLACK_CHANNEL}, app_token=APP_TOKEN)
+    async with serve_on_loopback(tg.app) as tg_url, serve_on_loopback(slack.app) as slack_url:
+        yield tg, slack, settings.load(
+            env={}, config=None, data_dir=str(tmp_path),
+            telegram_bot_token=TG_TOKEN, telegram_api_url=tg_url,
+            slack_bot_token=SLACK_TOKEN, slack_signing_secret=SLACK_SECRET,
+            slack_app_token=APP_TOKEN, slack_api_url=f"{slack_url}/api",
+        )
 
 
 @contextlib.asynccontextmanager
@@ -111,59 +119,53 @@ def asked(messages: list[dict[str, Any]]) -> int:
 async def test_two_approver_processes_on_one_store_post_each_request_once(
     tmp_path: Path,
 ) -> None:
-    tg = TelegramStandIn(TG_TOKEN, chats=(TG_CHAT,))
-    slack = SlackStandIn(SLACK_TOKEN, SLACK_SECRET, channels=(SLACK_CHANNEL,),
-                         names={"approvals": SLACK_CHANNEL}, app_token=APP_TOKEN)
-    async with serve_on_loopback(tg.app) as tg_url, serve_on_loopback(slack.app) as slack_url:
-        resolved = chat_settings(tmp_path, tg_url, slack_url)
-        async with store_world(resolved) as w:
-            ids = [await w.approval_id((await w.run()).run.id) for _ in range(3)]
-            async with approver_role(resolved), approver_role(resolved):
+    async with chats(tmp_path) as (tg, slack, resolved), store_world(resolved) as w:
+        ids = [await w.approval_id((await w.run()).run.id) for _ in range(3)]
+        async with approver_role(resolved), approver_role(resolved):
 
-                async def recorded() -> bool:
-                    async with w.p.uow() as uow:
-                        found = [await uow.approvals.get(i) for i in ids]
-                    return all(a.messages.get("telegram") == a.messages.get("slack") ==
-                               "announced" for a in found)
+            async def recorded() -> bool:
+                async with w.p.uow() as uow:
+                    found = [await uow.approvals.get(i) for i in ids]
+                return all(a.messages.get("telegram") == a.messages.get("slack") ==
+                           "announced" for a in found)
 
-                await until(recorded)
-            assert asked(tg.sent("sendMessage")) == 3
-            assert asked(slack.sent("chat.postMessage")) == 3
-            assert slack.connections == 2  # each process has its Socket Mode connection
+            await until(recorded)
+            await until(lambda: slack.connections == 2)  # each has its Socket Mode link
+        assert asked(tg.sent("sendMessage")) == 3
+        assert asked(slack.sent("chat.postMessage")) == 3
 
 
 async def test_standalone_runs_the_chats_and_their_answers_conclude_the_request(
     tmp_path: Path,
 ) -> None:
-    tg = TelegramStandIn(TG_TOKEN, chats=(TG_CHAT,))
-    slack = SlackStandIn(SLACK_TOKEN, SLACK_SECRET, channels=(SLACK_CHANNEL,),
-                         names={"approvals": SLACK_CHANNEL}, app_token=APP_TOKEN)
-    async with serve_on_loopback(tg.app) as tg_url, serve_on_loopback(slack.app) as slack_url:
-        resolved = chat_settings(tmp_path, tg_url, slack_url)
-        async with bootstrap.standalone(resolved) as role, store_world(resolved) as w:
-            transport = httpx.ASGITransport(app=role.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://opsicle") as c:
-                unsigned = await c.post("/slack/interactions", content=b"payload=%7B%7D")
-                assert unsigned.status_code == 401  # the request URL is served too
-            view = await w.run()
-            aid = await w.approval_id(view.run.id)
-            await until(lambda: asked(tg.sent("sendMessage")) == 1
-                        and asked(slack.sent("chat.postMessage")) == 1)
-            [posted] = [m for m in slack.messages if m.metadata]
-            assert posted.channel == SLACK_CHANNEL  # #approvals, resolved to its id
+    async with (
+        chats(tmp_path) as (tg, slack, resolved),
+        bootstrap.standalone(resolved) as role,
+        store_world(resolved) as w,
+    ):
+        transport = httpx.ASGITransport(app=role.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://opsicle") as c:
+            unsigned = await c.post("/slack/interactions", content=b"payload=%7B%7D")
+            assert unsigned.status_code == 401  # the request URL is served too
+        view = await w.run()
+        aid = await w.approval_id(view.run.id)
+        await until(lambda: asked(tg.sent("sendMessage")) == 1
+                    and asked(slack.sent("chat.postMessage")) == 1)
+        [posted] = [m for m in slack.messages if m.metadata]
+        assert posted.channel == SLACK_CHANNEL  # #approvals, resolved to its id
 
-            code = (await issue_link_code(w.p, w.alice, ChatPlatform.SLACK)).code
-            linked = await slack.command_over_socket(SLACK_CHANNEL, ALICE_SLACK, f"link {code}")
-            assert "Linked" in linked["payload"]["text"]
-            await slack.press_over_socket(SLACK_CHANNEL, posted.ts, ALICE_SLACK,
-                                          "opsicle_approve")
+        code = (await issue_link_code(w.p, w.alice, ChatPlatform.SLACK)).code
+        linked = await slack.command_over_socket(SLACK_CHANNEL, ALICE_SLACK, f"link {code}")
+        assert "Linked" in linked["payload"]["text"]
+        await slack.press_over_socket(SLACK_CHANNEL, posted.ts, ALICE_SLACK,
+                                      "opsicle_approve")
 
-            async def concluded() -> bool:
-                async with w.p.uow() as uow:
-                    stored = await uow.approvals.get(aid)
-                return stored.messages.get("telegram") == stored.messages.get("slack") == \
-                    "concluded"
+        async def concluded() -> bool:
+            async with w.p.uow() as uow:
+                stored = await uow.approvals.get(aid)
+            return stored.messages.get("telegram") == stored.messages.get("slack") == \
+                "concluded"
 
-            await until(concluded)
-            assert "Approved" in tg.sent("editMessageText")[-1]["text"]
-            assert "Approved" in slack.sent("chat.update")[-1]["text"]
+        await until(concluded)
+        assert "Approved" in tg.sent("editMessageText")[-1]["text"]
+        assert "Approved" in slack.sent("chat.update")[-1]["text"]

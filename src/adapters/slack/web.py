@@ -146,31 +146,26 @@ class SlackWeb:
 
     async def conversations(self) -> list[dict[str, Any]]:
         """Every channel the bot can see (conversations.list, all pages)."""
-        found: list[dict[str, Any]] = []
-        cursor = ""
-        while True:
-            body: dict[str, Any] = {"types": "public_channel,private_channel",
-                                    "exclude_archived": "true", "limit": 200}
-            if cursor:
-                body["cursor"] = cursor
-            data = await self.call("conversations.list", body, form=True)
-            found += [c for c in data.get("channels") or [] if isinstance(c, dict)]
-            cursor = str((data.get("response_metadata") or {}).get("next_cursor") or "")
-            if not cursor:
-                return found
+        body = {"types": "public_channel,private_channel", "exclude_archived": "true",
+                "limit": 200}
+        return await self._pages("conversations.list", body, "channels")
 
     async def history(self, channel: str, *, oldest: float, limit: int = 200
                       ) -> list[dict[str, Any]]:
         """The channel's messages since ``oldest`` (a Unix time) with their metadata."""
+        body = {"channel": channel, "oldest": f"{oldest:.6f}", "include_all_metadata": "true",
+                "limit": 100}
+        return await self._pages("conversations.history", body, "messages", most=limit)
+
+    async def _pages(self, method: str, body: Mapping[str, Any], key: str, *,
+                     most: int | None = None) -> list[dict[str, Any]]:
+        """The ``key`` items of every page of a cursor-paginated reading method."""
         found: list[dict[str, Any]] = []
         cursor = ""
-        while len(found) < limit:
-            body: dict[str, Any] = {"channel": channel, "oldest": f"{oldest:.6f}",
-                                    "include_all_metadata": "true", "limit": 100}
-            if cursor:
-                body["cursor"] = cursor
-            data = await self.call("conversations.history", body, form=True)
-            found += [m for m in data.get("messages") or [] if isinstance(m, dict)]
+        while most is None or len(found) < most:
+            data = await self.call(method, {**body, **({"cursor": cursor} if cursor else {})},
+                                   form=True)
+            found += [item for item in data.get(key) or [] if isinstance(item, dict)]
             cursor = str((data.get("response_metadata") or {}).get("next_cursor") or "")
             if not cursor:
                 break
