@@ -32,6 +32,7 @@ from domain.resources import AutomationSpec, Phase
 from domain.templates import Template, TemplateGrant, TemplateInvitation, TemplateVersion
 from domain.tokens import WorkerToken
 from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
+from domain.webhooks import WebhookDelivery
 from domain.workers import Worker
 
 # ---------------------------------------------------------------- time and identity
@@ -476,6 +477,35 @@ class PolicyRepository(Protocol):
         ...
 
 
+class WebhookDeliveryRepository(Protocol):
+    """Webhook deliveries of approval decisions (an outbox: added with the decision)."""
+
+    async def add(self, delivery: WebhookDelivery) -> None:
+        """Raises ``Conflict`` when the id exists."""
+        ...
+
+    async def get(self, delivery_id: str) -> WebhookDelivery:
+        """Raises ``NotFound``."""
+        ...
+
+    async def of_approval(self, approval_id: str) -> builtins.list[WebhookDelivery]:
+        """The request's deliveries, oldest first."""
+        ...
+
+    async def claim(
+        self, at: datetime, until: datetime, token: str, limit: int = 20
+    ) -> builtins.list[WebhookDelivery]:
+        """Lease pending deliveries due at ``at`` (and not leased past ``at``) to ``token``
+        until ``until``, oldest due first, and return them leased. Each row is taken with a
+        conditional update, so two callers never both hold one."""
+        ...
+
+    async def finish(self, delivery: WebhookDelivery, token: str) -> None:
+        """Store the outcome of an attempt (the delivery as ``after_attempt`` made it); raise
+        ``Conflict`` when the stored delivery is no longer leased to ``token``."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over the platform data: commit makes every change visible at once."""
 
@@ -492,6 +522,7 @@ class UnitOfWork(Protocol):
     workers: WorkerRepository
     approvals: ApprovalRepository
     policies: PolicyRepository
+    webhooks: WebhookDeliveryRepository
 
     async def __aenter__(self) -> UnitOfWork: ...
 
@@ -675,6 +706,22 @@ class ApprovalChannel(Protocol):
     ) -> None:
         """Show the final outcome where the request was asked: the ``refs`` an ``announce``
         returned, and whatever this channel remembers itself."""
+        ...
+
+
+@attrs.frozen
+class WebhookRequest:
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+
+
+class WebhookSender(Protocol):
+    """POSTs webhook requests; never follows redirects."""
+
+    async def post(self, request: WebhookRequest) -> int:
+        """The HTTP status of the answer; raises ``Unavailable`` when none came (connection
+        refused or reset, timeout, TLS failure)."""
         ...
 
 

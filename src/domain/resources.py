@@ -7,10 +7,12 @@ reports every problem with the dotted path of the field, so the adapter can add 
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -152,6 +154,42 @@ class Approver:
     ref: str
 
 
+@attrs.frozen
+class WebhookAuth:
+    """How a webhook receiver is authenticated: ``basic`` (username, password), ``bearer``
+    (the token in ``value``) or ``header`` (header ``key`` set to ``value``)."""
+
+    kind: str  # basic | bearer | header
+    username: str = ""
+    password: str = ""
+    key: str = ""
+    value: str = ""
+
+
+DEFAULT_WEBHOOK_ATTEMPTS = 8
+MAX_WEBHOOK_ATTEMPTS = 20
+# What a secret is shown as: stored webhook credentials are never shown back.
+MASK = "***"
+
+
+@attrs.frozen
+class PolicyWebhook:
+    """Where every decision on a request under the policy is POSTed (``domain.webhooks``).
+
+    Secrets (``auth`` password, token or header value, and ``signing_secret``) are plain text
+    when read from a document and sealed once stored; ``with_webhook_secrets`` converts them.
+    """
+
+    url: str
+    auth: WebhookAuth | None = None
+    signing_secret: str = ""
+    max_attempts: int = DEFAULT_WEBHOOK_ATTEMPTS
+
+    @property
+    def has_secrets(self) -> bool:
+        return bool(self.signing_secret) or self.auth is not None
+
+
 DEFAULT_APPROVAL_SECONDS = 3600
 MAX_APPROVAL_SECONDS = 30 * 24 * 3600
 MAX_QUORUM = 20
@@ -168,6 +206,7 @@ class PolicySpec:
     require_code: bool = False
     expires_in: int = DEFAULT_APPROVAL_SECONDS
     in_app: bool = True
+    webhooks: tuple[PolicyWebhook, ...] = ()
 
 
 @attrs.frozen
@@ -176,15 +215,6 @@ class ApprovalPolicyChoice:
 
     policy_ref: str | None = None
     spec: PolicySpec | None = None
-
-
-@attrs.frozen
-class WebhookAuth:
-    kind: str  # basic | bearer | header
-    username: str = ""
-    password: str = ""
-    key: str = ""
-    value: str = ""
 
 
 @attrs.frozen
@@ -743,10 +773,13 @@ def _policy_spec(r: _Reader, value: object, path: str) -> PolicySpec | None:
             "requireCode",
             "expiresIn",
             "inApp",
+            "webhooks",
         ),
     )
     if m is None:
         return None
+    webhooks = r.items(m, "webhooks", path, lambda v, p: _policy_webhook(r, v, p),
+                       single_allowed=True)
     telegram = r.items(m, "telegram", path, lambda v, p: _telegram(r, v, p), single_allowed=True)
     slack = r.items(m, "slack", path, lambda v, p: _slack(r, v, p), single_allowed=True)
     approvers = r.items(m, "approvers", path, lambda v, p: _approver(r, v, p))
@@ -774,6 +807,7 @@ def _policy_spec(r: _Reader, value: object, path: str) -> PolicySpec | None:
         require_code=r.boolean(m, "requireCode", path),
         expires_in=expires_in,
         in_app=in_app,
+        webhooks=webhooks,
     )
 
 
@@ -811,33 +845,9 @@ def _webhook(r: _Reader, value: object, path: str) -> Webhook | None:
     method = r.string(w, "method", wpath, default="POST").upper()
     if method not in {"POST", "PUT", "PATCH", "GET"}:
         r.fail(f"{wpath}.method", f"expected POST, PUT, PATCH or GET, got '{method}'")
-    auth: WebhookAuth | None = None
-    if w.get("auth") is not None:
-        apath = f"{wpath}.auth"
-        a = r.mapping(w["auth"], apath, ("basic", "bearer", "header"))
-        if a is not None:
-            if len(a) != 1:
-                r.fail(apath, "expected exactly one of 'basic', 'bearer' or 'header'")
-            elif "basic" in a and (
-                b := r.mapping(a["basic"], f"{apath}.basic", ("username", "password"))
-            ):
-                auth = WebhookAuth(
-                    "basic",
-                    username=r.string(b, "username", f"{apath}.basic", required=True),
-                    password=r.string(b, "password", f"{apath}.basic"),
-                )
-            elif "bearer" in a and (b := r.mapping(a["bearer"], f"{apath}.bearer", ("value",))):
-                auth = WebhookAuth(
-                    "bearer", value=r.string(b, "value", f"{apath}.bearer", required=True)
-                )
-            elif "header" in a and (
-                b := r.mapping(a["header"], f"{apath}.header", ("key", "value"))
-            ):
-                auth = WebhookAuth(
-                    "header",
-                    key=r.string(b, "key", f"{apath}.header", required=True),
-                    value=r.string(b, "value", f"{apath}.header"),
-                )
+    auth = (
+        _webhook_auth(r, w["auth"], f"{wpath}.auth") if w.get("auth") is not None else None
+    )
     interval = w.get("retryIntervalSeconds")
     return Webhook(
         url=url,
@@ -848,6 +858,114 @@ def _webhook(r: _Reader, value: object, path: str) -> Webhook | None:
         if interval is None
         else r.integer(w, "retryIntervalSeconds", wpath, default=5, minimum=1, maximum=86400),
     )
+
+
+def _webhook_auth(r: _Reader, value: object, path: str) -> WebhookAuth | None:
+    """``basic: {username, password}``, ``bearer: {token}`` or ``header: {name, value}``;
+    the original's spellings ``bearer: {value}`` and ``header: {key, value}`` read too."""
+    a = r.mapping(value, path, ("basic", "bearer", "header"))
+    if a is None:
+        return None
+    if len(a) != 1:
+        r.fail(path, "expected exactly one of 'basic', 'bearer' or 'header'")
+        return None
+    kind = next(iter(a))
+    where = f"{path}.{kind}"
+    if kind == "basic":
+        b = r.mapping(a[kind], where, ("username", "password"))
+        if b is None:
+            return None
+        return WebhookAuth(
+            "basic",
+            username=r.string(b, "username", where, required=True),
+            password=r.string(b, "password", where, required=True),
+        )
+    if kind == "bearer":
+        b = r.mapping(a[kind], where, ("token", "value"))
+        if b is None:
+            return None
+        token_key = "value" if "value" in b and "token" not in b else "token"
+        return WebhookAuth("bearer", value=r.string(b, token_key, where, required=True))
+    b = r.mapping(a[kind], where, ("name", "key", "value"))
+    if b is None:
+        return None
+    name_key = "key" if "key" in b and "name" not in b else "name"
+    name = r.string(b, name_key, where, required=True)
+    if name and not _HEADER_NAME.match(name):
+        r.fail(f"{where}.{name_key}", f"'{name}' is not a valid HTTP header name")
+    return WebhookAuth("header", key=name, value=r.string(b, "value", where, required=True))
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot receive webhooks, or None: https, or http to a loopback address
+    (a receiver on the same machine, as in tests); no user:password@ part (use ``auth``)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return "is not a valid URL"
+    host = parts.hostname or ""
+    if not host or parts.scheme not in {"http", "https"} or any(c.isspace() for c in url):
+        return "expected an https:// URL"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials (user:password@); use 'auth'"
+    if parts.scheme == "http" and not _is_loopback(host):
+        return "expected an https:// URL (http:// is accepted only to a loopback address)"
+    return None
+
+
+def _policy_webhook(r: _Reader, value: object, path: str) -> PolicyWebhook | None:
+    m = r.mapping(value, path, ("url", "auth", "signingSecret", "maxAttempts"))
+    if m is None:
+        return None
+    url = r.string(m, "url", path, required=True)
+    problem = webhook_url_problem(url) if url.strip() else None
+    if problem is not None:
+        r.fail(_join(path, "url"), problem)
+    return PolicyWebhook(
+        url=url,
+        auth=_webhook_auth(r, m["auth"], _join(path, "auth")) if m.get("auth") is not None
+        else None,
+        signing_secret=r.string(m, "signingSecret", path),
+        max_attempts=r.integer(m, "maxAttempts", path, default=DEFAULT_WEBHOOK_ATTEMPTS,
+                               minimum=1, maximum=MAX_WEBHOOK_ATTEMPTS),
+    )
+
+
+def with_webhook_secrets(spec: PolicySpec, change: Callable[[str], str]) -> PolicySpec:
+    """``spec`` with each non-empty webhook secret (password, token, header value, signing
+    secret) passed through ``change``: to seal, open or mask them."""
+    if not spec.webhooks:
+        return spec
+
+    def secret(value: str) -> str:
+        return change(value) if value else value
+
+    hooks = []
+    for hook in spec.webhooks:
+        auth = hook.auth
+        if auth is not None:
+            auth = attrs.evolve(auth, password=secret(auth.password), value=secret(auth.value))
+        hooks.append(attrs.evolve(hook, auth=auth, signing_secret=secret(hook.signing_secret)))
+    return attrs.evolve(spec, webhooks=tuple(hooks))
+
+
+def masked(spec: PolicySpec) -> PolicySpec:
+    """``spec`` as it may be shown: every webhook secret is ``***``."""
+    return with_webhook_secrets(spec, lambda _: MASK)
 
 
 def _link(r: _Reader, value: object, path: str) -> Link | None:
@@ -891,6 +1009,12 @@ def _read_template(r: _Reader, metadata: Metadata, spec: object) -> Resource | N
     policy = None
     if m.get("approvalPolicy") is not None:
         policy = _approval_choice(r, m["approvalPolicy"], "spec.approvalPolicy")
+        for i, hook in enumerate(policy.spec.webhooks if policy and policy.spec else ()):
+            if hook.has_secrets:
+                # A template's text is stored as written and shown to whoever may view it.
+                r.fail(f"spec.approvalPolicy.spec.webhooks[{i}]",
+                       "a template cannot hold webhook secrets ('auth', 'signingSecret'): put "
+                       "the webhook in an org ApprovalPolicy and name it with 'policyRef'")
     return AutomationTemplate(
         metadata=metadata,
         template=template,
@@ -1062,6 +1186,28 @@ def _policy_data(spec: PolicySpec | None) -> dict[str, Any]:
         data["expiresIn"] = spec.expires_in
     if not spec.in_app:
         data["inApp"] = False
+    if spec.webhooks:
+        data["webhooks"] = [_policy_webhook_data(w) for w in spec.webhooks]
+    return data
+
+
+def _auth_data(a: WebhookAuth, *, original: bool) -> dict[str, Any]:
+    """``original``: the ApprovalRequest spellings (``bearer.value``, ``header.key``)."""
+    if a.kind == "basic":
+        return {"basic": {"username": a.username, "password": a.password}}
+    if a.kind == "bearer":
+        return {"bearer": {"value" if original else "token": a.value}}
+    return {"header": {"key" if original else "name": a.key, "value": a.value}}
+
+
+def _policy_webhook_data(w: PolicyWebhook) -> dict[str, Any]:
+    data: dict[str, Any] = {"url": w.url}
+    if w.auth is not None:
+        data["auth"] = _auth_data(w.auth, original=False)
+    if w.signing_secret:
+        data["signingSecret"] = w.signing_secret
+    if w.max_attempts != DEFAULT_WEBHOOK_ATTEMPTS:
+        data["maxAttempts"] = w.max_attempts
     return data
 
 
@@ -1107,11 +1253,6 @@ def _request_data(spec: RequestSpec) -> dict[str, Any]:
         if w.retry_interval_seconds is not None:
             hook["retryIntervalSeconds"] = w.retry_interval_seconds
         if w.auth is not None:
-            a = w.auth
-            hook["auth"] = {
-                "basic": {"basic": {"username": a.username, "password": a.password}},
-                "bearer": {"bearer": {"value": a.value}},
-                "header": {"header": {"key": a.key, "value": a.value}},
-            }[a.kind]
+            hook["auth"] = _auth_data(w.auth, original=True)
         data["callback"] = {"type": "webhook", "webhook": hook}
     return data

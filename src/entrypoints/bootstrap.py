@@ -360,11 +360,13 @@ async def _run_queues(
 async def coordinator(settings: Settings) -> AsyncIterator[Role]:
     """The coordinator role on embedded stores: the worker API, outbox relay, lease reaper."""
     from entrypoints.http.coordinator import create_app
+    from entrypoints.webhook_delivery import webhook_delivery
 
     async with (
         _embedded_stores(settings) as (platform, checks, engine),
         _run_queues(settings, engine, "coordinator") as (queues, queue_checks),
         coordination(platform, queues, lease_seconds=float(settings["lease-seconds"])) as c,
+        webhook_delivery(c.platform),
     ):
         checks = [*checks, *queue_checks]
         yield Role("coordinator", create_app(platform, c.dispatch, checks, c.stopping), c.stopping)
@@ -384,6 +386,7 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
     from entrypoints.http.common import build_app
     from entrypoints.http.controller import controller_routes
     from entrypoints.http.coordinator import coordinator_routes
+    from entrypoints.webhook_delivery import webhook_delivery
 
     signal = PublishSignal()
     async with (
@@ -394,6 +397,7 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
             signal.wrap(queues),
             lease_seconds=float(settings["lease-seconds"]),
         ) as c,
+        webhook_delivery(c.platform),
     ):
         checks = [*checks, *queue_checks]
         routes = [
@@ -415,8 +419,9 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
 async def controller(settings: Settings) -> AsyncIterator[Role]:
     """The controller role."""
     from entrypoints.http.controller import create_app
+    from entrypoints.webhook_delivery import webhook_delivery
 
-    async with embedded_platform(settings) as (platform, checks):
+    async with embedded_platform(settings) as (platform, checks), webhook_delivery(platform):
         yield Role("controller", create_app(platform, checks))
 
 

@@ -38,6 +38,7 @@ from domain.ports import (
     TokenRepository,
     UnitOfWork,
     UserRepository,
+    WebhookDeliveryRepository,
     WorkerRepository,
 )
 from domain.templates import (
@@ -49,6 +50,7 @@ from domain.templates import (
 )
 from domain.tokens import WorkerToken
 from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
+from domain.webhooks import DeliveryStatus, WebhookDelivery
 from domain.workers import Worker
 
 MAX_PAGE = 1000
@@ -82,6 +84,7 @@ class PlatformState:
     approvals: dict[str, Approval] = attrs.field(factory=dict)
     policies: dict[str, StoredPolicy] = attrs.field(factory=dict)
     approval_settings: dict[str, ApprovalSettings] = attrs.field(factory=dict)
+    webhooks: dict[str, WebhookDelivery] = attrs.field(factory=dict)
 
     def copy(self) -> PlatformState:
         # The values are frozen, so copying each container is enough to isolate a unit.
@@ -117,6 +120,7 @@ class InMemoryUnitOfWork:
         self.workers: WorkerRepository = InMemoryWorkerRepository(self)
         self.approvals: ApprovalRepository = InMemoryApprovalRepository(self)
         self.policies: PolicyRepository = InMemoryPolicyRepository(self)
+        self.webhooks: WebhookDeliveryRepository = InMemoryWebhookDeliveryRepository(self)
 
     async def __aenter__(self) -> InMemoryUnitOfWork:
         if self._staged is not None:
@@ -796,3 +800,36 @@ class InMemoryPolicyRepository(_Repository):
 
     async def save_settings(self, settings: ApprovalSettings) -> None:
         self._s.approval_settings[settings.org_id] = settings
+
+
+class InMemoryWebhookDeliveryRepository(_Repository):
+    async def add(self, delivery: WebhookDelivery) -> None:
+        if delivery.id in self._s.webhooks:
+            raise Conflict(f"webhook delivery {delivery.id} already exists")
+        self._s.webhooks[delivery.id] = delivery
+
+    async def get(self, delivery_id: str) -> WebhookDelivery:
+        return _get(self._s.webhooks, delivery_id, f"webhook delivery {delivery_id} not found")
+
+    async def of_approval(self, approval_id: str) -> builtins.list[WebhookDelivery]:
+        return _sorted((d for d in self._s.webhooks.values() if d.approval_id == approval_id),
+                       lambda d: (d.created_at, d.id))
+
+    async def claim(self, at: datetime, until: datetime, token: str, limit: int = 20
+                    ) -> builtins.list[WebhookDelivery]:
+        check_limit(limit)
+        due = _sorted((d for d in self._s.webhooks.values()
+                       if d.status is DeliveryStatus.PENDING and d.next_attempt_at <= at
+                       and (d.lease_until is None or d.lease_until <= at)),
+                      lambda d: (d.next_attempt_at, d.id))[:limit]
+        claimed = [attrs.evolve(d, lease_token=token, lease_until=until) for d in due]
+        for d in claimed:
+            self._s.webhooks[d.id] = d
+        return claimed
+
+    async def finish(self, delivery: WebhookDelivery, token: str) -> None:
+        stored = await self.get(delivery.id)
+        if not token or stored.lease_token != token:
+            raise Conflict(f"webhook delivery {delivery.id} is no longer leased to this sender",
+                           code="delivery_lease_lost")
+        self._s.webhooks[delivery.id] = delivery

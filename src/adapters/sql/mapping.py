@@ -32,6 +32,7 @@ from domain.resources import (
     Metadata,
     Phase,
     PolicySpec,
+    PolicyWebhook,
     VariableValue,
     VolumeMount,
     parse_resource,
@@ -47,6 +48,7 @@ from domain.templates import (
 )
 from domain.tokens import WorkerToken
 from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
+from domain.webhooks import DeliveryStatus, WebhookDelivery
 from domain.workers import Worker
 
 
@@ -415,3 +417,30 @@ def settings_of(r: RowMapping) -> ApprovalSettings:
     return ApprovalSettings(org_id=r["org_id"], required=bool(r["required"]),
                             labels=json.loads(r["labels"]), policy_ref=r["policy_ref"],
                             updated_at=r["updated_at"])
+
+
+# ---------------------------------------------------------------- webhook deliveries
+
+
+def _hook_json(hook: PolicyWebhook) -> str:
+    return policy_json(PolicySpec(webhooks=(hook,)))
+
+
+def webhook_row(d: WebhookDelivery) -> dict[str, Any]:
+    return {"id": d.id, "approval_id": d.approval_id, "org_id": d.org_id, "event": d.event,
+            "hook": _hook_json(d.hook), "body": d.body, "status": d.status.value,
+            "attempts": d.attempts, "last_status": d.last_status, "last_error": d.last_error,
+            "created_at": d.created_at, "next_attempt_at": d.next_attempt_at,
+            "lease_token": d.lease_token or None, "lease_until": d.lease_until,
+            "finished_at": d.finished_at}
+
+
+def webhook_of(r: RowMapping) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=r["id"], approval_id=r["approval_id"], org_id=r["org_id"], event=r["event"],
+        hook=policy_resource_of(r["hook"]).spec.webhooks[0], body=r["body"],
+        created_at=r["created_at"], next_attempt_at=r["next_attempt_at"],
+        status=DeliveryStatus(r["status"]), attempts=r["attempts"],
+        last_error=r["last_error"], last_status=r["last_status"],
+        lease_token=r["lease_token"] or "", lease_until=r["lease_until"],
+        finished_at=r["finished_at"])

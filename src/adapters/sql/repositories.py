@@ -39,6 +39,7 @@ from domain.ports import (
     TokenRepository,
     UnitOfWorkFactory,
     UserRepository,
+    WebhookDeliveryRepository,
     WorkerRepository,
 )
 from domain.templates import (
@@ -49,6 +50,7 @@ from domain.templates import (
 )
 from domain.tokens import WorkerToken
 from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
+from domain.webhooks import DeliveryStatus, WebhookDelivery
 from domain.workers import Worker
 
 MAX_PAGE = 1000
@@ -85,6 +87,7 @@ class SqlUnitOfWork:
         self.workers: WorkerRepository = SqlWorkerRepository(self)
         self.approvals: ApprovalRepository = SqlApprovalRepository(self)
         self.policies: PolicyRepository = SqlPolicyRepository(self)
+        self.webhooks: WebhookDeliveryRepository = SqlWebhookDeliveryRepository(self)
 
     async def __aenter__(self) -> SqlUnitOfWork:
         if self._conn is not None:
@@ -964,3 +967,56 @@ class SqlPolicyRepository(_Repository):
         else:
             await self._uow.execute(sa.insert(t.org_approval_settings).values(row),
                                     conflict="the org's approval settings changed meanwhile")
+
+
+class SqlWebhookDeliveryRepository(_Repository):
+    async def add(self, delivery: WebhookDelivery) -> None:
+        await self._uow.execute(sa.insert(t.webhook_deliveries).values(m.webhook_row(delivery)),
+                                conflict=f"webhook delivery {delivery.id} already exists")
+
+    async def get(self, delivery_id: str) -> WebhookDelivery:
+        c = t.webhook_deliveries.c
+        return m.webhook_of(await self._uow.one(
+            sa.select(t.webhook_deliveries).where(c.id == delivery_id),
+            f"webhook delivery {delivery_id} not found"))
+
+    async def of_approval(self, approval_id: str) -> builtins.list[WebhookDelivery]:
+        c = t.webhook_deliveries.c
+        rows = await self._uow.rows(sa.select(t.webhook_deliveries)
+                                    .where(c.approval_id == approval_id)
+                                    .order_by(c.created_at, c.id))
+        return [m.webhook_of(r) for r in rows]
+
+    async def claim(self, at: datetime, until: datetime, token: str, limit: int = 20
+                    ) -> builtins.list[WebhookDelivery]:
+        check_limit(limit)
+        c = t.webhook_deliveries.c
+        free = sa.or_(c.lease_until.is_(None), c.lease_until <= at)
+        due = (c.status == DeliveryStatus.PENDING.value, c.next_attempt_at <= at, free)
+        candidates = [r["id"] for r in await self._uow.rows(
+            sa.select(c.id).where(*due).order_by(c.next_attempt_at, c.id).limit(limit))]
+        claimed: builtins.list[str] = []
+        for delivery_id in candidates:
+            # Conditional: a row another sender leased since the select is left to it.
+            result = await self._uow.execute(
+                sa.update(t.webhook_deliveries).where(c.id == delivery_id, *due)
+                .values(lease_token=token, lease_until=until))
+            if result.rowcount:
+                claimed.append(delivery_id)
+        if not claimed:
+            return []
+        rows = await self._uow.rows(sa.select(t.webhook_deliveries)
+                                    .where(c.id.in_(claimed))
+                                    .order_by(c.next_attempt_at, c.id))
+        return [m.webhook_of(r) for r in rows]
+
+    async def finish(self, delivery: WebhookDelivery, token: str) -> None:
+        c = t.webhook_deliveries.c
+        result = await self._uow.execute(
+            sa.update(t.webhook_deliveries)
+            .where(c.id == delivery.id, c.lease_token == token)
+            .values(m.webhook_row(delivery)))
+        if not token or not result.rowcount:
+            await self.get(delivery.id)
+            raise Conflict(f"webhook delivery {delivery.id} is no longer leased to this sender",
+                           code="delivery_lease_lost")

@@ -392,6 +392,29 @@ org_approval_settings = sa.Table(
     **TABLE_OPTIONS,
 )
 
+# Webhook deliveries of approval decisions (migration 0008), added with the decision. ``hook``
+# is the webhook as JSON with its secrets sealed; ``body`` is what every attempt sends.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries", metadata,
+    _id(primary_key=True),
+    _id("approval_id", nullable=False, index=True),
+    _id("org_id", nullable=False),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("hook", LongText, nullable=False),
+    sa.Column("body", LongText, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_status", sa.Integer),
+    sa.Column("last_error", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
+    _id("lease_token"),
+    sa.Column("lease_until", UtcDateTime),
+    sa.Column("finished_at", UtcDateTime),
+    sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    **TABLE_OPTIONS,
+)
+
 # A log is the concatenation of its chunks; ``end_offset`` = ``start_offset`` + length of data.
 run_log_chunks = sa.Table(
     "run_log_chunks", metadata,

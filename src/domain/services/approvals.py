@@ -32,6 +32,7 @@ from domain.resources import (
     ApproverKind,
     AutomationTemplate,
     PolicySpec,
+    masked,
 )
 from domain.services.accounts import _second_factor
 from domain.services.authorization import (
@@ -42,6 +43,7 @@ from domain.services.authorization import (
 )
 from domain.services.dispatch import announce
 from domain.services.platform import Caller, Platform, record
+from domain.services.webhooks import seal_secrets, stage_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ async def create_policy(
     """Store an ApprovalPolicy in the org (needs org_config:create); names are unique."""
     user_id = user_of(caller)
     policy = read(text, source)
+    policy = attrs.evolve(policy, spec=seal_secrets(p.sealer, policy.spec, source=source))
     now = p.clock.now()
     async with unit_of_work(p) as uow:
         access = await authorize(
@@ -82,7 +85,13 @@ async def create_policy(
         await uow.commit()
     await record(p, caller, "policy.create", "approval_policy", stored.id,
                  org_id=stored.org_id, data={"name": stored.name})
-    return stored
+    return shown(stored)
+
+
+def shown(stored: StoredPolicy) -> StoredPolicy:
+    """The policy as callers see it: webhook secrets masked."""
+    return attrs.evolve(stored, policy=attrs.evolve(stored.policy,
+                                                    spec=masked(stored.policy.spec)))
 
 
 async def _policy(uow: UnitOfWork, org_id: str, ref: str) -> StoredPolicy:
@@ -104,7 +113,7 @@ async def list_policies(p: Platform, caller: Caller, org_ref: str) -> list[Store
         access = await authorize(
             p, uow, caller, org_ref, Action.VIEW, Resource.ORG_CONFIG, verb="policy.list"
         )
-        return await uow.policies.of_org(access.org.id)
+        return [shown(s) for s in await uow.policies.of_org(access.org.id)]
 
 
 async def get_policy(p: Platform, caller: Caller, org_ref: str, ref: str) -> StoredPolicy:
@@ -112,7 +121,7 @@ async def get_policy(p: Platform, caller: Caller, org_ref: str, ref: str) -> Sto
         access = await authorize(
             p, uow, caller, org_ref, Action.VIEW, Resource.ORG_CONFIG, verb="policy.get"
         )
-        return await _policy(uow, access.org.id, ref)
+        return shown(await _policy(uow, access.org.id, ref))
 
 
 async def update_policy(
@@ -127,12 +136,14 @@ async def update_policy(
             p, uow, caller, org_ref, Action.UPDATE, Resource.ORG_CONFIG, verb="policy.update"
         )
         found = await _policy(uow, access.org.id, ref)
-        changed = attrs.evolve(found, policy=policy, updated_at=p.clock.now())
+        spec = seal_secrets(p.sealer, policy.spec, found.policy.spec, source=source)
+        changed = attrs.evolve(found, policy=attrs.evolve(policy, spec=spec),
+                               updated_at=p.clock.now())
         await uow.policies.update(changed)
         await uow.commit()
     await record(p, caller, "policy.update", "approval_policy", changed.id,
                  org_id=changed.org_id, data={"name": changed.name})
-    return changed
+    return shown(changed)
 
 
 async def remove_policy(p: Platform, caller: Caller, org_ref: str, ref: str) -> StoredPolicy:
@@ -145,7 +156,7 @@ async def remove_policy(p: Platform, caller: Caller, org_ref: str, ref: str) -> 
         await uow.commit()
     await record(p, caller, "policy.remove", "approval_policy", found.id,
                  org_id=found.org_id, data={"name": found.name})
-    return found
+    return shown(found)
 
 
 async def get_settings(p: Platform, caller: Caller, org_ref: str) -> ApprovalSettings:
@@ -413,6 +424,8 @@ async def respond_to(
                 await uow.approvals.update(updated, expected=ApprovalStatus.PENDING)
                 if updated.status is not ApprovalStatus.PENDING:
                     run = await uow.runs.get(approval.run_id)
+                    # Committed with the decision: a crash after it still calls back.
+                    await stage_deliveries(p, uow, updated, run)
                 await uow.commit()
     except (Refusal, Conflict, Forbidden, Invalid, NotFound) as exc:
         await _refuse(p, caller, approval, approval_id, verdict, channel, exc)
@@ -502,6 +515,7 @@ async def expire_due(p: Platform, limit: int = 100) -> int:
                 if run.status is RunStatus.PENDING_APPROVAL:
                     run, _ = transition(run, RunStatus.EXPIRED, now, "approval expired")
                     await uow.runs.update(run, expected=RunStatus.PENDING_APPROVAL)
+                await stage_deliveries(p, uow, expired, run)
                 await uow.commit()
         except Conflict:
             continue  # answered or expired by someone else meanwhile

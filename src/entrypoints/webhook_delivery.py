@@ -1,0 +1,49 @@
+"""The webhook delivery loop the controller, coordinator and standalone roles run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from domain.ports import Clock, WebhookSender
+from domain.services.platform import Platform
+
+# How often due webhook deliveries are looked for (a retry waits at least 5 s anyway).
+WEBHOOK_INTERVAL = 2.0
+
+
+@asynccontextmanager
+async def webhook_delivery(
+    platform: Platform,
+    *,
+    sender: WebhookSender | None = None,
+    interval: float = WEBHOOK_INTERVAL,
+    loop_clock: Clock | None = None,
+) -> AsyncIterator[None]:
+    """Send due webhook deliveries every ``interval`` until the block ends (httpx unless a
+    ``sender`` is given); several processes may run this on one store."""
+    from domain.services.webhooks import DELIVERY_BATCH, deliver_due
+    from entrypoints.loops import service_loop, stop_tasks
+
+    async with AsyncExitStack() as stack:
+        if sender is None:
+            from adapters.http.webhooks import HttpxWebhookSender
+
+            sender = await stack.enter_async_context(HttpxWebhookSender())
+        chosen = sender
+
+        async def deliver() -> None:
+            # A full batch means more are due: keep going before the next pause.
+            while await deliver_due(platform, chosen) >= DELIVERY_BATCH:
+                pass
+
+        stop = asyncio.Event()
+        task = asyncio.create_task(service_loop(
+            "webhook delivery", deliver, stop=stop, clock=loop_clock or platform.clock,
+            interval=interval))
+        try:
+            yield
+        finally:
+            stop.set()
+            await stop_tasks([task], grace=5.0)
