@@ -866,10 +866,12 @@ def _webhook_auth(r: _Reader, value: object, path: str) -> WebhookAuth | None:
     a = r.mapping(value, path, ("basic", "bearer", "header"))
     if a is None:
         return None
-    if len(a) != 1:
-        r.fail(path, "expected exactly one of 'basic', 'bearer' or 'header'")
+    kinds = [k for k in ("basic", "bearer", "header") if k in a]
+    if len(kinds) != 1:
+        if kinds or not a:  # an unknown kind alone is reported as an unknown field
+            r.fail(path, "expected exactly one of 'basic', 'bearer' or 'header'")
         return None
-    kind = next(iter(a))
+    kind = kinds[0]
     where = f"{path}.{kind}"
     if kind == "basic":
         b = r.mapping(a[kind], where, ("username", "password"))

@@ -1,0 +1,135 @@
+"""Contract of the webhook delivery outbox, on every platform store.
+
+Suites share a database, so every claim asks for a whole page and looks only at the rows the
+test added itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import attrs
+import pytest
+
+from domain.errors import Conflict, NotFound
+from domain.ports import UnitOfWorkFactory
+from domain.resources import PolicyWebhook, WebhookAuth
+from domain.webhooks import DeliveryStatus, WebhookDelivery, after_attempt
+from tests.contract.builders import at, uid
+
+PAGE = 1000
+HOOK = PolicyWebhook("https://hooks.example.com/opsicle",
+                     WebhookAuth("header", key="X-Api-Key", value="sealed-value"),
+                     signing_secret="sealed-secret", max_attempts=3)
+
+
+def delivery(approval_id: str | None = None, due: float = 0, **kw: object) -> WebhookDelivery:
+    fields: dict[str, object] = {
+        "id": uid("dlv"), "approval_id": approval_id or uid("apr"), "org_id": uid("org"),
+        "event": "approval.approved", "hook": HOOK, "body": '{"decision":"approved"}',
+        "created_at": at(0), "next_attempt_at": at(due)}
+    fields.update(kw)
+    return WebhookDelivery(**fields)  # type: ignore[arg-type]
+
+
+async def add(uow_factory: UnitOfWorkFactory, *deliveries: WebhookDelivery) -> None:
+    async with uow_factory() as uow:
+        for d in deliveries:
+            await uow.webhooks.add(d)
+        await uow.commit()
+
+
+async def claim(uow_factory: UnitOfWorkFactory, now: float, token: str,
+                mine: Iterable[WebhookDelivery], lease: float = 60) -> list[WebhookDelivery]:
+    ids = {d.id for d in mine}
+    async with uow_factory() as uow:
+        claimed = await uow.webhooks.claim(at(now), at(now + lease), token, PAGE)
+        await uow.commit()
+    return [d for d in claimed if d.id in ids]
+
+
+async def test_add_get_and_list_of_an_approval(uow_factory: UnitOfWorkFactory) -> None:
+    approval_id = uid("apr")
+    first, second = delivery(approval_id), delivery(approval_id, created_at=at(1))
+    await add(uow_factory, second, first, delivery())
+    async with uow_factory() as uow:
+        assert await uow.webhooks.get(first.id) == first
+        assert await uow.webhooks.of_approval(approval_id) == [first, second]
+        assert await uow.webhooks.of_approval(uid("apr")) == []
+        with pytest.raises(NotFound):
+            await uow.webhooks.get(uid("dlv"))
+        with pytest.raises(Conflict):
+            await uow.webhooks.add(first)
+
+
+async def test_a_delivery_is_not_kept_unless_its_unit_commits(
+        uow_factory: UnitOfWorkFactory) -> None:
+    d = delivery()
+    async with uow_factory() as uow:
+        await uow.webhooks.add(d)
+    async with uow_factory() as uow:
+        with pytest.raises(NotFound):
+            await uow.webhooks.get(d.id)
+
+
+async def test_claim_takes_due_deliveries_oldest_first_and_leases_them(
+        uow_factory: UnitOfWorkFactory) -> None:
+    early, late, future = delivery(due=10), delivery(due=20), delivery(due=500)
+    await add(uow_factory, late, future, early)
+    token = uid("tok")
+    claimed = await claim(uow_factory, 30, token, (early, late, future))
+    assert [d.id for d in claimed] == [early.id, late.id]
+    assert all(d.lease_token == token and d.lease_until == at(90) for d in claimed)
+    async with uow_factory() as uow:
+        assert (await uow.webhooks.get(early.id)).lease_token == token
+    # Leased: nobody else takes them until the lease ends.
+    assert await claim(uow_factory, 60, uid("tok"), (early, late)) == []
+    retaken = await claim(uow_factory, 91, uid("tok"), (early, late))
+    assert [d.id for d in retaken] == [early.id, late.id]
+
+
+async def test_two_claims_at_once_never_share_a_delivery(
+        uow_factory: UnitOfWorkFactory) -> None:
+    mine = [delivery(due=i) for i in range(6)]
+    await add(uow_factory, *mine)
+    a, b = await asyncio.gather(claim(uow_factory, 100, "tok-a", mine),
+                                claim(uow_factory, 100, "tok-b", mine))
+    assert {d.id for d in a}.isdisjoint({d.id for d in b})
+    assert {d.id for d in a} | {d.id for d in b} == {d.id for d in mine}
+
+
+async def test_finish_stores_the_outcome_only_for_the_lease_holder(
+        uow_factory: UnitOfWorkFactory) -> None:
+    d = delivery()
+    await add(uow_factory, d)
+    [held] = await claim(uow_factory, 1, "tok-1", [d])
+    retry = after_attempt(held, at(2), 503, "HTTP 503", 0.0)
+    async with uow_factory() as uow:
+        with pytest.raises(Conflict):
+            await uow.webhooks.finish(retry, "tok-other")
+    async with uow_factory() as uow:
+        await uow.webhooks.finish(retry, "tok-1")
+        await uow.commit()
+    async with uow_factory() as uow:
+        stored = await uow.webhooks.get(d.id)
+    assert stored == retry
+    assert (stored.status, stored.attempts, stored.last_status, stored.lease_token) == (
+        DeliveryStatus.PENDING, 1, 503, "")
+    # Not due before its backoff ends; due after.
+    assert await claim(uow_factory, 3, "tok-2", [d]) == []
+    [again] = await claim(uow_factory, 60, "tok-2", [d])
+    done = after_attempt(again, at(61), 200, "", 0.0)
+    async with uow_factory() as uow:
+        await uow.webhooks.finish(done, "tok-2")
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert await uow.webhooks.get(d.id) == done
+    assert done.status is DeliveryStatus.DELIVERED and done.finished_at == at(61)
+    # Finished deliveries are never claimed again; a late finish by the old holder fails.
+    assert await claim(uow_factory, 10_000, "tok-3", [d]) == []
+    async with uow_factory() as uow:
+        with pytest.raises(Conflict):
+            await uow.webhooks.finish(attrs.evolve(done, attempts=9), "tok-1")
+        with pytest.raises(NotFound):
+            await uow.webhooks.finish(delivery(), "tok-1")
