@@ -46,10 +46,9 @@ spec:
 """
 
 
-def policy_text(w: World, url: str = HOOK_URL, max_attempts: int = 4,
-                password: str = "pw-secret-1") -> str:
+def policy_text(w: World, url: str = HOOK_URL, max_attempts: int = 4) -> str:
     return (SECRET_POLICY.replace("BOB", w.bob.email).replace("URL", url)
-            .replace("MAX", str(max_attempts)).replace("pw-secret-1", password))
+            .replace("MAX", str(max_attempts)))
 
 
 def ref_template(name: str, policy: str) -> str:
