@@ -210,8 +210,12 @@ def _show_policy(info: PolicyInfo) -> None:
 
 @verbs.create.command(name="approval-policy")
 def create_policy(*, file: File, org: Org, controller_url: ControllerUrl = None) -> int:
-    """Store an ApprovalPolicy in the org, for templates to name in policyRef (org config)."""
+    """Store an ApprovalPolicy in the org, for templates to name in policyRef (org config).
+    The file is checked here first; problems name FILE:LINE:COLUMN."""
+    from adapters.template_reader import read_policy
+
     text, source = _read(file)
+    read_policy(text, source)
     made = run(controller_url, lambda c: ApprovalsClient(c).create_policy(org, text, source))
     say(f"approval policy {made.name} created ({made.id})")
     if current()["output"] != "text":
