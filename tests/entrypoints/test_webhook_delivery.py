@@ -187,3 +187,19 @@ async def _deliver_with_loop(p: Platform, receiver: WebhookReceiver) -> None:
                 break
             await asyncio.sleep(0.01)
     # Leaving the block stops the loop once the attempt is recorded.
+
+
+async def test_two_processes_sending_at_once_post_a_delivery_once(
+        w: World, sender: HttpxWebhookSender, db_url: str) -> None:
+    async with webhook_receiver() as receiver:
+        await hooked(w, f"{receiver.url}/hook")
+        aid = await decide(w)
+        engine = create_engine(db_url)
+        try:
+            other = attrs.evolve(w.p, uow=unit_of_work_factory(engine))
+            sent = await asyncio.gather(deliver_due(w.p, sender), deliver_due(other, sender))
+        finally:
+            await engine.dispose()
+    assert sorted(sent) == [0, 1] and len(receiver.received) == 1
+    [d] = await deliveries(w.p, aid)
+    assert d.status is DeliveryStatus.DELIVERED and d.attempts == 1
