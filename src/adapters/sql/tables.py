@@ -392,7 +392,7 @@ org_approval_settings = sa.Table(
     **TABLE_OPTIONS,
 )
 
-# Webhook deliveries of approval decisions (migration 0008), added with the decision. ``hook``
+# Webhook deliveries of approval decisions (migration 0009), added with the decision. ``hook``
 # is the webhook as JSON with its secrets sealed; ``body`` is what every attempt sends.
 webhook_deliveries = sa.Table(
     "webhook_deliveries", metadata,
