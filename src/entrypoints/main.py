@@ -11,7 +11,7 @@ from cyclopts import App, Parameter
 
 from domain.errors import OpsicleError
 from entrypoints import logs, settings
-from entrypoints.cli import accounts, config, explain, links, local, start, verbs
+from entrypoints.cli import accounts, config, explain, links, local, probe, start, verbs
 from entrypoints.cli import approvals as approval_commands
 from entrypoints.cli import orgs as org_commands
 from entrypoints.cli import runs as run_commands
@@ -33,6 +33,7 @@ local.run_app.command(config.migrations)
 app.command(config.app)
 app.command(explain.app)
 app.command(start.app)
+app.command(probe.healthcheck)
 app.command(accounts.register)
 app.command(accounts.login)
 app.command(accounts.logout)

@@ -1,0 +1,73 @@
+"""``opsicle healthcheck`` against a real controller process: the container health check."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from tests.entrypoints.conftest import CliRunner, RunningController
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_own_role_is_probed_on_loopback_when_it_listens_on_every_address(
+    cli: CliRunner, controller_process: RunningController, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = controller_process.url.rpartition(":")[2]
+    monkeypatch.setenv("OPSICLE_LISTEN", f"0.0.0.0:{port}")
+    result = cli("healthcheck")
+    assert result.code == 0, result.err
+    assert result.out.strip() == f"http://127.0.0.1:{port}/healthz: 200"
+    ready = cli("healthcheck", "--ready", "-o", "json")
+    assert ready.code == 0, ready.err
+    assert json.loads(ready.out) == [{"url": f"http://127.0.0.1:{port}/readyz", "status": 200}]
+
+
+def test_a_worker_probes_every_coordinator(
+    cli: CliRunner, controller_process: RunningController, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPSICLE_COORDINATOR_URL", f"{controller_process.url}/")
+    result = cli("healthcheck", "--coordinators")
+    assert result.code == 0, result.err
+    assert result.out.strip() == f"{controller_process.url}/healthz: 200"
+    down = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("OPSICLE_COORDINATOR_URL", f"{controller_process.url},{down}")
+    result = cli("healthcheck", "--coordinators")
+    assert result.code == 5
+    assert f"{down}/healthz did not answer" in result.err
+
+
+def test_a_role_that_does_not_answer_is_one_line_and_exit_code_5(cli: CliRunner) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/healthz"
+    result = cli("healthcheck", "--url", url, "--timeout", "2")
+    assert result.code == 5
+    assert result.err.strip().splitlines() == [
+        f"error: {url} did not answer: [Errno 111] Connection refused"
+    ]
+
+
+def test_an_answer_other_than_200_fails_the_check(
+    cli: CliRunner, controller_process: RunningController
+) -> None:
+    result = cli(
+        "healthcheck",
+        "--url",
+        f"{controller_process.url}/healthz",
+        "--url",
+        f"{controller_process.url}/no-such-page",
+    )
+    assert result.code == 5
+    assert f"{controller_process.url}/no-such-page answered 404" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_a_url_that_is_not_http_is_invalid_input(cli: CliRunner) -> None:
+    result = cli("healthcheck", "--url", "ftp://127.0.0.1/healthz")
+    assert result.code == 2
+    assert "'ftp://127.0.0.1/healthz' is not an http(s) URL" in result.err
