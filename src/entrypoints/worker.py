@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import shutil
 import tempfile
 from collections import deque
@@ -45,6 +46,7 @@ from entrypoints.settings import Settings
 log = logging.getLogger("opsicle.worker")
 T = TypeVar("T")
 
+PEM_PUBLIC_KEY = re.compile(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.DOTALL)
 CHUNK_BYTES = 64 * 1024
 FLUSH_SECONDS = 0.5
 CLAIM_WAIT_SECONDS = 30.0
@@ -468,7 +470,10 @@ def pinned_verifier(value: object) -> GrantVerifier | None:
                 f"the approver key {path} cannot be read",
                 errors=(FieldError("approver-keys", f"cannot be read: {exc}", path),),
             ) from exc
-        keys.append(load_public_key(text, source=path))
+        # What `opsicle get approver-key > FILE` writes: '# key …' lines and one PEM block
+        # per key (retired keys too); a file of base64 raw bytes has no block.
+        blocks = PEM_PUBLIC_KEY.findall(text) or [text]
+        keys.extend(load_public_key(block, source=path) for block in blocks)
     return Ed25519GrantVerifier(keys) if keys else None
 
 

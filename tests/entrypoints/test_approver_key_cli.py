@@ -53,3 +53,16 @@ def test_the_worker_pins_the_printed_keys(cli: CliRunner, tmp_path: Path) -> Non
         pinned_verifier(str(path))
     with pytest.raises(Invalid, match="cannot be read"):
         pinned_verifier(str(tmp_path / "missing.pem"))
+
+
+def test_the_worker_pins_every_key_of_the_printed_text(cli: CliRunner, tmp_path: Path) -> None:
+    data = str(tmp_path / "d")
+    cli("get", "approver-key", "--data-dir", data)
+    printed = cli("rotate", "approver-key", "--data-dir", data)
+    assert printed.out.count("# key ") == 2
+    path = tmp_path / "approver.pem"
+    path.write_text(printed.out)  # opsicle rotate approver-key > approver.pem
+    keys = json.loads(cli("-o", "json", "get", "approver-key", "--data-dir", data).out)
+    verifier = pinned_verifier(str(path))
+    assert isinstance(verifier, Ed25519GrantVerifier)
+    assert sorted(verifier.key_ids) == sorted(k["keyId"] for k in keys)
