@@ -143,7 +143,9 @@ def test_the_server_roles_share_their_stores_key_and_data_volume(
     )
     values = {tuple(services[role]["environment"][key] for key in shared) for role in ROLES}
     assert len(values) == 1
-    [(database, mongo, redis, nats, _)] = values
+    [(database, mongo, redis, nats, key)] = values
+    default_key = re.fullmatch(r"\$\{OPSICLE_SECRET_KEY:-(.+)\}", key)
+    assert default_key and len(default_key[1]) >= 32  # what master_key() accepts
     assert database.startswith("mysql+asyncmy://") and "@mysql:3306/" in database
     assert (mongo, redis, nats) == (
         "mongodb://mongodb:27017",
