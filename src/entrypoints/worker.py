@@ -473,7 +473,7 @@ def pinned_verifier(value: object) -> GrantVerifier | None:
         # What `opsicle get approver-key > FILE` writes: '# key …' lines and one PEM block
         # per key (retired keys too); a file of base64 raw bytes has no block.
         blocks = PEM_PUBLIC_KEY.findall(text) or [text]
-        keys.extend(load_public_key(block, source=path) for block in blocks)
+        keys += [load_public_key(block, source=path) for block in blocks]
     return Ed25519GrantVerifier(keys) if keys else None
 
 
