@@ -32,7 +32,7 @@ from domain.resources import AutomationSpec, Phase
 from domain.templates import Template, TemplateGrant, TemplateInvitation, TemplateVersion
 from domain.tokens import WorkerToken
 from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
-from domain.webhooks import WebhookDelivery
+from domain.webhooks import DeliveryStatus, WebhookDelivery
 from domain.workers import Worker
 
 # ---------------------------------------------------------------- time and identity
@@ -477,6 +477,13 @@ class PolicyRepository(Protocol):
         ...
 
 
+@attrs.frozen
+class WebhookDeliveryFilter:
+    org_id: str | None = None
+    approval_id: str | None = None
+    status: DeliveryStatus | None = None
+
+
 class WebhookDeliveryRepository(Protocol):
     """Webhook deliveries of approval decisions (an outbox: added with the decision)."""
 
@@ -503,6 +510,17 @@ class WebhookDeliveryRepository(Protocol):
     async def finish(self, delivery: WebhookDelivery, token: str) -> None:
         """Store the outcome of an attempt (the delivery as ``after_attempt`` made it); raise
         ``Conflict`` when the stored delivery is no longer leased to ``token``."""
+        ...
+
+    async def list(
+        self, flt: WebhookDeliveryFilter, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[WebhookDelivery]:
+        """Newest first; ``next_cursor`` continues where the page ended."""
+        ...
+
+    async def update(self, delivery: WebhookDelivery, *, expected: DeliveryStatus) -> None:
+        """Store ``delivery`` when the stored one still has the ``expected`` status; raise
+        ``Conflict`` otherwise (someone changed it first), ``NotFound`` when there is none."""
         ...
 
 
@@ -716,12 +734,19 @@ class WebhookRequest:
     headers: Mapping[str, str]
 
 
+@attrs.frozen
+class WebhookReply:
+    status: int
+    # The answer's Retry-After header as sent ("" when it had none).
+    retry_after: str = ""
+
+
 class WebhookSender(Protocol):
     """POSTs webhook requests; never follows redirects."""
 
-    async def post(self, request: WebhookRequest) -> int:
-        """The HTTP status of the answer; raises ``Unavailable`` when none came (connection
-        refused or reset, timeout, TLS failure)."""
+    async def post(self, request: WebhookRequest) -> WebhookReply:
+        """The answer's HTTP status and Retry-After header; raises ``Unavailable`` when no
+        answer came (connection refused or reset, timeout, TLS failure)."""
         ...
 
 

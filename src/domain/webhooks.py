@@ -8,12 +8,14 @@ import hmac
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
 import attrs
 
 from domain.approvals import Approval
 from domain.automations import Run
+from domain.errors import Conflict
 from domain.resources import PolicyWebhook, WebhookAuth
 
 DELIVERY_HEADER = "Opsicle-Delivery"
@@ -25,6 +27,8 @@ RETRY_BASE_SECONDS = 10.0
 RETRY_CAP_SECONDS = 3600.0
 # Client errors worth another try: the receiver timed out, is not ready, or asks to slow down.
 RETRIED_CLIENT_ERRORS = frozenset({408, 425, 429})
+# Answers whose Retry-After header says when to try again (RFC 9110 section 10.2.3).
+RETRY_AFTER_STATUSES = frozenset({429, 503})
 MAX_ERROR = 300
 
 
@@ -84,6 +88,21 @@ def retry_delay(attempts: int, jitter: float) -> float:
     return ceiling / 2 + ceiling / 2 * min(max(jitter, 0.0), 1.0)
 
 
+def retry_after_seconds(value: str, at: datetime) -> float | None:
+    """Seconds a ``Retry-After`` header value asks to wait from ``at``: a number of seconds or
+    an HTTP date (a date already past is 0); None when the value is neither."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+        when = when.replace(tzinfo=at.tzinfo)
+    return max((when - at).total_seconds(), 0.0)
+
+
 def after_attempt(
     delivery: WebhookDelivery,
     at: datetime,
@@ -92,14 +111,19 @@ def after_attempt(
     jitter: float,
     *,
     give_up: bool = False,
+    retry_after: float | None = None,
 ) -> WebhookDelivery:
     """The delivery after one attempt that got ``status`` (None: no answer, see ``error``);
-    ``give_up`` ends it whatever the answer was."""
+    ``give_up`` ends it whatever the answer was. On a 429 or 503, ``retry_after`` (the
+    seconds its Retry-After header asked for) replaces the backoff, up to the backoff cap."""
     attempts = delivery.attempts + 1
     result = judge(status)
     if result is AttemptResult.RETRY and (give_up or attempts >= delivery.hook.max_attempts):
         result = AttemptResult.GIVE_UP
     done = result is not AttemptResult.RETRY
+    delay = retry_delay(attempts, jitter)
+    if retry_after is not None and status in RETRY_AFTER_STATUSES:
+        delay = min(max(retry_after, 0.0), RETRY_CAP_SECONDS)
     return attrs.evolve(
         delivery,
         attempts=attempts,
@@ -107,11 +131,26 @@ def after_attempt(
         last_error=error[:MAX_ERROR],
         status=DeliveryStatus.DELIVERED if result is AttemptResult.DELIVERED
         else DeliveryStatus.FAILED if done else DeliveryStatus.PENDING,
-        next_attempt_at=at if done else at + timedelta(seconds=retry_delay(attempts, jitter)),
+        next_attempt_at=at if done else at + timedelta(seconds=delay),
         finished_at=at if done else None,
         lease_token="",
         lease_until=None,
     )
+
+
+def retried(delivery: WebhookDelivery, at: datetime) -> WebhookDelivery:
+    """A given-up delivery put back to be sent at ``at`` with the webhook's whole attempt
+    budget again (the last answer is kept until the next attempt replaces it); raises
+    ``Conflict`` unless it was given up."""
+    if delivery.status is DeliveryStatus.PENDING:
+        due = delivery.next_attempt_at.isoformat(timespec="seconds")
+        raise Conflict(f"webhook delivery {delivery.id} is pending: it is still being tried "
+                       f"(next attempt at {due})", code="delivery_not_failed")
+    if delivery.status is DeliveryStatus.DELIVERED:
+        raise Conflict(f"webhook delivery {delivery.id} was delivered: there is nothing to retry",
+                       code="delivery_not_failed")
+    return attrs.evolve(delivery, status=DeliveryStatus.PENDING, attempts=0,
+                        next_attempt_at=at, finished_at=None, lease_token="", lease_until=None)
 
 
 def _iso(at: datetime | None) -> str | None:

@@ -366,7 +366,7 @@ async def coordinator(settings: Settings) -> AsyncIterator[Role]:
         _embedded_stores(settings) as (platform, checks, engine),
         _run_queues(settings, engine, "coordinator") as (queues, queue_checks),
         coordination(platform, queues, lease_seconds=float(settings["lease-seconds"])) as c,
-        webhook_delivery(c.platform),
+        webhook_delivery(c.platform, timeout_seconds=float(settings["webhook-timeout"])),
     ):
         checks = [*checks, *queue_checks]
         yield Role("coordinator", create_app(platform, c.dispatch, checks, c.stopping), c.stopping)
@@ -397,7 +397,7 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
             signal.wrap(queues),
             lease_seconds=float(settings["lease-seconds"]),
         ) as c,
-        webhook_delivery(c.platform),
+        webhook_delivery(c.platform, timeout_seconds=float(settings["webhook-timeout"])),
     ):
         checks = [*checks, *queue_checks]
         routes = [
@@ -421,7 +421,10 @@ async def controller(settings: Settings) -> AsyncIterator[Role]:
     from entrypoints.http.controller import create_app
     from entrypoints.webhook_delivery import webhook_delivery
 
-    async with embedded_platform(settings) as (platform, checks), webhook_delivery(platform):
+    async with (
+        embedded_platform(settings) as (platform, checks),
+        webhook_delivery(platform, timeout_seconds=float(settings["webhook-timeout"])),
+    ):
         yield Role("controller", create_app(platform, checks))
 
 

@@ -16,6 +16,7 @@ from entrypoints.cli import approvals as approval_commands
 from entrypoints.cli import orgs as org_commands
 from entrypoints.cli import runs as run_commands
 from entrypoints.cli import templates as template_commands  # noqa: F401 (adds its verbs)
+from entrypoints.cli import webhooks as webhook_commands  # noqa: F401 (adds its verbs)
 from entrypoints.cli import workers as worker_commands  # noqa: F401 (adds its verbs)
 from entrypoints.exitcodes import ExitCode, for_error
 from entrypoints.output import report_error

@@ -68,11 +68,16 @@ DEFAULTS: dict[str, Any] = {
     # The approver's public keys a worker pins (PEM files; several: comma-separated or a YAML
     # list): runs carrying a grant execute only when it verifies under one of them.
     "approver-keys": None,
+    # How long one webhook delivery attempt waits for the receiver's answer.
+    "webhook-timeout": 10.0,
 }
 SECRET = frozenset({"secret-key", "token", "nats-password", "smtp-password",
                     "telegram-bot-token", "slack-bot-token", "slack-signing-secret",
                     "slack-app-token"})
-NUMBERS = frozenset({"grace-seconds", "lease-seconds", "drain-seconds", "nats-ack-wait-seconds"})
+NUMBERS = frozenset({"grace-seconds", "lease-seconds", "drain-seconds", "nats-ack-wait-seconds",
+                     "webhook-timeout"})
+# Numbers of seconds where 0 makes no sense (a timeout of 0 fails every request).
+POSITIVE = frozenset({"webhook-timeout"})
 CHOICES: dict[str, tuple[str, ...]] = {
     "log-level": ("debug", "info", "warning", "error"),
     "output": ("text", "json", "yaml"),
@@ -139,11 +144,12 @@ def _checked(name: str, value: Any, origin: str) -> Value:
             value = float(value)
         except (TypeError, ValueError):
             value = None
-        if value is None or not 0 <= value <= 3600:
+        low = "above 0" if name in POSITIVE else "from 0"
+        if value is None or not 0 <= value <= 3600 or (name in POSITIVE and value == 0):
             raise Invalid(
-                f"{origin}: expected seconds from 0 to 3600",
+                f"{origin}: expected seconds {low} to 3600",
                 errors=(
-                    FieldError(name, f"expected a number of seconds from 0 to 3600 ({origin})"),
+                    FieldError(name, f"expected a number of seconds {low} to 3600 ({origin})"),
                 ),
             )
     if name == "concurrency":

@@ -20,17 +20,20 @@ async def webhook_delivery(
     sender: WebhookSender | None = None,
     interval: float = WEBHOOK_INTERVAL,
     loop_clock: Clock | None = None,
+    timeout_seconds: float | None = None,
 ) -> AsyncIterator[None]:
-    """Send due webhook deliveries every ``interval`` until the block ends (httpx unless a
-    ``sender`` is given); several processes may run this on one store."""
+    """Send due webhook deliveries every ``interval`` until the block ends (httpx, each
+    attempt waiting ``timeout_seconds`` for an answer, unless a ``sender`` is given); several
+    processes may run this on one store."""
     from domain.services.webhooks import DELIVERY_BATCH, deliver_due
     from entrypoints.loops import service_loop, stop_tasks
 
     async with AsyncExitStack() as stack:
         if sender is None:
-            from adapters.http.webhooks import HttpxWebhookSender
+            from adapters.http.webhooks import DEFAULT_TIMEOUT_SECONDS, HttpxWebhookSender
 
-            sender = await stack.enter_async_context(HttpxWebhookSender())
+            sender = await stack.enter_async_context(HttpxWebhookSender(
+                timeout_seconds=timeout_seconds or DEFAULT_TIMEOUT_SECONDS))
         chosen = sender
 
         async def deliver() -> None:

@@ -7,7 +7,7 @@ from types import TracebackType
 import httpx
 
 from domain.errors import Unavailable
-from domain.ports import WebhookRequest
+from domain.ports import WebhookReply, WebhookRequest
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
@@ -28,7 +28,7 @@ class HttpxWebhookSender:
             trust_env=False,
         )
 
-    async def post(self, request: WebhookRequest) -> int:
+    async def post(self, request: WebhookRequest) -> WebhookReply:
         try:
             reply = await self._http.post(
                 request.url, content=request.body, headers=dict(request.headers))
@@ -37,7 +37,7 @@ class HttpxWebhookSender:
         except httpx.HTTPError as exc:
             raise Unavailable(f"could not reach the receiver ({type(exc).__name__}: {exc})"
                               ) from exc
-        return reply.status_code
+        return WebhookReply(reply.status_code, reply.headers.get("retry-after", ""))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -38,6 +38,7 @@ from domain.ports import (
     TokenRepository,
     UnitOfWork,
     UserRepository,
+    WebhookDeliveryFilter,
     WebhookDeliveryRepository,
     WorkerRepository,
 )
@@ -833,3 +834,38 @@ class InMemoryWebhookDeliveryRepository(_Repository):
             raise Conflict(f"webhook delivery {delivery.id} is no longer leased to this sender",
                            code="delivery_lease_lost")
         self._s.webhooks[delivery.id] = delivery
+
+    async def list(self, flt: WebhookDeliveryFilter, *, limit: int = 50,
+                   cursor: str | None = None) -> Page[WebhookDelivery]:
+        check_limit(limit)
+        after = _after(cursor)
+
+        def wanted(d: WebhookDelivery) -> bool:
+            return ((flt.org_id is None or d.org_id == flt.org_id)
+                    and (flt.approval_id is None or d.approval_id == flt.approval_id)
+                    and (flt.status is None or d.status is flt.status)
+                    and (after is None or (d.created_at, d.id) < after))
+
+        found = sorted((d for d in self._s.webhooks.values() if wanted(d)),
+                       key=lambda d: (d.created_at, d.id), reverse=True)
+        page = found[:limit]
+        return Page(tuple(page), encode_cursor(page[-1].created_at.astimezone(UTC).isoformat(),
+                                               page[-1].id) if len(found) > limit else None)
+
+    async def update(self, delivery: WebhookDelivery, *, expected: DeliveryStatus) -> None:
+        stored = await self.get(delivery.id)
+        if stored.status is not expected:
+            raise Conflict(f"webhook delivery {delivery.id} is {stored.status.value}, "
+                           f"not {expected.value}", code="delivery_changed")
+        self._s.webhooks[delivery.id] = delivery
+
+
+def _after(cursor: str | None) -> tuple[datetime, str] | None:
+    """The (created at, id) key a newest-first page cursor continues after."""
+    if cursor is None:
+        return None
+    at, item_id = decode_cursor(cursor, 2)
+    try:
+        return datetime.fromisoformat(at), str(item_id)
+    except (TypeError, ValueError) as e:
+        raise bad_cursor() from e

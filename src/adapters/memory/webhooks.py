@@ -1,4 +1,4 @@
-"""A webhook sender that records requests and answers with scripted statuses."""
+"""A webhook sender that records requests and answers with scripted replies."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from collections import deque
 from collections.abc import Iterable
 
 from domain.errors import Unavailable
-from domain.ports import WebhookRequest
+from domain.ports import WebhookReply, WebhookRequest
 
-# A scripted answer: an HTTP status, or None for "no answer" (the port's Unavailable).
-Answer = int | None
+# A scripted answer: an HTTP status, a whole reply (with a Retry-After header), or None for
+# "no answer" (the port's Unavailable).
+Answer = int | WebhookReply | None
 
 
 class InMemoryWebhookSender:
@@ -24,9 +25,9 @@ class InMemoryWebhookSender:
     def answer(self, *answers: Answer) -> None:
         self._script.extend(answers)
 
-    async def post(self, request: WebhookRequest) -> int:
+    async def post(self, request: WebhookRequest) -> WebhookReply:
         self.sent.append(request)
-        status = self._script.popleft() if self._script else self._default
-        if status is None:
+        answer = self._script.popleft() if self._script else self._default
+        if answer is None:
             raise Unavailable("connection refused (scripted)")
-        return status
+        return answer if isinstance(answer, WebhookReply) else WebhookReply(answer)

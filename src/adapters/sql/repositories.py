@@ -39,6 +39,7 @@ from domain.ports import (
     TokenRepository,
     UnitOfWorkFactory,
     UserRepository,
+    WebhookDeliveryFilter,
     WebhookDeliveryRepository,
     WorkerRepository,
 )
@@ -1020,3 +1021,39 @@ class SqlWebhookDeliveryRepository(_Repository):
             await self.get(delivery.id)
             raise Conflict(f"webhook delivery {delivery.id} is no longer leased to this sender",
                            code="delivery_lease_lost")
+
+    async def list(self, flt: WebhookDeliveryFilter, *, limit: int = 50,
+                   cursor: str | None = None) -> Page[WebhookDelivery]:
+        check_limit(limit)
+        c = t.webhook_deliveries.c
+        stmt = sa.select(t.webhook_deliveries)
+        if flt.org_id is not None:
+            stmt = stmt.where(c.org_id == flt.org_id)
+        if flt.approval_id is not None:
+            stmt = stmt.where(c.approval_id == flt.approval_id)
+        if flt.status is not None:
+            stmt = stmt.where(c.status == flt.status.value)
+        if cursor is not None:
+            at, delivery_id = m.decode_cursor(cursor, 2)
+            try:
+                after = datetime.fromisoformat(at)
+            except (TypeError, ValueError) as e:
+                raise m.bad_cursor() from e
+            stmt = stmt.where(sa.or_(c.created_at < after,
+                                     sa.and_(c.created_at == after, c.id < str(delivery_id))))
+        rows = await self._uow.rows(
+            stmt.order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1))
+        found = [m.webhook_of(r) for r in rows[:limit]]
+        return Page(tuple(found), m.encode_cursor(found[-1].created_at.isoformat(), found[-1].id)
+                    if len(rows) > limit else None)
+
+    async def update(self, delivery: WebhookDelivery, *, expected: DeliveryStatus) -> None:
+        c = t.webhook_deliveries.c
+        result = await self._uow.execute(
+            sa.update(t.webhook_deliveries)
+            .where(c.id == delivery.id, c.status == expected.value)
+            .values(m.webhook_row(delivery)))
+        if not result.rowcount:
+            stored = await self.get(delivery.id)
+            raise Conflict(f"webhook delivery {delivery.id} is {stored.status.value}, "
+                           f"not {expected.value}", code="delivery_changed")

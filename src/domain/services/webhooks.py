@@ -4,8 +4,10 @@ A decision (approved, rejected, expired) adds one delivery per webhook of the re
 in the unit of work that stores the decision, so a process dying right after the commit loses
 nothing. ``deliver_due`` leases due deliveries (one sender per delivery at a time), POSTs them,
 and records each outcome: 2xx delivered; no answer, 5xx, 408, 425 or 429 tried again later
-with exponential backoff and jitter until the webhook's ``maxAttempts``; any other answer
-given up at once. Delivered and given-up deliveries are audited; secrets never are.
+with exponential backoff and jitter (or after a 429's or 503's Retry-After) until the
+webhook's ``maxAttempts``; any other answer given up at once. Delivered and given-up
+deliveries are audited; secrets never are. Operators list and inspect an org's deliveries and
+put given-up ones back with ``retry_delivery``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,17 @@ from domain.approvals import Approval
 from domain.audit import Outcome
 from domain.automations import Run
 from domain.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
-from domain.ports import Sealer, UnitOfWork, WebhookRequest, WebhookSender
+from domain.permissions import Action, Resource
+from domain.ports import (
+    Page,
+    Sealer,
+    UnitOfWork,
+    WebhookDeliveryFilter,
+    WebhookRequest,
+    WebhookSender,
+)
 from domain.resources import MASK, PolicySpec, PolicyWebhook, with_webhook_secrets
+from domain.services.authorization import authorize, unit_of_work
 from domain.services.platform import Caller, Platform, record
 from domain.webhooks import (
     DeliveryStatus,
@@ -31,6 +42,8 @@ from domain.webhooks import (
     after_attempt,
     payload,
     request_headers,
+    retried,
+    retry_after_seconds,
 )
 
 log = logging.getLogger(__name__)
@@ -163,6 +176,7 @@ async def _attempt(
     where = shown_url(delivery.hook.url)
     give_up = False
     status: int | None = None
+    retry_after: float | None = None
     try:
         opened = open_hook(p.sealer, delivery.hook)
     except Invalid:
@@ -172,14 +186,18 @@ async def _attempt(
         request = WebhookRequest(delivery.hook.url, delivery.body.encode(),
                                  request_headers(delivery, opened))
         try:
-            status = await sender.post(request)
+            reply = await sender.post(request)
+            status = reply.status
             error = "" if 200 <= status < 300 else f"HTTP {status}"
+            if reply.retry_after:
+                retry_after = retry_after_seconds(reply.retry_after, p.clock.now())
         except Unavailable as exc:
             error = exc.message
         except Exception as exc:  # an attempt that broke still counts against maxAttempts
             log.exception("webhook delivery %s to %s broke", delivery.id, where)
             error = type(exc).__name__
-    done = after_attempt(delivery, p.clock.now(), status, error, jitter, give_up=give_up)
+    done = after_attempt(delivery, p.clock.now(), status, error, jitter, give_up=give_up,
+                         retry_after=retry_after)
     try:
         async with p.uow() as uow:
             await uow.webhooks.finish(done, token)
@@ -190,7 +208,7 @@ async def _attempt(
         return
     data = {"approval": delivery.approval_id, "event": delivery.event, "url": where,
             "attempts": str(done.attempts), "status": str(status or ""),
-            "error": done.last_error}
+            "error": shown_error(done)}
     if done.status is DeliveryStatus.DELIVERED:
         await record(p, Caller(), "webhook.delivered", "webhook_delivery", delivery.id,
                      org_id=delivery.org_id, actor=SYSTEM, data=data)
@@ -203,3 +221,66 @@ async def _attempt(
         log.info("webhook delivery %s to %s failed (attempt %d of %d: %s); next try at %s",
                  delivery.id, where, done.attempts, delivery.hook.max_attempts,
                  done.last_error, done.next_attempt_at.isoformat(timespec="seconds"))
+
+
+# ---------------------------------------------------------------- operating
+
+
+def shown_error(delivery: WebhookDelivery) -> str:
+    """The last error with the webhook's URL shown without its query (which may hold a token)."""
+    return delivery.last_error.replace(delivery.hook.url, shown_url(delivery.hook.url))
+
+
+async def _of_org(uow: UnitOfWork, org_id: str, delivery_id: str) -> WebhookDelivery:
+    """The org's delivery; another org's answers ``NotFound`` like one that does not exist."""
+    delivery = await uow.webhooks.get(delivery_id)
+    if delivery.org_id != org_id:
+        raise NotFound(f"webhook delivery {delivery_id} not found")
+    return delivery
+
+
+async def list_deliveries(
+    p: Platform,
+    caller: Caller,
+    org_ref: str,
+    *,
+    approval_id: str | None = None,
+    status: DeliveryStatus | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[WebhookDelivery]:
+    """An org's webhook deliveries, newest first; needs org_config:view (as its policies)."""
+    async with unit_of_work(p) as uow:
+        access = await authorize(p, uow, caller, org_ref, Action.VIEW, Resource.ORG_CONFIG,
+                                 verb="webhook_delivery.list")
+        flt = WebhookDeliveryFilter(org_id=access.org.id, approval_id=approval_id or None,
+                                    status=status)
+        return await uow.webhooks.list(flt, limit=limit, cursor=cursor)
+
+
+async def get_delivery(p: Platform, caller: Caller, org_ref: str,
+                       delivery_id: str) -> WebhookDelivery:
+    """One of an org's deliveries; needs org_config:view."""
+    async with unit_of_work(p) as uow:
+        access = await authorize(p, uow, caller, org_ref, Action.VIEW, Resource.ORG_CONFIG,
+                                 verb="webhook_delivery.get")
+        return await _of_org(uow, access.org.id, delivery_id)
+
+
+async def retry_delivery(p: Platform, caller: Caller, org_ref: str,
+                         delivery_id: str) -> WebhookDelivery:
+    """Put a given-up delivery back to be sent now with a fresh attempt budget; needs
+    org_config:update. A pending or delivered one is refused (``Conflict``)."""
+    async with unit_of_work(p) as uow:
+        access = await authorize(p, uow, caller, org_ref, Action.UPDATE, Resource.ORG_CONFIG,
+                                 verb="webhook_delivery.retry")
+        before = await _of_org(uow, access.org.id, delivery_id)
+        again = retried(before, p.clock.now())
+        await uow.webhooks.update(again, expected=DeliveryStatus.FAILED)
+        await uow.commit()
+    await record(p, caller, "webhook.retried", "webhook_delivery", delivery_id,
+                 org_id=before.org_id,
+                 data={"approval": before.approval_id, "event": before.event,
+                       "url": shown_url(before.hook.url), "attempts": str(before.attempts),
+                       "status": str(before.last_status or ""), "error": shown_error(before)})
+    return again

@@ -32,6 +32,11 @@ TlsCert = Annotated[
     Parameter(help="Serve HTTPS with this certificate (PEM, the chain after the leaf)."),
 ]
 TlsKey = Annotated[str | None, Parameter(help="The private key (PEM) of --tls-cert.")]
+WebhookTimeout = Annotated[
+    float | None,
+    Parameter(help="Seconds one approval webhook delivery attempt waits for an answer. "
+              "Default: 10"),
+]
 
 
 @app.command
@@ -43,6 +48,7 @@ def controller(
     public_url: PublicUrl = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
+    webhook_timeout: WebhookTimeout = None,
 ) -> int:
     """The REST API for people: accounts, MFA, organisations, roles, tokens, audit.
 
@@ -60,6 +66,7 @@ def controller(
         public_url=public_url,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        webhook_timeout=webhook_timeout,
     )
     return asyncio.run(serve_role("controller", resolved))
 
@@ -83,6 +90,7 @@ def standalone(
     slack_api_url: SlackApiUrl = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
+    webhook_timeout: WebhookTimeout = None,
 ) -> int:
     """Every role in one process on embedded stores (SQLite, in-process cache): no servers needed.
 
@@ -103,6 +111,7 @@ def standalone(
         slack_api_url=slack_api_url,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        webhook_timeout=webhook_timeout,
     )
     return asyncio.run(serve_role("standalone", resolved))
 
@@ -125,6 +134,7 @@ def coordinator(
     lease_seconds: LeaseSeconds = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
+    webhook_timeout: WebhookTimeout = None,
 ) -> int:
     """The API for workers: org-token authentication, long-poll claims, leases, heartbeats,
     logs and results, with the outbox relay and the lease reaper running.
@@ -141,6 +151,7 @@ def coordinator(
         lease_seconds=lease_seconds,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        webhook_timeout=webhook_timeout,
     )
     return asyncio.run(serve_role("coordinator", _own_port(resolved, listen, 13372)))
 

@@ -21,6 +21,7 @@ reset = App(name="reset", help="Reset a forgotten password.")
 join = App(name="join", help="Accept an invitation.")
 leave = App(name="leave", help="Leave an organisation.")
 audit = App(name="audit", help="Check the audit log.")
+retry = App(name="retry", help="Try something that failed again: a webhook delivery.")
 
 ALL = (
     create,
@@ -37,4 +38,5 @@ ALL = (
     join,
     leave,
     audit,
+    retry,
 )

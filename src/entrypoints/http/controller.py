@@ -21,6 +21,7 @@ from entrypoints.http.routes import (
     orgs,
     runs,
     templates,
+    webhooks,
     workers,
 )
 from entrypoints.version import VERSION
@@ -41,6 +42,7 @@ def controller_api(p: Platform) -> Api:
     approvals.register(api, p)
     chat_links.register(api, p)
     workers.register(api, p)
+    webhooks.register(api, p)
     return api
 
 
