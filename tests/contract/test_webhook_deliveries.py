@@ -12,10 +12,10 @@ from collections.abc import Iterable
 import attrs
 import pytest
 
-from domain.errors import Conflict, NotFound
-from domain.ports import UnitOfWorkFactory
+from domain.errors import Conflict, Invalid, NotFound
+from domain.ports import UnitOfWorkFactory, WebhookDeliveryFilter
 from domain.resources import PolicyWebhook, WebhookAuth
-from domain.webhooks import DeliveryStatus, WebhookDelivery, after_attempt
+from domain.webhooks import DeliveryStatus, WebhookDelivery, after_attempt, retried
 from tests.contract.builders import at, uid
 
 PAGE = 1000
@@ -133,3 +133,60 @@ async def test_finish_stores_the_outcome_only_for_the_lease_holder(
             await uow.webhooks.finish(attrs.evolve(done, attempts=9), "tok-1")
         with pytest.raises(NotFound):
             await uow.webhooks.finish(delivery(), "tok-1")
+
+
+async def test_list_filters_by_org_approval_and_status_newest_first_in_pages(
+        uow_factory: UnitOfWorkFactory) -> None:
+    org, approval = uid("org"), uid("apr")
+    # Two share a creation time: the id breaks the tie, so paging never skips or repeats.
+    mine = [delivery(approval if i % 2 else None, org_id=org, created_at=at(min(i, 3)),
+                     status=DeliveryStatus.FAILED if i == 4 else DeliveryStatus.PENDING)
+            for i in range(5)]
+    await add(uow_factory, *mine, delivery(approval))
+    newest_first = sorted(mine, key=lambda d: (d.created_at, d.id), reverse=True)
+    async with uow_factory() as uow:
+        seen: list[WebhookDelivery] = []
+        cursor = None
+        for _ in range(5):
+            page = await uow.webhooks.list(WebhookDeliveryFilter(org_id=org), limit=2,
+                                           cursor=cursor)
+            seen.extend(page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert seen == newest_first
+        of_approval = await uow.webhooks.list(
+            WebhookDeliveryFilter(org_id=org, approval_id=approval))
+        assert [d.id for d in of_approval.items] == [mine[3].id, mine[1].id]
+        assert of_approval.next_cursor is None
+        failed = await uow.webhooks.list(
+            WebhookDeliveryFilter(org_id=org, status=DeliveryStatus.FAILED))
+        assert [d.id for d in failed.items] == [mine[4].id]
+        with pytest.raises(Invalid):
+            await uow.webhooks.list(WebhookDeliveryFilter(org_id=org), cursor="not-a-cursor")
+
+
+async def test_update_stores_only_over_the_expected_status(
+        uow_factory: UnitOfWorkFactory) -> None:
+    d = delivery()
+    await add(uow_factory, d)
+    [held] = await claim(uow_factory, 1, "tok-1", [d])
+    failed = after_attempt(held, at(2), 404, "HTTP 404", 0.0)
+    async with uow_factory() as uow:
+        await uow.webhooks.finish(failed, "tok-1")
+        await uow.commit()
+    again = retried(failed, at(100))
+    async with uow_factory() as uow:
+        with pytest.raises(Conflict):
+            await uow.webhooks.update(again, expected=DeliveryStatus.DELIVERED)
+        await uow.webhooks.update(again, expected=DeliveryStatus.FAILED)
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert await uow.webhooks.get(d.id) == again
+        # A second retry of the same given-up delivery loses: it is pending now.
+        with pytest.raises(Conflict):
+            await uow.webhooks.update(again, expected=DeliveryStatus.FAILED)
+        with pytest.raises(NotFound):
+            await uow.webhooks.update(delivery(), expected=DeliveryStatus.FAILED)
+    [due] = await claim(uow_factory, 100, "tok-2", [d])
+    assert (due.attempts, due.status) == (0, DeliveryStatus.PENDING)

@@ -10,13 +10,15 @@ import pytest
 from adapters.http.webhooks import HttpxWebhookSender
 from adapters.memory.webhooks import InMemoryWebhookSender
 from domain.errors import Unavailable
-from domain.ports import WebhookRequest, WebhookSender
+from domain.ports import WebhookReply, WebhookRequest, WebhookSender
 from tests.standins.serve import free_port
 from tests.standins.webhook_receiver import webhook_receiver
 
-# A sender whose receiver answers ``statuses`` in turn, and a URL where nothing listens.
+# A sender whose receiver answers ``statuses`` in turn (a 429 or 503 with Retry-After:
+# RETRY_AFTER), and a URL where nothing listens.
 Rig = Callable[[list[int]], Awaitable[tuple[WebhookSender, str, str]]]
-STATUSES = [200, 204, 302, 404, 500, 503]
+STATUSES = [200, 204, 302, 404, 429, 500, 503]
+RETRY_AFTER = "Wed, 21 Oct 2026 07:28:00 GMT"
 
 
 @pytest.fixture(params=["memory", "httpx"])
@@ -25,13 +27,15 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
         real = await stack.enter_async_context(HttpxWebhookSender(timeout_seconds=5))
 
         async def memory(statuses: list[int]) -> tuple[WebhookSender, str, str]:
-            sender = InMemoryWebhookSender(statuses)
+            sender = InMemoryWebhookSender(
+                WebhookReply(s, RETRY_AFTER if s in (429, 503) else "") for s in statuses)
             # Past its script, the in-memory sender plays "nothing listens".
             sender.answer(None)
             return sender, "https://hooks.example.com/x", "https://hooks.example.com/x"
 
         async def httpx_rig(statuses: list[int]) -> tuple[WebhookSender, str, str]:
-            receiver = await stack.enter_async_context(webhook_receiver(statuses))
+            receiver = await stack.enter_async_context(
+                webhook_receiver(statuses, retry_after=RETRY_AFTER))
             return real, f"{receiver.url}/hook", f"http://127.0.0.1:{free_port()}/hook"
 
         yield memory if request.param == "memory" else httpx_rig
@@ -40,7 +44,11 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
 async def test_post_returns_each_answer_status_without_following_redirects(rig: Rig) -> None:
     sender, url, _ = await rig(STATUSES)
     request = WebhookRequest(url, b'{"a":1}', {"Content-Type": "application/json"})
-    assert [await sender.post(request) for _ in STATUSES] == STATUSES
+    replies = [await sender.post(request) for _ in STATUSES]
+    assert [r.status for r in replies] == STATUSES
+    # The Retry-After header comes back as sent, and only where the receiver gave one.
+    assert {r.status: r.retry_after for r in replies if r.retry_after} == {
+        429: RETRY_AFTER, 503: RETRY_AFTER}
 
 
 async def test_no_answer_is_unavailable(rig: Rig) -> None:

@@ -7,12 +7,13 @@ import json
 import textwrap
 from datetime import UTC, datetime, timedelta
 
+import attrs
 import pytest
 
 from adapters.resources_yaml import dump, parse_text
 from domain.approvals import Approval, ApprovalResponse, ApprovalStatus, Verdict
 from domain.automations import Run, RunStatus
-from domain.errors import FieldError, Invalid
+from domain.errors import Conflict, FieldError, Invalid
 from domain.resources import (
     MASK,
     ApprovalPolicy,
@@ -34,6 +35,8 @@ from domain.webhooks import (
     judge,
     payload,
     request_headers,
+    retried,
+    retry_after_seconds,
     retry_delay,
     sign,
     verify,
@@ -199,6 +202,47 @@ def test_attempts_retry_until_max_attempts_then_give_up() -> None:
     assert after_attempt(d, T0, 201, "", 0.0).status is DeliveryStatus.DELIVERED
     assert after_attempt(d, T0, 403, "HTTP 403", 0.0).status is DeliveryStatus.FAILED
     assert after_attempt(d, T0, None, "x", 0.0, give_up=True).status is DeliveryStatus.FAILED
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("120", 120.0), (" 0 ", 0.0),
+    # HTTP dates (IMF-fixdate and the obsolete RFC 850 form): seconds from T0; past is 0.
+    ((T0 + timedelta(minutes=3)).strftime("%a, %d %b %Y %H:%M:%S GMT"), 180.0),
+    ((T0 + timedelta(seconds=30)).strftime("%A, %d-%b-%y %H:%M:%S GMT"), 30.0),
+    ((T0 - timedelta(hours=1)).strftime("%a, %d %b %Y %H:%M:%S GMT"), 0.0),
+    ("-5", None), ("1.5", None), ("soon", None), ("", None),
+])
+def test_retry_after_reads_seconds_or_an_http_date(value: str, seconds: float | None) -> None:
+    assert retry_after_seconds(value, T0) == seconds
+
+
+def test_retry_after_replaces_the_backoff_on_429_and_503_up_to_the_cap() -> None:
+    d = delivery(PolicyWebhook("https://h.example", max_attempts=5))
+    for status in (429, 503):
+        waited = after_attempt(d, T0, status, f"HTTP {status}", 0.0, retry_after=300.0)
+        assert waited.next_attempt_at == T0 + timedelta(seconds=300)
+        capped = after_attempt(d, T0, status, "", 0.0, retry_after=RETRY_CAP_SECONDS * 24)
+        assert capped.next_attempt_at == T0 + timedelta(seconds=RETRY_CAP_SECONDS)
+    # Other retried answers keep the backoff; the last attempt gives up whatever was asked.
+    assert after_attempt(d, T0, 500, "", 0.0, retry_after=300.0).next_attempt_at == (
+        T0 + timedelta(seconds=5))
+    last = after_attempt(attrs.evolve(d, attempts=4), T0, 503, "", 0.0, retry_after=300.0)
+    assert last.status is DeliveryStatus.FAILED
+
+
+def test_only_a_given_up_delivery_is_retried_with_a_fresh_budget() -> None:
+    d = delivery(PolicyWebhook("https://h.example", max_attempts=2), lease_token="",
+                 lease_until=None)
+    failed = after_attempt(after_attempt(d, T0, 503, "HTTP 503", 0.0), T0, None, "refused", 0.0)
+    later = T0 + timedelta(hours=2)
+    again = retried(failed, later)
+    assert (again.status, again.attempts, again.next_attempt_at, again.finished_at) == (
+        DeliveryStatus.PENDING, 0, later, None)
+    assert again.last_error == "refused"  # kept until the next attempt replaces it
+    with pytest.raises(Conflict, match="is pending: it is still being tried"):
+        retried(again, later)
+    with pytest.raises(Conflict, match="was delivered: there is nothing to retry"):
+        retried(after_attempt(d, T0, 200, "", 0.0), later)
 
 
 def test_headers_carry_the_delivery_id_event_signature_and_auth() -> None:
