@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import textwrap
+from datetime import timedelta
 
 import attrs
 import pytest
@@ -15,9 +16,11 @@ from adapters.memory.webhooks import InMemoryWebhookSender
 from adapters.template_reader import read_policy, read_template
 from domain.approvals import Verdict
 from domain.audit import Outcome
-from domain.errors import Invalid
+from domain.errors import Conflict, Forbidden, Invalid, NotFound
+from domain.permissions import Action
+from domain.ports import WebhookReply
 from domain.resources import MASK
-from domain.services import approvals, runs
+from domain.services import approvals, orgs, runs, webhooks
 from domain.services.platform import Platform
 from domain.services.webhooks import deliver_due
 from domain.webhooks import (
@@ -29,7 +32,8 @@ from domain.webhooks import (
 )
 from entrypoints.bootstrap import memory_platform
 from tests.services.test_approvals import World
-from tests.services.test_templates import submit
+from tests.services.org_support import unique_code
+from tests.services.test_templates import org_member, submit
 
 HOOK_URL = "https://hooks.example.com/opsicle"
 SECRET_POLICY = """\
@@ -252,3 +256,100 @@ async def test_a_delivery_sealed_under_another_key_is_given_up(
     assert sender.sent == []
     [d] = await deliveries(p, aid)
     assert d.status is DeliveryStatus.FAILED and "cannot be opened" in d.last_error
+
+
+# ---------------------------------------------------------------- operating deliveries
+
+
+async def test_a_429_waits_as_long_as_its_retry_after_asks(w: World) -> None:
+    await hooked(w)
+    aid = await decide(w)
+    sender = InMemoryWebhookSender([WebhookReply(429, "90"), WebhookReply(503, "bogus"), 200])
+    assert await deliver_due(w.p, sender, rng=random.Random(1)) == 1
+    [d] = await deliveries(w.p, aid)
+    assert d.next_attempt_at == w.clock.now() + timedelta(seconds=90)
+    w.clock.advance(89)
+    assert await deliver_due(w.p, sender) == 0
+    w.clock.advance(1)
+    assert await deliver_due(w.p, sender, rng=random.Random(1)) == 1
+    # An unreadable Retry-After leaves the exponential backoff (10 to 20 s after attempt 2).
+    [d] = await deliveries(w.p, aid)
+    assert 10 <= (d.next_attempt_at - w.clock.now()).total_seconds() <= 20
+
+
+async def test_an_org_lists_and_gets_its_deliveries_without_secrets(w: World) -> None:
+    await hooked(w, url=HOOK_URL + "?token=query-secret-1")
+    first, second = await decide(w), await decide(w)
+    await deliver_due(w.p, InMemoryWebhookSender([404, 200]))
+    page = await webhooks.list_deliveries(w.p, w.admin, w.code)
+    assert [d.approval_id for d in page.items] == [second, first]
+    [failed] = (await webhooks.list_deliveries(w.p, w.admin, w.code,
+                                               status=DeliveryStatus.FAILED)).items
+    [of_first] = (await webhooks.list_deliveries(w.p, w.admin, w.code, approval_id=first)).items
+    # Sent oldest first: the first decision's delivery got the 404.
+    assert of_first == failed
+    got = await webhooks.get_delivery(w.p, w.admin, w.code, failed.id)
+    assert got == failed and got.last_error == "HTTP 404"
+    paged = await webhooks.list_deliveries(w.p, w.admin, w.code, limit=1)
+    rest = await webhooks.list_deliveries(w.p, w.admin, w.code, cursor=paged.next_cursor)
+    assert [d.id for d in (*paged.items, *rest.items)] == [d.id for d in page.items]
+    assert webhooks.shown_url(got.hook.url) == HOOK_URL
+
+
+async def test_deliveries_need_org_config_and_stay_inside_their_org(w: World) -> None:
+    await hooked(w)
+    aid = await decide(w)
+    [d] = await deliveries(w.p, aid)
+    # Bob may answer requests but has no role on the org's configuration.
+    with pytest.raises(Forbidden):
+        await webhooks.list_deliveries(w.p, w.bob, w.code)
+    with pytest.raises(Forbidden):
+        await webhooks.retry_delivery(w.p, w.bob, w.code, d.id)
+    viewer = await org_member(w.p, w.mailer, w.admin, w.code, Action.VIEW,
+                              org_config=Action.VIEW)
+    assert (await webhooks.get_delivery(w.p, viewer, w.code, d.id)).id == d.id
+    with pytest.raises(Forbidden):
+        await webhooks.retry_delivery(w.p, viewer, w.code, d.id)
+    # Another org of the same admin does not see it.
+    other = unique_code()
+    await orgs.create_org(w.p, w.admin, "Other Operations", other)
+    with pytest.raises(NotFound):
+        await webhooks.get_delivery(w.p, w.admin, other, d.id)
+    assert (await webhooks.list_deliveries(w.p, w.admin, other)).items == ()
+    refused = [e async for e in w.p.audit.all() if e.verb.startswith("webhook_delivery.")]
+    assert refused and all(e.outcome is Outcome.FAILURE for e in refused)
+
+
+async def test_a_given_up_delivery_is_retried_once_audited_and_then_delivered(
+        w: World) -> None:
+    await hooked(w, max_attempts=2)
+    aid = await decide(w)
+    sender = InMemoryWebhookSender([503, 503])
+    [d] = await deliveries(w.p, aid)
+    with pytest.raises(Conflict, match="is pending"):
+        await webhooks.retry_delivery(w.p, w.admin, w.code, d.id)
+    for _ in range(2):
+        await deliver_due(w.p, sender)
+        w.clock.advance(3600)
+    [d] = await deliveries(w.p, aid)
+    assert (d.status, d.attempts) == (DeliveryStatus.FAILED, 2)
+    again = await webhooks.retry_delivery(w.p, w.admin, w.code, d.id)
+    assert (again.status, again.attempts, again.next_attempt_at) == (
+        DeliveryStatus.PENDING, 0, w.clock.now())
+    with pytest.raises(Conflict, match="is pending"):
+        await webhooks.retry_delivery(w.p, w.admin, w.code, d.id)
+    [event] = [e async for e in w.p.audit.all() if e.verb == "webhook.retried"]
+    assert (event.actor, event.resource_id, event.data["attempts"], event.data["status"]) == (
+        w.admin.actor, d.id, "2", "503")
+    # The whole budget again: a failure now is retried, not given up at once.
+    sender.answer(500, 200)
+    assert await deliver_due(w.p, sender) == 1
+    [d] = await deliveries(w.p, aid)
+    assert (d.status, d.attempts) == (DeliveryStatus.PENDING, 1)
+    w.clock.advance(3600)
+    assert await deliver_due(w.p, sender) == 1
+    [d] = await deliveries(w.p, aid)
+    assert d.status is DeliveryStatus.DELIVERED
+    with pytest.raises(Conflict, match="was delivered"):
+        await webhooks.retry_delivery(w.p, w.admin, w.code, d.id)
+    assert "secret-1" not in await audit_text(w.p)
