@@ -9,6 +9,8 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import attrs
@@ -24,7 +26,14 @@ from adapters.template_reader import read_policy
 from domain.services import approvals
 from domain.services.platform import Platform
 from domain.services.webhooks import deliver_due
-from domain.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, DeliveryStatus, verify
+from domain.webhooks import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    RETRY_CAP_SECONDS,
+    SIGNATURE_HEADER,
+    DeliveryStatus,
+    verify,
+)
 from entrypoints.bootstrap import memory_platform
 from entrypoints.webhook_delivery import webhook_delivery
 from tests.services.test_approvals import World
@@ -203,3 +212,65 @@ async def test_two_processes_sending_at_once_post_a_delivery_once(
     assert sorted(sent) == [0, 1] and len(receiver.received) == 1
     [d] = await deliveries(w.p, aid)
     assert d.status is DeliveryStatus.DELIVERED and d.attempts == 1
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_retry_after_in_seconds_or_as_a_date_sets_the_next_attempt(
+        w: World, sender: HttpxWebhookSender, clock: FakeClock, status: int) -> None:
+    async with webhook_receiver([status], retry_after="240") as receiver:
+        await hooked(w, f"{receiver.url}/hook")
+        aid = await decide(w)
+        assert await deliver_due(w.p, sender) == 1
+        [d] = await deliveries(w.p, aid)
+        assert d.next_attempt_at == clock.now() + timedelta(seconds=240)
+        assert (d.status, d.last_status) == (DeliveryStatus.PENDING, status)
+        clock.advance(239)
+        assert await deliver_due(w.p, sender) == 0
+        # The next answer names a date five minutes on instead; past the cap it is capped.
+        receiver.script.extend([status, status])
+        receiver.retry_after = format_datetime(clock.now() + timedelta(seconds=301),
+                                               usegmt=True)
+        clock.advance(1)
+        assert await deliver_due(w.p, sender) == 1
+        [d] = await deliveries(w.p, aid)
+        assert d.next_attempt_at == clock.now() + timedelta(seconds=300)
+        clock.advance(300)
+        receiver.retry_after = str(int(RETRY_CAP_SECONDS) * 10)
+        assert await deliver_due(w.p, sender) == 1
+        [d] = await deliveries(w.p, aid)
+        assert d.next_attempt_at == clock.now() + timedelta(seconds=RETRY_CAP_SECONDS)
+        clock.advance(RETRY_CAP_SECONDS)
+        assert await deliver_due(w.p, sender) == 1
+    [d] = await deliveries(w.p, aid)
+    assert (d.status, d.attempts) == (DeliveryStatus.DELIVERED, 4)
+    assert len(receiver.received) == 4
+
+
+async def test_the_loop_sender_gives_up_waiting_after_webhook_timeout(
+        w: World, clock: FakeClock) -> None:
+    """A receiver that accepts the connection and never answers: the delivery loop's own
+    sender ends the attempt after ``timeout_seconds`` and the delivery waits for a retry."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    quiet = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = quiet.sockets[0].getsockname()[1]
+    try:
+        await hooked(w, f"http://127.0.0.1:{port}/hook")
+        aid = await decide(w)
+        async with webhook_delivery(w.p, interval=0.05, loop_clock=SystemClock(),
+                                    timeout_seconds=0.2):
+            for _ in range(1000):
+                [d] = await deliveries(w.p, aid)
+                if d.attempts:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        for writer in held:
+            writer.close()
+        quiet.close()
+        await quiet.wait_closed()
+    assert (d.status, d.attempts, d.last_status) == (DeliveryStatus.PENDING, 1, None)
+    assert "no answer within the timeout of 0.2 s" in d.last_error

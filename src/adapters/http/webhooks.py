@@ -22,6 +22,7 @@ class HttpxWebhookSender:
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        self._timeout = timeout_seconds
         self._http = httpx.AsyncClient(
             timeout=timeout_seconds, follow_redirects=False, transport=transport,
             # Receivers are configured per policy; no proxy from the environment is implied.
@@ -33,7 +34,8 @@ class HttpxWebhookSender:
             reply = await self._http.post(
                 request.url, content=request.body, headers=dict(request.headers))
         except httpx.TimeoutException as exc:
-            raise Unavailable(f"no answer within the timeout ({type(exc).__name__})") from exc
+            raise Unavailable(f"no answer within the timeout of {self._timeout:g} s "
+                              f"({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
             raise Unavailable(f"could not reach the receiver ({type(exc).__name__}: {exc})"
                               ) from exc
