@@ -31,8 +31,8 @@ from domain.webhooks import (
     verify,
 )
 from entrypoints.bootstrap import memory_platform
-from tests.services.test_approvals import World
 from tests.services.org_support import unique_code
+from tests.services.test_approvals import World
 from tests.services.test_templates import org_member, submit
 
 HOOK_URL = "https://hooks.example.com/opsicle"
