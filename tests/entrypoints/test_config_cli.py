@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from entrypoints import settings
 from entrypoints.main import run
 
 
@@ -45,3 +46,34 @@ def test_run_migrations_goes_forward_and_refuses_what_it_cannot(
     assert "only upgrades are done" in capsys.readouterr().err
     assert run(["run", "migrations", "--data-dir", data, "--to", "nope"]) == 2
     assert "Can't locate revision identified by 'nope'" in capsys.readouterr().err
+
+
+def test_webhook_timeout_comes_from_a_flag_the_environment_or_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("webhook-timeout: 20\n")
+    monkeypatch.delenv("OPSICLE_WEBHOOK_TIMEOUT", raising=False)
+
+    def shown() -> dict[str, object]:
+        assert run(["--config", str(config), "-o", "json", "config", "show"]) == 0
+        rows = {r["setting"]: r for r in json.loads(capsys.readouterr().out)}
+        return dict(rows["webhook-timeout"])
+
+    assert shown() == {"setting": "webhook-timeout", "value": 20.0,
+                       "from": f"config file {config}"}
+    monkeypatch.setenv("OPSICLE_WEBHOOK_TIMEOUT", "2.5")
+    assert shown()["value"] == 2.5
+    resolved = settings.load(config, {"OPSICLE_WEBHOOK_TIMEOUT": "2.5"}, webhook_timeout=4)
+    assert (resolved["webhook-timeout"], resolved.origin("webhook-timeout")) == (
+        4.0, "flag --webhook-timeout")
+    assert settings.load(None, {"XDG_CONFIG_HOME": str(tmp_path / "none")})[
+        "webhook-timeout"] == 10.0
+    monkeypatch.setenv("OPSICLE_WEBHOOK_TIMEOUT", "0")
+    assert run(["--config", str(config), "config", "show"]) == 2
+    err = capsys.readouterr().err
+    assert "OPSICLE_WEBHOOK_TIMEOUT: expected seconds above 0 to 3600" in err
+    assert "Traceback" not in err
+    for role in ("controller", "coordinator", "standalone"):
+        assert run(["start", role, "--help"]) == 0
+        assert "--webhook-timeout" in capsys.readouterr().out
