@@ -189,6 +189,29 @@ def bad_cursor() -> Invalid:
                    errors=(FieldError("cursor", "is not a cursor this list returned"),))
 
 
+Created = TypeVar("Created", Run, Approval, WebhookDelivery)
+
+
+def newest_first(items: Iterable[Created], wanted: Callable[[Created], bool], limit: int,
+                 cursor: str | None) -> Page[Created]:
+    """The ``wanted`` items newest first by (``created_at``, ``id``), a page of ``limit``
+    after the item ``cursor`` names."""
+    check_limit(limit)
+    after: tuple[datetime, str] | None = None
+    if cursor is not None:
+        at, item_id = decode_cursor(cursor, 2)
+        try:
+            after = (datetime.fromisoformat(at), str(item_id))
+        except (TypeError, ValueError) as e:
+            raise bad_cursor() from e
+    found = sorted((i for i in items
+                    if wanted(i) and (after is None or (i.created_at, i.id) < after)),
+                   key=lambda i: (i.created_at, i.id), reverse=True)
+    page = found[:limit]
+    return Page(tuple(page), encode_cursor(page[-1].created_at.astimezone(UTC).isoformat(),
+                                           page[-1].id) if len(found) > limit else None)
+
+
 class _Repository:
     def __init__(self, uow: InMemoryUnitOfWork) -> None:
         self._uow = uow
@@ -665,30 +688,15 @@ class InMemoryRunRepository(_Repository):
 
     async def list(self, flt: RunFilter, *, limit: int = 50, cursor: str | None = None
                    ) -> Page[Run]:
-        check_limit(limit)
-        after: tuple[datetime, str] | None = None
-        if cursor is not None:
-            at, run_id = decode_cursor(cursor, 2)
-            try:
-                after = (datetime.fromisoformat(at), str(run_id))
-            except (TypeError, ValueError) as e:
-                raise bad_cursor() from e
-
         def wanted(r: Run) -> bool:
             return ((flt.org_id is None or r.org_id == flt.org_id)
                     and (flt.template_id is None or r.template_id == flt.template_id)
                     and (flt.requested_by is None or r.requested_by == flt.requested_by)
                     and (not flt.statuses or r.status in flt.statuses)
                     and (flt.created_after is None or r.created_at >= flt.created_after)
-                    and (flt.created_before is None or r.created_at < flt.created_before)
-                    and (after is None or (r.created_at, r.id) < after))
+                    and (flt.created_before is None or r.created_at < flt.created_before))
 
-        runs = sorted((r for r in self._s.runs.values() if wanted(r)),
-                      key=lambda r: (r.created_at, r.id), reverse=True)
-        page = runs[:limit]
-        more = len(runs) > limit
-        return Page(tuple(page), encode_cursor(page[-1].created_at.astimezone(UTC).isoformat(),
-                                               page[-1].id) if more else None)
+        return newest_first(self._s.runs.values(), wanted, limit, cursor)
 
 
 class InMemoryWorkerRepository(_Repository):
@@ -729,30 +737,15 @@ class InMemoryApprovalRepository(_Repository):
 
     async def list(self, flt: ApprovalFilter, *, limit: int = 50, cursor: str | None = None
                    ) -> Page[Approval]:
-        check_limit(limit)
-        after: tuple[datetime, str] | None = None
-        if cursor is not None:
-            at, approval_id = decode_cursor(cursor, 2)
-            try:
-                after = (datetime.fromisoformat(at), str(approval_id))
-            except (TypeError, ValueError) as e:
-                raise bad_cursor() from e
-
         def wanted(a: Approval) -> bool:
             return ((flt.org_id is None or a.org_id == flt.org_id)
                     and (flt.responder_id is None or flt.responder_id in a.responders)
                     and (flt.run_id is None or a.run_id == flt.run_id)
                     and (not flt.statuses or a.status in flt.statuses)
                     and (flt.decided_since is None or (
-                        a.decided_at is not None and a.decided_at >= flt.decided_since))
-                    and (after is None or (a.created_at, a.id) < after))
+                        a.decided_at is not None and a.decided_at >= flt.decided_since)))
 
-        found = sorted((a for a in self._s.approvals.values() if wanted(a)),
-                       key=lambda a: (a.created_at, a.id), reverse=True)
-        page = found[:limit]
-        more = len(found) > limit
-        return Page(tuple(page), encode_cursor(page[-1].created_at.astimezone(UTC).isoformat(),
-                                               page[-1].id) if more else None)
+        return newest_first(self._s.approvals.values(), wanted, limit, cursor)
 
     async def due(self, at: datetime, limit: int = 100) -> builtins.list[Approval]:
         check_limit(limit)
@@ -837,20 +830,12 @@ class InMemoryWebhookDeliveryRepository(_Repository):
 
     async def list(self, flt: WebhookDeliveryFilter, *, limit: int = 50,
                    cursor: str | None = None) -> Page[WebhookDelivery]:
-        check_limit(limit)
-        after = _after(cursor)
-
         def wanted(d: WebhookDelivery) -> bool:
             return ((flt.org_id is None or d.org_id == flt.org_id)
                     and (flt.approval_id is None or d.approval_id == flt.approval_id)
-                    and (flt.status is None or d.status is flt.status)
-                    and (after is None or (d.created_at, d.id) < after))
+                    and (flt.status is None or d.status is flt.status))
 
-        found = sorted((d for d in self._s.webhooks.values() if wanted(d)),
-                       key=lambda d: (d.created_at, d.id), reverse=True)
-        page = found[:limit]
-        return Page(tuple(page), encode_cursor(page[-1].created_at.astimezone(UTC).isoformat(),
-                                               page[-1].id) if len(found) > limit else None)
+        return newest_first(self._s.webhooks.values(), wanted, limit, cursor)
 
     async def update(self, delivery: WebhookDelivery, *, expected: DeliveryStatus) -> None:
         stored = await self.get(delivery.id)
@@ -858,14 +843,3 @@ class InMemoryWebhookDeliveryRepository(_Repository):
             raise Conflict(f"webhook delivery {delivery.id} is {stored.status.value}, "
                            f"not {expected.value}", code="delivery_changed")
         self._s.webhooks[delivery.id] = delivery
-
-
-def _after(cursor: str | None) -> tuple[datetime, str] | None:
-    """The (created at, id) key a newest-first page cursor continues after."""
-    if cursor is None:
-        return None
-    at, item_id = decode_cursor(cursor, 2)
-    try:
-        return datetime.fromisoformat(at), str(item_id)
-    except (TypeError, ValueError) as e:
-        raise bad_cursor() from e

@@ -764,27 +764,30 @@ class SqlRunRepository(_Repository):
             stmt = stmt.where(c.created_at >= flt.created_after)
         if flt.created_before is not None:
             stmt = stmt.where(c.created_at < flt.created_before)
-        if cursor is not None:
-            at, run_id = decode_run_cursor(cursor)
-            stmt = stmt.where(sa.or_(c.created_at < at,
-                                     sa.and_(c.created_at == at, c.id < run_id)))
-        stmt = stmt.order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
-        runs = [m.run_of(r) for r in await self._uow.rows(stmt)]
+        runs = [m.run_of(r) for r in await self._uow.rows(newest_first(stmt, c, cursor, limit))]
         more = len(runs) > limit
         runs = runs[:limit]
-        return Page(tuple(runs), run_cursor(runs[-1]) if more else None)
+        return Page(tuple(runs), created_cursor(runs[-1]) if more else None)
 
 
-def run_cursor(run: Run) -> str:
-    return m.encode_cursor(run.created_at.isoformat(), run.id)
+def created_cursor(item: Run | Approval | WebhookDelivery) -> str:
+    """The cursor of a newest-first page that ended with ``item``."""
+    return m.encode_cursor(item.created_at.isoformat(), item.id)
 
 
-def decode_run_cursor(cursor: str) -> tuple[datetime, str]:
-    at, run_id = m.decode_cursor(cursor, 2)
-    try:
-        return datetime.fromisoformat(at), str(run_id)
-    except (TypeError, ValueError) as e:
-        raise Invalid("the page cursor is not valid", code="invalid_cursor") from e
+def newest_first(stmt: sa.Select[Any], c: Any, cursor: str | None, limit: int
+                 ) -> sa.Select[Any]:
+    """``stmt`` newest first by (``created_at``, ``id``), after the row ``cursor`` names, with
+    one row more than ``limit`` to tell whether another page follows."""
+    if cursor is not None:
+        at, item_id = m.decode_cursor(cursor, 2)
+        try:
+            after = datetime.fromisoformat(at)
+        except (TypeError, ValueError) as e:
+            raise m.bad_cursor() from e
+        stmt = stmt.where(sa.or_(c.created_at < after,
+                                 sa.and_(c.created_at == after, c.id < str(item_id))))
+    return stmt.order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
 
 
 class SqlWorkerRepository(_Repository):
@@ -889,21 +892,10 @@ class SqlApprovalRepository(_Repository):
             r = t.approval_responders.c
             stmt = stmt.where(c.id.in_(sa.select(r.approval_id)
                                        .where(r.user_id == flt.responder_id)))
-        if cursor is not None:
-            at, approval_id = m.decode_cursor(cursor, 2)
-            try:
-                after = datetime.fromisoformat(at)
-            except (TypeError, ValueError) as e:
-                raise m.bad_cursor() from e
-            stmt = stmt.where(sa.or_(c.created_at < after,
-                                     sa.and_(c.created_at == after, c.id < str(approval_id))))
-        stmt = stmt.order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
-        rows = await self._uow.rows(stmt)
+        rows = await self._uow.rows(newest_first(stmt, c, cursor, limit))
         more = len(rows) > limit
         found = await self._with_responders(rows[:limit])
-        last = found[-1] if found else None
-        return Page(tuple(found), m.encode_cursor(last.created_at.isoformat(), last.id)
-                    if more and last is not None else None)
+        return Page(tuple(found), created_cursor(found[-1]) if more and found else None)
 
     async def due(self, at: datetime, limit: int = 100) -> builtins.list[Approval]:
         check_limit(limit)
@@ -1033,19 +1025,9 @@ class SqlWebhookDeliveryRepository(_Repository):
             stmt = stmt.where(c.approval_id == flt.approval_id)
         if flt.status is not None:
             stmt = stmt.where(c.status == flt.status.value)
-        if cursor is not None:
-            at, delivery_id = m.decode_cursor(cursor, 2)
-            try:
-                after = datetime.fromisoformat(at)
-            except (TypeError, ValueError) as e:
-                raise m.bad_cursor() from e
-            stmt = stmt.where(sa.or_(c.created_at < after,
-                                     sa.and_(c.created_at == after, c.id < str(delivery_id))))
-        rows = await self._uow.rows(
-            stmt.order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1))
+        rows = await self._uow.rows(newest_first(stmt, c, cursor, limit))
         found = [m.webhook_of(r) for r in rows[:limit]]
-        return Page(tuple(found), m.encode_cursor(found[-1].created_at.isoformat(), found[-1].id)
-                    if len(rows) > limit else None)
+        return Page(tuple(found), created_cursor(found[-1]) if len(rows) > limit else None)
 
     async def update(self, delivery: WebhookDelivery, *, expected: DeliveryStatus) -> None:
         c = t.webhook_deliveries.c
