@@ -87,6 +87,19 @@ def test_policies_settings_and_a_rejected_run(
     ok(cli("remove", "approval-policy", "two-eyes", "--org", org, user="admin"))
 
 
+def rejected_run(cli: CliRunner, org: str, tmp_path: Path) -> dict[str, Any]:
+    """Store template 'guarded' (under the org's policy 'two-eyes'), run it as 'admin' and have
+    'bob' reject it 'not today'; the approval request as 'bob' listed it."""
+    template = tmp_path / "guarded.yaml"
+    template.write_text(TEMPLATE)
+    ok(cli("create", "template", "-f", str(template), "--org", org, user="admin"))
+    run = data(cli("run", "template", "guarded", "--org", org, "-o", "json", user="admin"))
+    [request] = [a for a in data(cli("list", "approvals", "--org", org, "-o", "json",
+                                     user="bob")) if a["runId"] == run["id"]]
+    ok(cli("reject", request["id"], "--reason", "not today", user="bob"))
+    return dict(request)
+
+
 class _Hook(http.server.BaseHTTPRequestHandler):
     received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
 
@@ -124,13 +137,7 @@ def test_a_policy_webhook_is_masked_and_the_controller_calls_it_back(
         content = data(cli("get", "approval-policy", "two-eyes", "--org", org, "-o", "json",
                            user="admin"))["content"]
         assert "token: '***'" in content
-        template = tmp_path / "guarded.yaml"
-        template.write_text(TEMPLATE)
-        ok(cli("create", "template", "-f", str(template), "--org", org, user="admin"))
-        run = data(cli("run", "template", "guarded", "--org", org, "-o", "json", user="admin"))
-        [request] = [a for a in data(cli("list", "approvals", "--org", org, "-o", "json",
-                                         user="bob")) if a["runId"] == run["id"]]
-        ok(cli("reject", request["id"], "--reason", "not today", user="bob"))
+        request = rejected_run(cli, org, tmp_path)
         # The controller's delivery loop polls every few seconds; wait for its POST.
         for _ in range(300):
             if _Hook.received:

@@ -16,7 +16,7 @@ import pytest
 from tests.entrypoints.conftest import CliResult, CliRunner, RunningController
 from tests.entrypoints.test_approvals_cli import (  # noqa: F401 (wide_tables: autouse)
     POLICY,
-    TEMPLATE,
+    rejected_run,
     wide_tables,
 )
 from tests.entrypoints.test_orgs_cli import ok, with_member
@@ -78,13 +78,7 @@ def test_list_get_and_retry_a_given_up_delivery(
     policy.write_text(POLICY + f"  webhooks:\n    - url: {receiver}/hook/{org}?key=q-secret\n"
                       "      auth: {bearer: {token: tok-ops-secret}}\n")
     ok(cli("create", "approval-policy", "-f", str(policy), "--org", org, user="admin"))
-    template = tmp_path / "guarded.yaml"
-    template.write_text(TEMPLATE)
-    ok(cli("create", "template", "-f", str(template), "--org", org, user="admin"))
-    run = data(cli("run", "template", "guarded", "--org", org, "-o", "json", user="admin"))
-    [request] = [a for a in data(cli("list", "approvals", "--org", org, "-o", "json",
-                                     user="bob")) if a["runId"] == run["id"]]
-    ok(cli("reject", request["id"], "--reason", "not today", user="bob"))
+    request = rejected_run(cli, org, tmp_path)
 
     [failed] = wait_for(cli, org, "failed")
     assert (failed["approvalId"], failed["attempts"], failed["lastStatus"]) == (
