@@ -5,20 +5,26 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
-
-import yaml
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any, TextIO
 
 from domain.errors import Invalid, OpsicleError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# rich and yaml are imported where they are used: plain output (JSON, `opsicle version`)
+# must not pay for them at start-up.
+
 
 def console(stream: TextIO | None = None) -> Console:
+    from rich.console import Console
+
     return Console(file=stream or sys.stdout, soft_wrap=True, highlight=False)
 
 
 def error_console() -> Console:
+    from rich.console import Console
+
     return Console(file=sys.stderr, soft_wrap=True, highlight=False)
 
 
@@ -27,9 +33,15 @@ def emit(data: Any, fmt: str, *, columns: Sequence[str] = (), title: str = "") -
     out = sys.stdout
     if fmt == "json":
         out.write(json.dumps(data, indent=2, default=str) + "\n")
-    elif fmt == "yaml":
+        return
+    if fmt == "yaml":
+        import yaml
+
         out.write(yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True))
-    elif isinstance(data, Mapping):
+        return
+    from rich.table import Table
+
+    if isinstance(data, Mapping):
         table = Table(show_header=False, box=None, title=title or None)
         for key, value in data.items():
             table.add_row(f"[bold]{key}[/bold]", str(value))

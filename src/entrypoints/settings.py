@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import yaml
 
 from domain.errors import FieldError, Invalid
 
@@ -193,6 +192,8 @@ def load(
 
 
 def _read_config(path: Path) -> dict[str, Any]:
+    import yaml  # only when there is a config file: start-up without one stays cheap
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

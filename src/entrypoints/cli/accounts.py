@@ -6,16 +6,18 @@ import contextlib
 import getpass
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import Parameter
 
-from adapters.http.accounts_client import AccountsClient
-from adapters.http.controller_client import ControllerClient
-from adapters.http.schemas.accounts import Login, MfaSetup, RecoveryCodes
 from domain.errors import FieldError, Invalid, Unauthenticated
 from entrypoints.cli import client, verbs
 from entrypoints.output import console
+
+if TYPE_CHECKING:
+    from adapters.http.accounts_client import AccountsClient
+    from adapters.http.controller_client import ControllerClient
+    from adapters.http.schemas.accounts import Login, MfaSetup, RecoveryCodes
 
 ControllerUrl = Annotated[
     str | None,
@@ -36,6 +38,12 @@ CodeOpt = Annotated[
     str | None,
     Parameter(help="A code from your authenticator app, or one of your recovery codes."),
 ]
+
+
+def _accounts(c: ControllerClient) -> AccountsClient:
+    from adapters.http.accounts_client import AccountsClient
+
+    return AccountsClient(c)
 
 
 def _interactive() -> bool:
@@ -91,7 +99,7 @@ def register(
     address = _ask(email, "email", "Email")
     secret = _ask(password, "password", "Password", secret=True)
     account = client.run(
-        controller_url, lambda c: AccountsClient(c).register(address, secret), authenticated=False
+        controller_url, lambda c: _accounts(c).register(address, secret), authenticated=False
     )
     client.say(
         f"Account {account.email} created. We emailed a verification code: run "
@@ -121,7 +129,7 @@ def login(
     secret = _ask(password, "password", "Password", secret=True)
 
     async def action(c: ControllerClient) -> Login:
-        sdk = AccountsClient(c)
+        sdk = _accounts(c)
         result = await sdk.login(address, secret)
         if result.mfa_required and result.ticket:
             answer = _ask(code, "code", "Authenticator code (or a recovery code)")
@@ -151,7 +159,7 @@ def logout(*, controller_url: ControllerUrl = None) -> int:
     """End the session on the controller and forget it here."""
     # An ended or foreign session needs forgetting all the same.
     with contextlib.suppress(Unauthenticated):
-        client.run(controller_url, lambda c: AccountsClient(c).logout())
+        client.run(controller_url, lambda c: _accounts(c).logout())
     forgot = client.clear_session()
     client.say("Logged out." if forgot else "You were not logged in.")
     if client.current()["output"] != "text":
@@ -161,7 +169,7 @@ def logout(*, controller_url: ControllerUrl = None) -> int:
 
 def whoami(*, controller_url: ControllerUrl = None) -> int:
     """Show the account this session belongs to."""
-    me = client.run(controller_url, lambda c: AccountsClient(c).whoami())
+    me = client.run(controller_url, lambda c: _accounts(c).whoami())
     client.show(me)
     return 0
 
@@ -181,7 +189,7 @@ def verify_email(
         address = _ask(email, "email", "Email")
         answer = client.run(
             controller_url,
-            lambda c: AccountsClient(c).resend_verification(address),
+            lambda c: _accounts(c).resend_verification(address),
             authenticated=False,
         )
         client.say(answer.message[:1].upper() + answer.message[1:] + ".")
@@ -190,7 +198,7 @@ def verify_email(
         return 0
     given = _ask(code, "code", "Verification code")
     account = client.run(
-        controller_url, lambda c: AccountsClient(c).verify_email(given), authenticated=False
+        controller_url, lambda c: _accounts(c).verify_email(given), authenticated=False
     )
     client.say(f"{account.email} is verified: you can log in with 'opsicle login'.")
     if client.current()["output"] != "text":
@@ -228,7 +236,7 @@ def reset_password(
         new = _ask(new_password, "new_password", "New password", secret=True)
         client.run(
             controller_url,
-            lambda c: AccountsClient(c).complete_password_reset(code, new),
+            lambda c: _accounts(c).complete_password_reset(code, new),
             authenticated=False,
         )
         client.say("Password set. Every session has ended: log in with 'opsicle login'.")
@@ -238,7 +246,7 @@ def reset_password(
     if email is None and client.load_session().get("token"):
         current = _ask(current_password, "current_password", "Current password", secret=True)
         new = _ask(new_password, "new_password", "New password", secret=True)
-        client.run(controller_url, lambda c: AccountsClient(c).change_password(current, new))
+        client.run(controller_url, lambda c: _accounts(c).change_password(current, new))
         client.say("Password changed. Your other sessions have ended; this one stays.")
         if client.current()["output"] != "text":
             client.show({"passwordChanged": True})
@@ -246,7 +254,7 @@ def reset_password(
     address = _ask(email, "email", "Email")
     answer = client.run(
         controller_url,
-        lambda c: AccountsClient(c).request_password_reset(address),
+        lambda c: _accounts(c).request_password_reset(address),
         authenticated=False,
     )
     client.say(
@@ -278,12 +286,12 @@ def create_mfa(
     later with 'opsicle create mfa --code CODE'.
     """
     if code:
-        codes = client.run(controller_url, lambda c: AccountsClient(c).confirm_mfa(code))
+        codes = client.run(controller_url, lambda c: _accounts(c).confirm_mfa(code))
         client.say("Multi-factor authentication is on.")
         _show_recovery_codes(codes)
         return 0
     secret = _ask(password, "password", "Password", secret=True)
-    setup = client.run(controller_url, lambda c: AccountsClient(c).enrol_mfa(secret))
+    setup = client.run(controller_url, lambda c: _accounts(c).enrol_mfa(secret))
     _show_setup(setup)
     if _interactive():
         answer = input("Code from your authenticator app: ").strip()
@@ -292,7 +300,7 @@ def create_mfa(
     if not answer:
         client.say("Confirm with 'opsicle create mfa --code CODE' once your app shows codes.")
         return 0
-    codes = client.run(controller_url, lambda c: AccountsClient(c).confirm_mfa(answer))
+    codes = client.run(controller_url, lambda c: _accounts(c).confirm_mfa(answer))
     client.say("Multi-factor authentication is on.")
     _show_recovery_codes(codes)
     return 0
@@ -316,7 +324,7 @@ def _show_setup(setup: MfaSetup) -> None:
 
 def get_mfa(*, controller_url: ControllerUrl = None) -> int:
     """Show whether MFA is on and how many recovery codes are left."""
-    status = client.run(controller_url, lambda c: AccountsClient(c).mfa_status())
+    status = client.run(controller_url, lambda c: _accounts(c).mfa_status())
     client.show(status)
     return 0
 
@@ -330,7 +338,7 @@ def remove_mfa(
     """Turn multi-factor authentication off (needs your password and a current code)."""
     secret = _ask(password, "password", "Password", secret=True)
     answer = _ask(code, "code", "Authenticator code (or a recovery code)")
-    client.run(controller_url, lambda c: AccountsClient(c).remove_mfa(secret, answer))
+    client.run(controller_url, lambda c: _accounts(c).remove_mfa(secret, answer))
     client.say("Multi-factor authentication is off.")
     if client.current()["output"] != "text":
         client.show({"mfaRemoved": True})

@@ -9,9 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import Parameter
 
-from adapters.http.approvals_client import ApprovalsClient
-from adapters.http.controller_client import ControllerClient
-from adapters.http.schemas.approvals import ApprovalInfo, PolicyInfo
 from domain.errors import FieldError, Invalid
 from entrypoints.cli import verbs
 from entrypoints.cli.client import current, run, say, show
@@ -20,11 +17,20 @@ from entrypoints.output import error_console
 
 if TYPE_CHECKING:
     from adapters.crypto.grants import FileGrantKeyStore
+    from adapters.http.approvals_client import ApprovalsClient
+    from adapters.http.controller_client import ControllerClient
+    from adapters.http.schemas.approvals import ApprovalInfo, PolicyInfo
 
 DataDir = Annotated[
     str | None,
     Parameter(help="The server's data directory. Default: ~/.local/share/opsicle"),
 ]
+
+
+def _approvals(c: ControllerClient) -> ApprovalsClient:
+    from adapters.http.approvals_client import ApprovalsClient
+
+    return ApprovalsClient(c)
 
 
 def _key_store(data_dir: str | None) -> FileGrantKeyStore:
@@ -119,7 +125,7 @@ def list_approvals(
     """List approval requests: without --org, the pending ones you may answer."""
     statuses = [s.strip() for s in (status or "").split(",") if s.strip()]
     page = run(
-        controller_url, lambda c: ApprovalsClient(c).list_approvals(org=org, statuses=statuses)
+        controller_url, lambda c: _approvals(c).list_approvals(org=org, statuses=statuses)
     )
     show(page.items, columns=APPROVAL_COLUMNS)
     return 0
@@ -128,7 +134,7 @@ def list_approvals(
 @verbs.get.command(name="approval")
 def get_approval(approval_id: ApprovalId, /, *, controller_url: ControllerUrl = None) -> int:
     """Show an approval request: its run, who answered, and what it still waits for."""
-    _show_approval(run(controller_url, lambda c: ApprovalsClient(c).get(approval_id)))
+    _show_approval(run(controller_url, lambda c: _approvals(c).get(approval_id)))
     return 0
 
 
@@ -147,7 +153,7 @@ def approve(
     """Approve a run's approval request (you cannot approve your own run)."""
 
     async def action(c: ControllerClient) -> ApprovalInfo:
-        sdk = ApprovalsClient(c)
+        sdk = _approvals(c)
         answer = code
         if answer is None:
             info = await sdk.get(approval_id)
@@ -178,7 +184,7 @@ def reject(
     controller_url: ControllerUrl = None,
 ) -> int:
     """Reject a run's approval request: the run ends rejected at once."""
-    _show_approval(run(controller_url, lambda c: ApprovalsClient(c).reject(approval_id, reason)))
+    _show_approval(run(controller_url, lambda c: _approvals(c).reject(approval_id, reason)))
     return 0
 
 
@@ -216,7 +222,7 @@ def create_policy(*, file: File, org: Org, controller_url: ControllerUrl = None)
 
     text, source = _read(file)
     read_policy(text, source)
-    made = run(controller_url, lambda c: ApprovalsClient(c).create_policy(org, text, source))
+    made = run(controller_url, lambda c: _approvals(c).create_policy(org, text, source))
     say(f"approval policy {made.name} created ({made.id})")
     if current()["output"] != "text":
         show(made)
@@ -226,7 +232,7 @@ def create_policy(*, file: File, org: Org, controller_url: ControllerUrl = None)
 @verbs.list_.command(name="approval-policies")
 def list_policies(*, org: Org, controller_url: ControllerUrl = None) -> int:
     """List the org's approval policies."""
-    show(run(controller_url, lambda c: ApprovalsClient(c).list_policies(org)),
+    show(run(controller_url, lambda c: _approvals(c).list_policies(org)),
          columns=POLICY_COLUMNS)
     return 0
 
@@ -240,7 +246,7 @@ def get_policy(
     controller_url: ControllerUrl = None,
 ) -> int:
     """Show an approval policy as YAML (edit it and pass it to 'update approval-policy')."""
-    _show_policy(run(controller_url, lambda c: ApprovalsClient(c).get_policy(org, name)))
+    _show_policy(run(controller_url, lambda c: _approvals(c).get_policy(org, name)))
     return 0
 
 
@@ -260,7 +266,7 @@ def update_policy(
     text, source = _read(file)
     target = name or read_policy(text, source).metadata.name
     changed = run(
-        controller_url, lambda c: ApprovalsClient(c).update_policy(org, target, text, source)
+        controller_url, lambda c: _approvals(c).update_policy(org, target, text, source)
     )
     say(f"approval policy {changed.name} updated")
     if current()["output"] != "text":
@@ -277,7 +283,7 @@ def remove_policy(
     controller_url: ControllerUrl = None,
 ) -> int:
     """Remove an approval policy from the org (org config)."""
-    gone = run(controller_url, lambda c: ApprovalsClient(c).remove_policy(org, name))
+    gone = run(controller_url, lambda c: _approvals(c).remove_policy(org, name))
     say(f"approval policy {gone.name} removed")
     if current()["output"] != "text":
         show(gone)
@@ -316,7 +322,7 @@ def update_org_approvals(
         parsed = parse_labels(labels)
     changed = run(
         controller_url,
-        lambda c: ApprovalsClient(c).update_settings(
+        lambda c: _approvals(c).update_settings(
             org, required=required, labels=parsed, policy_ref=policy
         ),
     )

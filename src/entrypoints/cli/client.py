@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from adapters.http.controller_client import ControllerClient
-from adapters.serialization import to_json
 from domain.errors import Unauthenticated
 from entrypoints import settings
 from entrypoints.output import console, emit
+
+if TYPE_CHECKING:
+    # The SDK (httpx, cattrs, the wire schemas) is imported when a command runs, so that
+    # building the command tree for `opsicle --help` or `opsicle version` stays cheap.
+    import asyncio
+
+    from adapters.http.controller_client import ControllerClient
 
 T = TypeVar("T")
 
@@ -69,6 +73,8 @@ def run(
     authenticated: bool = True,
 ) -> T:
     """Run ``action`` with a client for the controller, logged in unless told otherwise."""
+    from adapters.http.controller_client import ControllerClient
+
     url = controller_url(flag_url)
     token = None
     if authenticated:
@@ -90,6 +96,8 @@ def run(
 
 def show(data: Any, *, columns: Sequence[str] = (), title: str = "") -> None:
     """Print a wire object (or a list of them) in the chosen output format."""
+    from adapters.serialization import to_json
+
     emit(to_json(data), current()["output"], columns=columns, title=title)
 
 

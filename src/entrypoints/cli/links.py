@@ -6,7 +6,6 @@ from typing import Annotated, Literal
 
 from cyclopts import Parameter
 
-from adapters.http.chat_links_client import ChatLinksClient
 from entrypoints.cli import client
 
 
@@ -28,6 +27,8 @@ def link(
     Prints a single-use code that works for ten minutes: send /link CODE to the bot in
     Telegram, or type /opsicle link CODE in Slack.
     """
+    from adapters.http.chat_links_client import ChatLinksClient
+
     issued = client.run(controller_url, lambda c: ChatLinksClient(c).link_code(platform))
     if client.current()["output"] == "text":
         client.say(f"To link your {platform} account, {issued.instructions}")

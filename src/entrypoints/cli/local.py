@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 from cyclopts import App, Parameter
 
 from domain.errors import FieldError, Invalid
-from domain.resources import Kind
 from entrypoints import settings
 from entrypoints.output import console, emit
 from entrypoints.version import build_info
@@ -19,10 +18,7 @@ def version() -> int:
     fmt = settings.current.get(settings.load())["output"]
     info = build_info()
     if fmt == "text":
-        console().print(
-            f"opsicle {info['version']} (commit {info['commit']}, built {info['buildDate']})",
-            markup=False,
-        )
+        print(f"opsicle {info['version']} (commit {info['commit']}, built {info['buildDate']})")
     else:
         emit(info, fmt)
     return 0
@@ -95,6 +91,7 @@ def run(
     import asyncio
 
     from adapters.resources_yaml import load_file
+    from domain.resources import Kind
     from entrypoints.local_run import LocalRun, parse_vars
 
     resolved = settings.current.get(settings.load()).with_flags(

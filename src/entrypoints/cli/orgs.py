@@ -6,18 +6,20 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import App, Parameter
 
-from adapters.http.controller_client import ControllerClient
-from adapters.http.orgs_client import OrgsClient
-from adapters.http.schemas.orgs import GrantSpec, IssuedSecret
 from domain.errors import FieldError, Invalid
 from domain.orgs import MemberType
 from entrypoints.cli import verbs
 from entrypoints.cli.client import current, run, say, show
 from entrypoints.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from adapters.http.controller_client import ControllerClient
+    from adapters.http.orgs_client import OrgsClient
+    from adapters.http.schemas.orgs import GrantSpec, IssuedSecret
 
 ControllerUrl = Annotated[
     str | None,
@@ -76,6 +78,8 @@ for verb, sub in (
 
 
 def _orgs(client: ControllerClient) -> OrgsClient:
+    from adapters.http.orgs_client import OrgsClient
+
     return OrgsClient(client)
 
 
@@ -293,6 +297,8 @@ def remove_org_member(
 
 def parse_grants(allow: list[str] | None, deny: list[str] | None) -> dict[str, GrantSpec]:
     """``--allow templates=view,execute --deny org=delete`` as grants per resource."""
+    from adapters.http.schemas.orgs import GrantSpec
+
     found: dict[str, tuple[list[str], list[str]]] = {}
     for flag, values, index in (("allow", allow, 0), ("deny", deny, 1)):
         for value in values or []:

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import Parameter
-from rich.console import Console
 
-from adapters.http.controller_client import ControllerClient
-from adapters.http.runs_client import RunsClient
-from adapters.http.schemas.runs import RunInfo
-from adapters.http.templates_client import TemplatesClient
-from domain.automations import RunStatus
 from domain.errors import FieldError, Invalid, Unavailable
 from entrypoints.cli import local, verbs
 from entrypoints.cli.client import current, run, say, show
 from entrypoints.exitcodes import ExitCode
 from entrypoints.output import console, error_console
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from adapters.http.controller_client import ControllerClient
+    from adapters.http.runs_client import RunsClient
+    from adapters.http.schemas.runs import RunInfo
+    from domain.automations import RunStatus
 
 ControllerUrl = Annotated[
     str | None,
@@ -33,22 +34,30 @@ ControllerUrl = Annotated[
 RunId = Annotated[str, Parameter(help="The run's id.")]
 RUN_COLUMNS = ("id", "name", "status", "waiting", "templateVersion", "requestedBy", "createdAt")
 PHASE_COLUMNS = ("name", "status", "exitCode", "startedAt", "finishedAt")
-EXIT_FOR_STATUS = {
-    RunStatus.SUCCEEDED: ExitCode.OK,
-    RunStatus.FAILED: ExitCode.PHASE_FAILED,
-    RunStatus.TIMED_OUT: ExitCode.TIMED_OUT,
-    RunStatus.CANCELLED: ExitCode.CANCELLED,
-    RunStatus.REJECTED: ExitCode.NOT_APPROVED,
-    RunStatus.EXPIRED: ExitCode.NOT_APPROVED,
-}
 POLL_SECONDS = 0.5
 STATUS_EVERY_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 10.0
 
 
+def _runs(c: ControllerClient) -> RunsClient:
+    from adapters.http.runs_client import RunsClient
+
+    return RunsClient(c)
+
+
 def exit_code(status: RunStatus) -> int:
     """How a followed run's end becomes the command's exit code, as for local runs."""
-    return int(EXIT_FOR_STATUS.get(status, ExitCode.ERROR))
+    from domain.automations import RunStatus
+
+    for_status = {
+        RunStatus.SUCCEEDED: ExitCode.OK,
+        RunStatus.FAILED: ExitCode.PHASE_FAILED,
+        RunStatus.TIMED_OUT: ExitCode.TIMED_OUT,
+        RunStatus.CANCELLED: ExitCode.CANCELLED,
+        RunStatus.REJECTED: ExitCode.NOT_APPROVED,
+        RunStatus.EXPIRED: ExitCode.NOT_APPROVED,
+    }
+    return int(for_status.get(status, ExitCode.ERROR))
 
 
 # ---------------------------------------------------------------- run template
@@ -80,6 +89,7 @@ def run_template(
     run: 0 succeeded, 3 failed, 4 timed out, 10 rejected or expired (not approved),
     130 cancelled. While it waits for approval the waiting text is shown.
     """
+    from domain.automations import RunStatus
     from entrypoints.local_run import parse_vars
 
     if not org:
@@ -91,7 +101,7 @@ def run_template(
 
     async def start(client: ControllerClient) -> RunInfo:
         await _ask_missing(client, ref, org, given)
-        return await RunsClient(client).create(ref, org, given, comment)
+        return await _runs(client).create(ref, org, given, comment)
 
     made = run(controller_url, start)
     if not follow:
@@ -102,15 +112,16 @@ def run_template(
     say(f"run {made.id} of {made.name} v{made.template_version} is {made.status.value}")
     if made.status is RunStatus.PENDING_APPROVAL:
         say(made.waiting)
-    status = run(controller_url, lambda c: follow_logs(RunsClient(c), made.id))
+    status = run(controller_url, lambda c: follow_logs(_runs(c), made.id))
     if status in (RunStatus.REJECTED, RunStatus.EXPIRED, RunStatus.FAILED):
-        ended = run(controller_url, lambda c: RunsClient(c).get(made.id))
+        ended = run(controller_url, lambda c: _runs(c).get(made.id))
         say(f"run {made.id} {status.value}: {ended.reason or ended.waiting}")
     return exit_code(status)
 
 
 async def _ask_missing(client: ControllerClient, ref: str, org: str, given: dict[str, Any]) -> None:
     """Ask on a terminal for required variables without a value (secrets hidden)."""
+    from adapters.http.templates_client import TemplatesClient
     from adapters.template_reader import read_template
     from domain.variables import missing_required
 
@@ -174,6 +185,8 @@ async def follow_logs(
     A lost connection is retried with backoff and reading resumes at the last offset, so no
     line is shown twice or skipped. While nothing arrives, a status line says why it waits.
     """
+    import asyncio
+
     write = out or _print
     note = note or error_console()
     live = note.is_terminal
@@ -248,11 +261,11 @@ def logs(
     """Print a run's log as HH:MM:SS [phase] text. With --follow, live until the run ends; the
     exit code then follows the run: 0 succeeded, 3 failed, 4 timed out, 130 cancelled."""
     if follow:
-        status = run(controller_url, lambda c: follow_logs(RunsClient(c), run_id, offset))
+        status = run(controller_url, lambda c: follow_logs(_runs(c), run_id, offset))
         return exit_code(status)
 
     async def everything(client: ControllerClient) -> None:
-        runs, at = RunsClient(client), offset
+        runs, at = _runs(client), offset
         while True:
             chunk = await runs.logs(run_id, at)
             for line in chunk.data.splitlines():
@@ -309,7 +322,7 @@ def _show_run(info: RunInfo) -> None:
 @verbs.get.command(name="run")
 def get_run(run_id: RunId, /, *, controller_url: ControllerUrl = None) -> int:
     """Show a run: its status and why it waits, phases with exit codes and timings."""
-    _show_run(run(controller_url, lambda c: RunsClient(c).get(run_id)))
+    _show_run(run(controller_url, lambda c: _runs(c).get(run_id)))
     return 0
 
 
@@ -334,7 +347,7 @@ def list_runs(
     statuses = [s.strip() for part in status or [] for s in part.split(",") if s.strip()]
     page = run(
         controller_url,
-        lambda c: RunsClient(c).list_runs(
+        lambda c: _runs(c).list_runs(
             org=org,
             template=template,
             statuses=statuses,
@@ -366,7 +379,7 @@ def cancel(
     controller_url: ControllerUrl = None,
 ) -> int:
     """Cancel a run: at once when queued; a running one stops at its worker's next heartbeat."""
-    done = run(controller_url, lambda c: RunsClient(c).cancel(run_id, reason))
+    done = run(controller_url, lambda c: _runs(c).cancel(run_id, reason))
     say(f"run {done.id} is {done.status.value}: {done.waiting}")
     if current()["output"] != "text":
         show(done)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import App, Parameter
 
-from adapters.http.controller_client import ControllerClient
-from adapters.http.templates_client import TemplatesClient
 from domain.errors import FieldError, Invalid
 from entrypoints.cli import verbs
 from entrypoints.cli.client import current, run, say, show
 from entrypoints.output import console
+
+if TYPE_CHECKING:
+    from adapters.http.controller_client import ControllerClient
+    from adapters.http.templates_client import TemplatesClient
 
 ControllerUrl = Annotated[
     str | None,
@@ -57,6 +59,8 @@ for verb, sub in (
 
 
 def _templates(client: ControllerClient) -> TemplatesClient:
+    from adapters.http.templates_client import TemplatesClient
+
     return TemplatesClient(client)
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import Parameter
 
-from adapters.http.schemas.workers import WorkerInfo
-from adapters.http.workers_client import WorkersClient
 from entrypoints.cli import verbs
 from entrypoints.cli.client import current, run, show
+
+if TYPE_CHECKING:
+    from adapters.http.schemas.workers import WorkerInfo
 
 ControllerUrl = Annotated[
     str | None,
@@ -56,6 +57,8 @@ def list_workers(
 ) -> int:
     """List workers: name, labels, version, last seen, runs in progress, and whether they are
     online (heard from in the last 90 seconds). Needs automations:view in the org."""
+    from adapters.http.workers_client import WorkersClient
+
     found = run(controller_url, lambda c: WorkersClient(c).list_workers(org))
     if current()["output"] == "text":
         now = datetime.now(UTC)
