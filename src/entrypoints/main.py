@@ -11,7 +11,17 @@ from cyclopts import App, Parameter
 
 from domain.errors import OpsicleError
 from entrypoints import logs, settings
-from entrypoints.cli import accounts, config, explain, links, local, probe, start, verbs
+from entrypoints.cli import (
+    accounts,
+    completion,
+    config,
+    explain,
+    links,
+    local,
+    probe,
+    start,
+    verbs,
+)
 from entrypoints.cli import approvals as approval_commands
 from entrypoints.cli import orgs as org_commands
 from entrypoints.cli import runs as run_commands
@@ -35,6 +45,7 @@ app.command(config.app)
 app.command(explain.app)
 app.command(start.app)
 app.command(probe.healthcheck)
+app.command(completion.command(app), name="completion")
 app.command(accounts.register)
 app.command(accounts.login)
 app.command(accounts.logout)

@@ -15,8 +15,6 @@ from entrypoints.output import console, emit
 if TYPE_CHECKING:
     # The SDK (httpx, cattrs, the wire schemas) is imported when a command runs, so that
     # building the command tree for `opsicle --help` or `opsicle version` stays cheap.
-    import asyncio
-
     from adapters.http.controller_client import ControllerClient
 
 T = TypeVar("T")
@@ -73,6 +71,8 @@ def run(
     authenticated: bool = True,
 ) -> T:
     """Run ``action`` with a client for the controller, logged in unless told otherwise."""
+    import asyncio
+
     from adapters.http.controller_client import ControllerClient
 
     url = controller_url(flag_url)
