@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Builds dist/opsicle (one file, stripped) and dist/opsicle.sha256 from this checkout.
+# PyInstaller builds the program folder; packaging/onefile.sh wraps it into the one file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +17,11 @@ PY
 trap 'rm -f src/entrypoints/_build.py' EXIT
 
 uv run --frozen pyinstaller packaging/opsicle.spec \
-  --distpath dist --workpath build/pyinstaller --noconfirm --clean --log-level WARN
+  --distpath build/folder --workpath build/pyinstaller --noconfirm --clean --log-level WARN
+
+mkdir -p dist
+name=$(packaging/onefile.sh build/folder/opsicle \
+  "$(sed -n 's/^VERSION = "\(.*\)"$/\1/p' src/entrypoints/version.py)" dist/opsicle)
 (cd dist && sha256sum opsicle > opsicle.sha256)
-echo "built dist/opsicle ($(du -h dist/opsicle | cut -f1)), commit $commit"
+echo "built dist/opsicle ($(du -h dist/opsicle | cut -f1)), $name, commit $commit"
 cat dist/opsicle.sha256
