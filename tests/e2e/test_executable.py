@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from entrypoints.version import VERSION
 from tests.e2e.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -43,6 +47,42 @@ def test_version_and_validate(opsicle: list[str]) -> None:
     assert broken.returncode == 2
     assert "README.md:" in broken.stderr
     assert "Traceback" not in broken.stderr
+
+
+def test_frozen_version_names_its_commit_and_build_date(frozen: Path, tmp_path: Path) -> None:
+    # An empty cache: this start unpacks the program, as the first start after a download.
+    env = {**os.environ, "OPSICLE_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [str(frozen), "version", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["version"] == VERSION
+    assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", info["commit"]), info
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", info["buildDate"]), info
+    [entry] = [p for p in tmp_path.iterdir() if p.is_symlink()]
+    assert entry.name.startswith(f"opsicle-{VERSION}-")
+    assert (entry / "opsicle").is_file()
+
+
+def test_frozen_checksum_file_matches(frozen: Path) -> None:
+    recorded = (frozen.parent / "opsicle.sha256").read_text().split()
+    assert recorded == [hashlib.sha256(frozen.read_bytes()).hexdigest(), "opsicle"]
+
+
+def test_frozen_completion_script_parses(frozen: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(frozen), "completion", "bash"], capture_output=True, timeout=120, check=True
+    )
+    script = tmp_path / "opsicle.bash"
+    script.write_bytes(result.stdout)
+    subprocess.run(["bash", "-n", str(script)], check=True, timeout=60)
+    assert b"complete -F _opsicle opsicle" in result.stdout
 
 
 def free_port() -> int:
