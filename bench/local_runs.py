@@ -1,6 +1,7 @@
-"""Phase start-up cost of each runner and start-up time of the CLI; prints figures and setup.
+"""Phase start-up cost of each runner; prints figures and setup.
 
-Run: uv run python bench/local_runs.py [--runs N] [--docker-host URL] [--binary dist/opsicle]
+Run: uv run python bench/local_runs.py [--runs N] [--docker-host URL]
+(The CLI's own start-up time is measured by bench/startup.py.)
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import asyncio
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -47,24 +46,13 @@ async def bench_runner(runner: Runner, runs: int) -> list[float]:
     return durations
 
 
-def report(label: str, seconds: Sequence[float], *, rate: bool = True) -> None:
+def report(label: str, seconds: Sequence[float]) -> None:
     ms = [s * 1000 for s in seconds]
-    line = (
+    print(
         f"{label:<34} n={len(ms):<4} p50={percentile(ms, 0.5):7.1f} ms  "
         f"p99={percentile(ms, 0.99):7.1f} ms  mean={statistics.fmean(ms):7.1f} ms"
+        f"  => {1000 / statistics.fmean(ms):6.1f} runs/s sequential"
     )
-    if rate:
-        line += f"  => {1000 / statistics.fmean(ms):6.1f} runs/s sequential"
-    print(line)
-
-
-def time_command(argv: list[str], repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        subprocess.run(argv, capture_output=True, check=True)
-        samples.append(time.perf_counter() - started)
-    return samples
 
 
 async def bench_runners(runs: int, docker_host: str | None) -> None:
@@ -84,18 +72,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"))
-    parser.add_argument("--binary", default="dist/opsicle")
     args = parser.parse_args()
     print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     asyncio.run(bench_runners(args.runs, args.docker_host))
-    print("# CLI start-up, `opsicle version`, 20 times each")
-    source = [sys.executable, "-m", "entrypoints.main", "version"]
-    report("python3 -c pass", time_command([sys.executable, "-c", "pass"], 20), rate=False)
-    report("source: python -m entrypoints.main", time_command(source, 20), rate=False)
-    if os.path.isfile(args.binary):
-        report(f"frozen: {args.binary}", time_command([args.binary, "version"], 20), rate=False)
-    else:
-        print(f"frozen: skipped ({args.binary} not built; run packaging/build.sh)")
 
 
 if __name__ == "__main__":
