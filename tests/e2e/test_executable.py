@@ -21,9 +21,17 @@ from tests.e2e.conftest import ROOT
 pytestmark = pytest.mark.e2e
 
 
-def opsicle_run(opsicle: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+def opsicle_run(
+    opsicle: list[str], *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*opsicle, *args], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
+        [*opsicle, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+        env=env,
     )
 
 
@@ -52,14 +60,7 @@ def test_version_and_validate(opsicle: list[str]) -> None:
 def test_frozen_version_names_its_commit_and_build_date(frozen: Path, tmp_path: Path) -> None:
     # An empty cache: this start unpacks the program, as the first start after a download.
     env = {**os.environ, "OPSICLE_CACHE_DIR": str(tmp_path)}
-    result = subprocess.run(
-        [str(frozen), "version", "-o", "json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    result = opsicle_run([str(frozen)], "version", "-o", "json", env=env)
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["version"] == VERSION
@@ -76,13 +77,12 @@ def test_frozen_checksum_file_matches(frozen: Path) -> None:
 
 
 def test_frozen_completion_script_parses(frozen: Path, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [str(frozen), "completion", "bash"], capture_output=True, timeout=120, check=True
-    )
+    result = opsicle_run([str(frozen)], "completion", "bash")
+    assert result.returncode == 0, result.stderr
     script = tmp_path / "opsicle.bash"
-    script.write_bytes(result.stdout)
+    script.write_text(result.stdout)
     subprocess.run(["bash", "-n", str(script)], check=True, timeout=60)
-    assert b"complete -F _opsicle opsicle" in result.stdout
+    assert "complete -F _opsicle opsicle" in result.stdout
 
 
 def free_port() -> int:
