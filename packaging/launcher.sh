@@ -9,7 +9,7 @@
 #
 # Concurrent first starts are safe: each unpacks into its own new directory, and one symbolic
 # link publishes a finished directory, made with a single symlink(2), which only one can win.
-# packaging/build.sh writes the two values below and pads this header to HEADER bytes.
+# packaging/onefile.sh fills in the values below and pads this header to HEADER bytes.
 SHA256=@SHA256@
 NAME=@NAME@
 HEADER=@HEADER@
