@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from cyclopts import Parameter
 
-from adapters.http.schemas.webhooks import WebhookDeliveryInfo
-from adapters.http.webhook_deliveries_client import WebhookDeliveriesClient
 from entrypoints.cli import verbs
 from entrypoints.cli.client import current, run, say, show
+
+if TYPE_CHECKING:
+    from adapters.http.controller_client import ControllerClient
+    from adapters.http.schemas.webhooks import WebhookDeliveryInfo
+    from adapters.http.webhook_deliveries_client import WebhookDeliveriesClient
 
 ControllerUrl = Annotated[
     str | None,
@@ -22,6 +25,12 @@ Org = Annotated[str, Parameter(name="--org", help="The organisation (code or id)
 DeliveryId = Annotated[str, Parameter(help="The webhook delivery's id.")]
 COLUMNS = ("id", "approvalId", "event", "status", "attempts", "lastStatus", "nextAttemptAt",
            "url")
+
+
+def _deliveries(c: ControllerClient) -> WebhookDeliveriesClient:
+    from adapters.http.webhook_deliveries_client import WebhookDeliveriesClient
+
+    return WebhookDeliveriesClient(c)
 
 
 def _row(info: WebhookDeliveryInfo) -> dict[str, Any]:
@@ -57,7 +66,7 @@ def list_deliveries(
     controller_url: ControllerUrl = None,
 ) -> int:
     """List an org's approval webhook deliveries, newest first (needs org_config:view)."""
-    page = run(controller_url, lambda c: WebhookDeliveriesClient(c).list_deliveries(
+    page = run(controller_url, lambda c: _deliveries(c).list_deliveries(
         org, approval=approval, status=status, limit=limit, cursor=cursor))
     if current()["output"] == "text":
         show([_row(i) for i in page.items], columns=COLUMNS)
@@ -73,7 +82,7 @@ def get_delivery(delivery_id: DeliveryId, /, *, org: Org,
                  controller_url: ControllerUrl = None) -> int:
     """Show a webhook delivery: its URL (without query), attempts, the last answer or error,
     and when it is tried next."""
-    info = run(controller_url, lambda c: WebhookDeliveriesClient(c).get(org, delivery_id))
+    info = run(controller_url, lambda c: _deliveries(c).get(org, delivery_id))
     say(f"webhook delivery {info.id} of approval {info.approval_id}: {_summary(info)}")
     show(info)
     return 0
@@ -84,7 +93,7 @@ def retry_delivery(delivery_id: DeliveryId, /, *, org: Org,
                    controller_url: ControllerUrl = None) -> int:
     """Send a given-up (failed) webhook delivery again, with the webhook's whole attempt
     budget (needs org_config:update); a pending or delivered one is refused."""
-    info = run(controller_url, lambda c: WebhookDeliveriesClient(c).retry(org, delivery_id))
+    info = run(controller_url, lambda c: _deliveries(c).retry(org, delivery_id))
     say(f"webhook delivery {info.id} is pending again: the next attempt is due now")
     if current()["output"] != "text":
         show(info)
