@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 
 import pytest
 
@@ -71,3 +72,26 @@ def test_a_url_that_is_not_http_is_invalid_input(cli: CliRunner) -> None:
     result = cli("healthcheck", "--url", "ftp://127.0.0.1/healthz")
     assert result.code == 2
     assert "'ftp://127.0.0.1/healthz' is not an http(s) URL" in result.err
+
+
+def test_a_port_that_answers_something_other_than_http_fails_the_check(cli: CliRunner) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = int(server.getsockname()[1])
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"INFO {}\r\n")  # what a NATS server greets with
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{port}/healthz"
+        result = cli("healthcheck", "--url", url, "--timeout", "5")
+        thread.join(timeout=10)
+    assert result.code == 5, result.err
+    assert result.err.strip().splitlines() == [
+        f"error: {url} did not answer in HTTP (BadStatusLine)"
+    ]

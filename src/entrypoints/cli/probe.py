@@ -78,6 +78,7 @@ def own_url(resolved: settings.Settings) -> str:
 
 def probe(url: str, timeout: float, *, verify: bool = True) -> int:
     """The status of GET ``url`` when it is 200; ``Unavailable`` naming the URL otherwise."""
+    import http.client
     import ssl
     import urllib.error
     import urllib.request
@@ -106,3 +107,5 @@ def probe(url: str, timeout: float, *, verify: bool = True) -> int:
     except (urllib.error.URLError, OSError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         raise Unavailable(f"{url} did not answer: {reason}") from exc
+    except http.client.HTTPException as exc:  # something answered, but not in HTTP
+        raise Unavailable(f"{url} did not answer in HTTP ({type(exc).__name__})") from exc
