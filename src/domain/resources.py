@@ -887,7 +887,7 @@ def _webhook_auth(r: _Reader, value: object, path: str) -> WebhookAuth | None:
         if b is None:
             return None
         token_key = "value" if "value" in b and "token" not in b else "token"
-        return WebhookAuth("bearer", value=r.string(b, token_key, where, required=True))
+        return WebhookAuth("bearer", value=_header_value(r, b, token_key, where))
     b = r.mapping(a[kind], where, ("name", "key", "value"))
     if b is None:
         return None
@@ -895,10 +895,21 @@ def _webhook_auth(r: _Reader, value: object, path: str) -> WebhookAuth | None:
     name = r.string(b, name_key, where, required=True)
     if name and not _HEADER_NAME.match(name):
         r.fail(f"{where}.{name_key}", f"'{name}' is not a valid HTTP header name")
-    return WebhookAuth("header", key=name, value=r.string(b, "value", where, required=True))
+    return WebhookAuth("header", key=name, value=_header_value(r, b, "value", where))
+
+
+def _header_value(r: _Reader, m: Mapping[str, Any], key: str, path: str) -> str:
+    """A secret sent as an HTTP header value. One that cannot be sent would fail every
+    attempt, and the HTTP client's error quotes the header: refused here, without echoing it."""
+    value = r.string(m, key, path, required=True)
+    if value and not _HEADER_VALUE.match(value):
+        r.fail(f"{path}.{key}", "must be printable ASCII without line breaks or surrounding "
+                                "spaces: it is sent in an HTTP header")
+    return value
 
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_HEADER_VALUE = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 

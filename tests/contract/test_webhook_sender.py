@@ -55,3 +55,12 @@ async def test_no_answer_is_unavailable(rig: Rig) -> None:
     sender, _, nowhere = await rig([])
     with pytest.raises(Unavailable):
         await sender.post(WebhookRequest(nowhere, b"{}", {}))
+
+
+async def test_a_header_that_cannot_be_sent_is_unavailable_without_quoting_it() -> None:
+    """Policies stored before header secrets were checked may still hold one."""
+    async with HttpxWebhookSender(timeout_seconds=5) as sender, webhook_receiver([200]) as hook:
+        with pytest.raises(Unavailable) as caught:
+            await sender.post(WebhookRequest(f"{hook.url}/hook", b"{}",
+                                             {"Authorization": "Bearer tok\nSECRET"}))
+    assert "SECRET" not in caught.value.message

@@ -290,3 +290,24 @@ def test_the_payload_describes_the_decision() -> None:
         "at": (T0 + timedelta(minutes=3)).isoformat(), "channel": "in-app",
         "comment": "not now"}]
     assert body["decidedAt"] == (T0 + timedelta(minutes=3)).isoformat()
+
+
+@pytest.mark.parametrize(("auth", "field"), [
+    ('{bearer: {token: "tok\\nX-Leak: SECRET"}}', "spec.webhooks[0].auth.bearer.token"),
+    ('{bearer: {token: "SECRET\\u00e9"}}', "spec.webhooks[0].auth.bearer.token"),
+    ('{header: {name: X-Key, value: "SECRET\\u0000"}}', "spec.webhooks[0].auth.header.value"),
+    ('{header: {name: X-Key, value: " SECRET"}}', "spec.webhooks[0].auth.header.value"),
+])
+def test_a_header_secret_that_cannot_be_sent_is_refused_without_echoing_it(
+    auth: str, field: str
+) -> None:
+    [error] = errors_of(policy(f"webhooks: [{{url: 'https://h.example', auth: {auth}}}]\n"))
+    assert error.field == field
+    assert "HTTP header" in error.message and "SECRET" not in error.message
+
+
+def test_header_secrets_with_inner_spaces_and_punctuation_read() -> None:
+    spec = read(policy(
+        "webhooks: [{url: 'https://h.example', auth: {header: {name: X-Key, value: 'a b=c/+~'}}}]\n"
+    ))
+    assert spec.webhooks[0].auth == WebhookAuth("header", key="X-Key", value="a b=c/+~")

@@ -33,6 +33,9 @@ class HttpxWebhookSender:
         try:
             reply = await self._http.post(
                 request.url, content=request.body, headers=dict(request.headers))
+        except httpx.LocalProtocolError as exc:
+            # Its message quotes the offending header, which may be the webhook's secret.
+            raise Unavailable(f"the request could not be sent ({type(exc).__name__})") from exc
         except httpx.TimeoutException as exc:
             raise Unavailable(f"no answer within the timeout of {self._timeout:g} s "
                               f"({type(exc).__name__})") from exc
