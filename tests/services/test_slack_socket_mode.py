@@ -100,3 +100,17 @@ async def test_socket_mode_with_the_bot_token_instead_of_an_app_token_is_refused
             await web.socket_url(SLACK_TOKEN)
         assert "app-level token" in str(caught.value) and SLACK_TOKEN not in str(caught.value)
         assert await web.socket_url(APP_TOKEN)
+
+
+async def test_slack_refusing_socket_mode_backs_off_rather_than_reconnecting_at_once() -> None:
+    """The loop runs Socket Mode with no pause between connections; only ``Unavailable``
+    makes it wait, so a refusal that is not an outage would spin."""
+    async with rig() as r:
+        r.slack.app_token = APP_TOKEN
+        r.slack.refuse["apps.connections.open"] = "missing_scope"
+        web: SlackWeb = r.slack_channel._web
+        interactions = SlackInteractions(web, r.desk.answer, clock=r.w.clock)
+        with pytest.raises(Unavailable) as caught:
+            await SlackSocketMode(web, APP_TOKEN, interactions).run_once()
+        assert "missing_scope" in caught.value.message
+        assert APP_TOKEN not in caught.value.message

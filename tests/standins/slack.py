@@ -86,6 +86,7 @@ class SlackStandIn:
         self.request_url = ""  # where interaction payloads go; set by the test
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.refused: list[tuple[str, str]] = []
+        self.refuse: dict[str, str] = {}  # method -> the error it answers with, set by a test
         self.messages: list[Message] = []
         self.views: dict[str, View] = {}
         self._triggers: dict[str, tuple[str, float]] = {}  # trigger id -> (user, issued at)
@@ -312,6 +313,8 @@ class SlackStandIn:
             if given != wanted:
                 known = {self.token, self.app_token} - {""}
                 raise SlackError("not_allowed_token_type" if given in known else "invalid_auth")
+            if method in self.refuse:
+                raise SlackError(self.refuse[method])
             handler = getattr(self, "_m_" + method.replace(".", "_"), None)
             if handler is None:
                 raise SlackError("unknown_method")

@@ -11,7 +11,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from adapters.slack.web import SlackInteractions, SlackWeb
-from domain.errors import Unavailable
+from domain.errors import Invalid, Unavailable
 
 log = logging.getLogger("opsicle.slack")
 
@@ -36,7 +36,12 @@ class SlackSocketMode:
         self.connections = 0  # connections opened, for probes and tests
 
     async def run_once(self) -> None:
-        url = await self._web.socket_url(self._token)
+        try:
+            url = await self._web.socket_url(self._token)
+        except Invalid as exc:
+            # Refused for the app's setup (a missing scope, Socket Mode off): the loop connects
+            # again at once after a normal return, so this must back off like an outage.
+            raise Unavailable(f"Slack Socket Mode could not start: {exc.message}") from exc
         handling: set[asyncio.Task[None]] = set()
         try:
             async with connect(url, open_timeout=self._open_timeout, max_size=2**22,
