@@ -175,3 +175,12 @@ def test_the_worker_takes_the_token_file_opsicle_writes_as_its_environment(
     variables = dict(line.split("=", 1) for line in env.read_text().splitlines())
     assert variables == {"OPSICLE_TOKEN_ID": "tok_1", "OPSICLE_TOKEN": "s3cret"}
     assert set(variables) <= SETTINGS_VARIABLES
+
+
+def test_the_approver_takes_every_chat_token_from_the_shell(services: dict[str, Any]) -> None:
+    chats = {settings.env_key(name) for name in settings.SECRET
+             if name.startswith(("telegram-", "slack-"))}
+    assert "OPSICLE_SLACK_APP_TOKEN" in chats
+    environment = services["approver"]["environment"]
+    # A bare key: Compose passes the shell's value through, and sets nothing when it is unset.
+    assert {key: environment.get(key, "missing") for key in chats} == dict.fromkeys(chats)
