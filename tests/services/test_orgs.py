@@ -379,6 +379,25 @@ async def test_no_change_may_leave_the_org_without_a_member_who_can_manage_it(
     assert caught.value.code == "no_org_manager"
 
 
+async def test_deleting_the_role_of_the_last_member_who_can_manage_is_refused(
+    p: Platform, mailer: InMemoryMailer
+) -> None:
+    admin, member, code = await org_with_member(p, mailer)
+    await roles.create_role(p, admin, code, "Managers",
+                            {Resource.ORG_USER: Grant(allow=Action.MANAGE)})
+    await roles.assign_role(p, admin, code, "Managers", user=member.email)
+    await roles.create_role(p, admin, code, "Locked",
+                            {Resource.ORG_USER: Grant(deny=Action.MANAGE)})
+    await roles.assign_role(p, admin, code, "Locked", user=admin.email)
+    with pytest.raises(Conflict) as caught:
+        await roles.delete_role(p, member, code, "Managers")
+    assert caught.value.code == "no_org_manager"
+    assert (await roles.can(p, member, code, Action.MANAGE, Resource.ORG_USER)).decision
+    # Deleting the role that locked the admin out is fine: the admin can manage again.
+    await roles.delete_role(p, member, code, "Locked")
+    await roles.delete_role(p, admin, code, "Managers")
+
+
 async def test_builtin_roles_are_protected(p: Platform, mailer: InMemoryMailer) -> None:
     admin, _, code = await org_with_member(p, mailer)
     for role in (ADMINISTRATOR_ROLE, WORKER_ROLE):

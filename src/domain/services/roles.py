@@ -153,6 +153,7 @@ async def delete_role(p: Platform, caller: Caller, ref: str, role_ref: str) -> R
                 f"the built-in role {role.name!r} cannot be deleted", code="builtin_role"
             )
         await uow.roles.delete(role.id)
+        await keep_a_manager(uow, access.org)
         await uow.commit()
     await record(
         p, caller, "role.delete", "role", role.id, org_id=role.org_id, data={"name": role.name}
