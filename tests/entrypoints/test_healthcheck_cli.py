@@ -95,3 +95,19 @@ def test_a_port_that_answers_something_other_than_http_fails_the_check(cli: CliR
     assert result.err.strip().splitlines() == [
         f"error: {url} did not answer in HTTP (BadStatusLine)"
     ]
+
+
+def test_a_url_that_cannot_be_requested_is_invalid_input(cli: CliRunner) -> None:
+    result = cli("healthcheck", "--url", "http://127.0.0.1:port/healthz")
+    assert result.code == 2, result.err
+    assert result.err.startswith("error: 'http://127.0.0.1:port/healthz' is not a valid URL")
+
+
+def test_a_worker_without_coordinators_is_told_which_setting_to_give(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPSICLE_COORDINATOR_URL", " ")
+    result = cli("healthcheck", "--coordinators")
+    assert result.code == 2
+    assert "OPSICLE_COORDINATOR_URL" in result.err
+    assert "--coordinator-url" not in result.err  # healthcheck has no such flag

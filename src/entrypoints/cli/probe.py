@@ -53,7 +53,9 @@ def healthcheck(
     if not urls:
         raise Invalid(
             "no URL to probe",
-            errors=(FieldError("coordinator-url", "is empty; set --coordinator-url or --url"),),
+            errors=(FieldError("coordinator-url", "is empty; set OPSICLE_COORDINATOR_URL (or "
+                                                  "coordinator-url in the config file), or "
+                                                  "give --url"),),
         )
     results = [{"url": u, "status": probe(u, timeout, verify=verify)} for u in urls]
     fmt = resolved["output"]
@@ -107,5 +109,10 @@ def probe(url: str, timeout: float, *, verify: bool = True) -> int:
     except (urllib.error.URLError, OSError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         raise Unavailable(f"{url} did not answer: {reason}") from exc
+    except http.client.InvalidURL as exc:  # a port that is not a number, a space in the path
+        raise Invalid(
+            f"'{url}' is not a valid URL",
+            errors=(FieldError("url", str(exc)),),
+        ) from exc
     except http.client.HTTPException as exc:  # something answered, but not in HTTP
         raise Unavailable(f"{url} did not answer in HTTP ({type(exc).__name__})") from exc
