@@ -334,6 +334,9 @@ async def approval_chats(
                            base_url=str(settings["slack-api-url"]))
             stack.push_async_callback(web.aclose)
             channels.append(SlackChannel(web, slack_channels))
+        elif settings["slack-app-token"] or settings["slack-signing-secret"]:
+            log.warning("Slack is off: slack-app-token or slack-signing-secret is set but "
+                        "slack-bot-token is not")
         # The chats are driven by the relay only: it shows requests made by any process and
         # concludes those decided anywhere, recording both on the request.
         relay = ChatRelay(platform, channels, sql_relay_claims(engine))

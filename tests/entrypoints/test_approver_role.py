@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import attrs
 import httpx
+import pytest
 
 from adapters.memory.clock import FakeClock
 from adapters.memory.mail import InMemoryMailer
@@ -169,3 +171,19 @@ async def test_standalone_runs_the_chats_and_their_answers_conclude_the_request(
         await until(concluded)
         assert "Approved" in tg.sent("editMessageText")[-1]["text"]
         assert "Approved" in slack.sent("chat.update")[-1]["text"]
+
+
+async def test_slack_settings_without_the_bot_token_are_named_in_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    resolved = settings.load(env={}, config=None, data_dir=str(tmp_path),
+                             slack_app_token="xapp-1-A1-standin-app-token")
+    with caplog.at_level(logging.WARNING, logger="opsicle"):
+        async with approver_role(resolved) as role:
+            transport = httpx.ASGITransport(app=role.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://approver") as c:
+                assert (await c.post("/slack/commands", content=b"text=help")).status_code == 404
+    [warning] = [r.getMessage() for r in caplog.records if "Slack" in r.getMessage()]
+    assert warning == ("Slack is off: slack-app-token or slack-signing-secret is set but "
+                       "slack-bot-token is not")
+    assert "xapp-" not in caplog.text
