@@ -167,8 +167,11 @@ class ChatRelay:
     async def sweep(self) -> None:
         started = self.p.clock.now()
         since = self.since or started - self.lookback
-        for approval, run in await self._approvals(
-                ApprovalFilter(statuses=(ApprovalStatus.PENDING,))):
+        pending = await self._approvals(ApprovalFilter(statuses=(ApprovalStatus.PENDING,)))
+        # Refusals are remembered while their request is pending only: the set stays bounded.
+        open_ids = {approval.id for approval, _ in pending}
+        self.told = {told for told in self.told if told[0] in open_ids}
+        for approval, run in pending:
             for channel in self.channels:
                 if not channel_state(approval, channel.name):
                     await self._claimed(channel, approval, run, "", self._show)

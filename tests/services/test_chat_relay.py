@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Mapping
 from datetime import timedelta
 
 import attrs
+import pytest
 
 from adapters.memory.approvals import InMemoryApprovalChannel
 from adapters.memory.relay_claims import in_memory_relay_claims
 from adapters.slack.web import SlackChannel
 from adapters.telegram.bot import PROMPT_MARK, TelegramChannel, TelegramPoller, callback_data
-from domain.approvals import Verdict
-from domain.automations import RunStatus
+from domain.approvals import Approval, Verdict
+from domain.automations import Run, RunStatus
 from domain.chat_links import ChatPlatform
+from domain.errors import Invalid
 from domain.services import approvals, runs
 from domain.services.chat_links import issue_link_code
 from entrypoints.approver import ChatDesk, ChatRelay, slack_channels, telegram_chats
@@ -150,3 +154,31 @@ async def test_a_relay_announces_with_recover_only_after_taking_a_claim_over() -
         await relay.sweep()
         assert memory.recovered == [taken_id]
         assert len(memory.announced) == 2
+
+
+class RefusingChannel(InMemoryApprovalChannel):
+    """A chat whose configuration is wrong: every announcement is refused."""
+
+    async def announce(
+        self, approval: Approval, run: Run, *, recover: bool = False
+    ) -> Mapping[str, str]:
+        raise Invalid("Slack channel #gone does not exist")
+
+
+async def test_a_refusal_is_logged_once_and_forgotten_once_its_request_is_decided(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with rig() as r:
+        w = r.w
+        w.p = attrs.evolve(w.p, approval_channels=())
+        await w.setup(POLICY)
+        approval_id = await w.approval_id((await w.run()).run.id)
+        relay = ChatRelay(w.p, [RefusingChannel()], in_memory_relay_claims())
+        with caplog.at_level(logging.ERROR, logger="opsicle.approver"):
+            await relay.sweep()
+            await relay.sweep()
+        assert len([m for m in caplog.messages if approval_id in m]) == 1
+        assert relay.told
+        await approvals.respond_to(w.p, w.bob, approval_id, Verdict.REJECT)
+        await relay.sweep()
+        assert relay.told == set()
