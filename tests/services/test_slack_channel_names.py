@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.slack.web import SlackChannel, SlackWeb
+from adapters.slack.web import SlackChannel, SlackDirectory, SlackWeb
 from domain.errors import Invalid
 from tests.standins.rigs import SLACK_CHANNEL, SLACK_SECRET, SLACK_TOKEN, sample
 from tests.standins.serve import serve_on_loopback
@@ -72,3 +72,19 @@ async def test_a_bad_channel_beside_good_ones_is_logged_once_and_the_rest_are_po
         assert len(standin.sent("chat.postMessage")) == 1
         [logged] = [r.getMessage() for r in caplog.records if "#no-such-room" in r.getMessage()]
         assert "apv-mixed" in logged
+
+
+async def test_a_refused_channel_listing_is_asked_again_only_after_the_retry_pause() -> None:
+    async with slack() as (standin, web):
+        standin.refuse["conversations.list"] = "missing_scope"
+        now = [0.0]
+        directory = SlackDirectory(web, retry=30.0, monotonic=lambda: now[0])
+        channel = SlackChannel(web, ("#ops", "#approvals"), directory)
+        for _ in range(3):
+            with pytest.raises(Invalid) as caught:
+                await channel.announce(*sample("apv-scope"))
+            assert "missing_scope" in str(caught.value)
+        assert standin.refused == [("conversations.list", "missing_scope")]
+        del standin.refuse["conversations.list"]
+        now[0] = 30.0
+        assert set(await channel.announce(*sample("apv-scope"))) == {OPS, SLACK_CHANNEL}

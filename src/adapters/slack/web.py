@@ -276,6 +276,8 @@ class SlackDirectory:
         self._monotonic = monotonic
         self._channels: dict[str, tuple[str, bool]] = {}  # name -> (id, the bot is a member)
         self._read_at: float | None = None
+        # When Slack last refused the listing itself (a missing scope), and what it said.
+        self._refused: tuple[float, str, str] | None = None
 
     async def resolve(self, channel: str) -> str:
         """The channel's id; raises ``Invalid`` naming it when it does not exist or the bot
@@ -285,8 +287,16 @@ class SlackDirectory:
         name = channel.removeprefix("#").lower()
         now = self._monotonic()
         stale = self._read_at is None or now - self._read_at >= self._ttl
+        if self._refused is not None and now - self._refused[0] < self._retry:
+            # Asking again for every channel on every sweep would be refused the same way.
+            raise Invalid(self._refused[1], code=self._refused[2])
         if stale or (name not in self._channels and now - (self._read_at or 0) >= self._retry):
-            await self._read(now)
+            try:
+                await self._read(now)
+            except Invalid as exc:
+                self._refused = (now, exc.message, exc.code)
+                raise
+            self._refused = None
         found = self._channels.get(name)
         if found is None:
             raise Invalid(f"Slack channel #{name} does not exist (or is private and the "
