@@ -70,8 +70,9 @@ async def service_loop(
 ) -> None:
     """Call ``step`` every ``interval`` (jittered) until ``stop`` is set.
 
-    ``Unavailable`` backs off exponentially; any other error is logged and the loop goes on
-    at its normal pace, since one bad iteration must not end a process's housekeeping.
+    ``Unavailable`` backs off exponentially; any other error is logged with its traceback and
+    the loop goes on, since one bad iteration must not end a process's housekeeping, but
+    backs off too: a loop with no interval must not spin on an error that repeats.
     Setting ``wake`` cuts a normal pause short (never a backoff): the step runs again at once.
     """
     rng = rng or random.Random()  # noqa: S311 - jitter, not secrecy
@@ -87,8 +88,8 @@ async def service_loop(
             delay = backoff.delay(failures, rng)
             log.warning("%s: %s; trying again in %.1f s", name, exc.message, delay)
         except Exception:
-            failures = 0
-            delay = jittered(interval, rng)
+            failures += 1
+            delay = max(jittered(interval, rng), backoff.delay(failures, rng))
             log.exception("%s failed; trying again in %.1f s", name, delay)
         else:
             failures = 0
