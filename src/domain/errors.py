@@ -83,6 +83,13 @@ class Unavailable(OpsicleError):
     status = 503
 
 
+class SchemaMismatch(OpsicleError):
+    """The database's schema is not the one this version expects (behind, or newer)."""
+
+    code = "schema_mismatch"
+    status = 503
+
+
 class Invalid(OpsicleError):
     """Input that breaks a rule; ``errors`` names each offending field."""
 

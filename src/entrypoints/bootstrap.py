@@ -36,7 +36,7 @@ from adapters.redis.cache import RedisCache, RedisHealthCheck
 from adapters.sql.audit import audit_log as sql_audit_log
 from adapters.sql.engine import create_engine
 from adapters.sql.health import SqlHealthCheck
-from adapters.sql.migrate import migrate
+from adapters.sql.migrate import prepare_schema
 from adapters.sql.repositories import unit_of_work_factory
 from adapters.sql.run_logs import SqlRunLogStore
 from adapters.system import SystemClock, UlidIdGenerator
@@ -176,7 +176,10 @@ async def _embedded_stores(
     url = settings.database_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    await migrate(url)
+    # The derived SQLite database is the zero-setup default: it is always brought forward.
+    await prepare_schema(
+        url, may_migrate=bool(settings["migrate"]) or settings.origin("database-url") == "default"
+    )
     engine = create_engine(url)
     try:
         clock = SystemClock()

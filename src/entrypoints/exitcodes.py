@@ -10,6 +10,7 @@ from domain.errors import (
     Invalid,
     NotFound,
     OpsicleError,
+    SchemaMismatch,
     Unauthenticated,
     Unavailable,
 )
@@ -27,6 +28,7 @@ class ExitCode(IntEnum):
     UNAUTHENTICATED = 8
     CONFLICT = 9
     NOT_APPROVED = 10
+    SCHEMA = 11
     CANCELLED = 130
 
 
@@ -45,12 +47,16 @@ MEANINGS: dict[ExitCode, str] = {
     ExitCode.CONFLICT: "conflict: the thing exists already or changed meanwhile",
     ExitCode.NOT_APPROVED: "the run was not approved: an approver rejected it, or its approval "
     "request expired (a followed run)",
+    ExitCode.SCHEMA: "the database schema does not match this version of Opsicle: run 'opsicle "
+    "run migrations' (or start the role with --migrate) when it is behind, upgrade Opsicle when "
+    "it is newer",
     ExitCode.CANCELLED: "cancelled: interrupted with Ctrl-C (or SIGTERM) and stopped cleanly",
 }
 
 
 def for_error(error: OpsicleError) -> ExitCode:
     for kind, code in (
+        (SchemaMismatch, ExitCode.SCHEMA),
         (Invalid, ExitCode.INVALID),
         (Unavailable, ExitCode.UNAVAILABLE),
         (NotFound, ExitCode.NOT_FOUND),

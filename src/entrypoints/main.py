@@ -20,6 +20,7 @@ from entrypoints.cli import (
     local,
     probe,
     start,
+    utils,
     verbs,
 )
 from entrypoints.cli import approvals as approval_commands
@@ -45,6 +46,7 @@ app.command(config.app)
 app.command(explain.app)
 app.command(start.app)
 app.command(probe.healthcheck)
+app.command(utils.app)
 app.command(completion.command(app), name="completion")
 app.command(accounts.register)
 app.command(accounts.login)

@@ -14,6 +14,7 @@ from hypercorn.config import Config
 from domain.errors import FieldError, Invalid, Unavailable
 from entrypoints import approver, bootstrap
 from entrypoints.settings import Settings
+from entrypoints.stores import require_stores
 
 log = logging.getLogger("opsicle.serve")
 ROLES = {
@@ -75,6 +76,8 @@ async def serve_role(role: str, settings: Settings) -> int:
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 10
     config.certfile, config.keyfile = certfile, keyfile
+    # Every store the role needs answers, or one line per store that does not.
+    await require_stores(role, settings)
     async with ROLES[role](settings) as running:
 
         async def shutdown() -> None:

@@ -18,6 +18,9 @@ DEFAULTS: dict[str, Any] = {
     "listen": "127.0.0.1:13371",
     "data-dir": None,  # derived: $XDG_DATA_HOME/opsicle or ~/.local/share/opsicle
     "database-url": None,  # derived: SQLite in data-dir
+    # Roles bring a configured database's schema to the head on start (the derived SQLite
+    # one always is); otherwise they refuse to start on a schema that is behind.
+    "migrate": False,
     "runner": "auto",
     "docker-host": None,
     "grace-seconds": 5.0,
@@ -75,6 +78,7 @@ SECRET = frozenset({"secret-key", "token", "nats-password", "smtp-password",
                     "slack-app-token"})
 NUMBERS = frozenset({"grace-seconds", "lease-seconds", "drain-seconds", "nats-ack-wait-seconds",
                      "webhook-timeout"})
+BOOLEANS = frozenset({"migrate"})
 # Numbers of seconds where 0 makes no sense (a timeout of 0 fails every request).
 POSITIVE = frozenset({"webhook-timeout"})
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -138,6 +142,14 @@ class Settings:
 
 
 def _checked(name: str, value: Any, origin: str) -> Value:
+    if name in BOOLEANS and not isinstance(value, bool):
+        text = str(value).strip().lower()
+        if text not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            raise Invalid(
+                f"{origin}: expected true or false",
+                errors=(FieldError(name, f"expected true or false, got '{value}' ({origin})"),),
+            )
+        value = text in ("true", "yes", "on", "1")
     if name in NUMBERS:
         try:
             value = float(value)

@@ -1,0 +1,46 @@
+"""Probing the SQL store once: server and version, round trip, and the schema revision."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
+
+from adapters.probes import Probe, timed, unreachable
+from adapters.sql.engine import create_engine, is_sqlite
+from adapters.sql.migrate import head_revision
+
+
+async def probe_database(url: str, *, timeout: float = 5.0, store: str = "database") -> Probe:
+    """Connect to ``url`` once; facts ``schema`` (the revision, or ``none``) and ``head``.
+
+    A SQLite file that does not exist yet is not created: it reports schema ``none``.
+    ``Unavailable`` names ``store``, the URL (password masked) and why it did not answer.
+    """
+    head = head_revision()
+    if is_sqlite(url):
+        path = sa.make_url(url).database
+        if path and path != ":memory:" and not Path(path).exists():
+            return Probe("SQLite", sqlite3.sqlite_version, 0.0,
+                         {"schema": "none", "head": head, "file": "not created yet"})
+    engine = create_engine(url) if is_sqlite(url) else create_engine(
+        url, connect_args={"connect_timeout": max(1, round(timeout))})
+    try:
+        async with asyncio.timeout(timeout), engine.connect() as conn:
+            _, rtt = await timed(conn.execute(sa.select(1)))
+            if is_sqlite(url):
+                backend, version = "SQLite", str(
+                    (await conn.execute(sa.text("SELECT sqlite_version()"))).scalar_one())
+            else:
+                version = str((await conn.execute(sa.text("SELECT VERSION()"))).scalar_one())
+                backend = "MariaDB" if "mariadb" in version.lower() else "MySQL"
+            revision = await conn.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision())
+    except (sa.exc.SQLAlchemyError, OSError) as exc:  # TimeoutError is an OSError
+        raise unreachable(store, url, exc) from exc
+    finally:
+        await engine.dispose()
+    return Probe(backend, version, rtt, {"schema": revision or "none", "head": head})
