@@ -39,25 +39,25 @@ class StoreReport:
         return attrs.asdict(self)
 
 
-async def _probe(store: str, settings: Settings, timeout: float) -> Probe | None:
+async def _probe(store: str, settings: Settings, seconds: float) -> Probe | None:
     """The store's probe, or None when the settings keep it inside the database or process."""
     if store == "database":
         from adapters.sql.probe import probe_database
 
-        return await probe_database(settings.database_url, timeout=timeout)
+        return await probe_database(settings.database_url, seconds=seconds)
     if store == "audit-database" and settings["mongo-url"]:
         from adapters.mongo.probe import probe_mongo
 
-        return await probe_mongo(str(settings["mongo-url"]), timeout=timeout)
+        return await probe_mongo(str(settings["mongo-url"]), seconds=seconds)
     if store == "cache" and settings["redis-url"]:
         from adapters.redis.probe import probe_redis
 
-        return await probe_redis(str(settings["redis-url"]), timeout=timeout)
+        return await probe_redis(str(settings["redis-url"]), seconds=seconds)
     if store == "queue" and settings["nats-url"]:
         from adapters.nats.probe import probe_nats
         from entrypoints.bootstrap import nats_options
 
-        return await probe_nats(nats_options(settings, "check"), timeout=timeout)
+        return await probe_nats(nats_options(settings, "check"), seconds=seconds)
     return None
 
 
@@ -96,7 +96,9 @@ INSIDE_THE_DATABASE = {
 }
 
 
-async def check_store(store: str, settings: Settings, timeout: float = CHECK_TIMEOUT) -> StoreReport:
+async def check_store(
+    store: str, settings: Settings, seconds: float = CHECK_TIMEOUT
+) -> StoreReport:
     """Connect to ``store`` as the roles would and report on it; never raises for a store
     that does not answer."""
     url = _url(store, settings)
@@ -104,12 +106,12 @@ async def check_store(store: str, settings: Settings, timeout: float = CHECK_TIM
         return StoreReport(store, url, True, "in-process",
                            detail="each process's own memory (set redis-url to share it)")
     try:
-        probe = await _probe(store, settings, timeout)
+        probe = await _probe(store, settings, seconds)
     except OpsicleError as exc:
         return StoreReport(store, url, False, detail=exc.message)
     if probe is None:
         # Kept in the database: usable when the database answers.
-        database = await check_store("database", settings, timeout)
+        database = await check_store("database", settings, seconds)
         return attrs.evolve(database, store=store, ok=bool(database.backend),
                             detail=INSIDE_THE_DATABASE[store] if database.backend
                             else f"kept in the {database.detail}")
@@ -122,9 +124,9 @@ async def check_store(store: str, settings: Settings, timeout: float = CHECK_TIM
 
 
 async def check_stores(
-    stores: Sequence[str], settings: Settings, timeout: float = CHECK_TIMEOUT
+    stores: Sequence[str], settings: Settings, seconds: float = CHECK_TIMEOUT
 ) -> list[StoreReport]:
-    return list(await asyncio.gather(*(check_store(s, settings, timeout) for s in stores)))
+    return list(await asyncio.gather(*(check_store(s, settings, seconds) for s in stores)))
 
 
 def failure_line(report: StoreReport) -> str:
@@ -136,14 +138,16 @@ def failure_line(report: StoreReport) -> str:
     return f"{report.store} at {report.url}: {report.detail}"
 
 
-async def require_stores(role: str, settings: Settings, timeout: float = CHECK_TIMEOUT) -> None:
+async def require_stores(role: str, settings: Settings, seconds: float = CHECK_TIMEOUT) -> None:
     """Before ``role`` opens its stores: every one it needs answers, or ``Unavailable`` with
     one line per store that does not (its name, URL with secrets masked, and why).
 
     The database's schema is left to the role (it migrates or refuses with its own error).
     """
-    stores = ROLE_STORES[role]
-    reports = await check_stores(stores, settings, timeout)
+    # Stores kept in the database are checked with it.
+    stores = [s for s in ROLE_STORES[role] if s == "database" or _url(s, settings) != _url(
+        "database", settings)]
+    reports = await check_stores(stores, settings, seconds)
     # A database that answered (it has a backend) but is behind is the role's to handle.
     lines = [failure_line(r) for r in reports if not r.ok and not (r.store == "database"
                                                                     and r.backend)]

@@ -535,6 +535,12 @@ async def serve_worker(settings: Settings, *, name: str | None, token: tuple[str
         ),
         grants=pinned_verifier(settings["approver-keys"]),
     )
+    try:
+        # Started with no coordinator to reach, the worker says so and exits (code 5).
+        await client.reachable()
+    except OpsicleError as exc:
+        await client.aclose()
+        raise Unavailable(f"worker cannot start: {exc.message}") from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -24,6 +24,7 @@ from adapters.http.schemas.worker import (
     PhaseReport,
     format_labels,
 )
+from adapters.probes import failure_reason, mask_url
 from adapters.serialization import from_json, to_json
 from domain.automations import PhaseResult, Run, RunStatus
 from domain.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
@@ -83,6 +84,21 @@ class HttpCoordinatorClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    async def reachable(self, seconds: float = 5.0) -> str:
+        """The first coordinator whose ``/healthz`` answers; ``Unavailable`` naming each URL
+        (secrets masked) and why it did not (refused, DNS, timeout …) when none does."""
+        tried: list[str] = []
+        for base in self.urls:
+            try:
+                reply = await self._http.get(base + "/healthz", timeout=seconds)
+            except httpx.TransportError as exc:
+                tried.append(f"{mask_url(base)}: {failure_reason(exc)}")
+                continue
+            if reply.status_code < 500:
+                return base
+            tried.append(f"{mask_url(base)}: HTTP {reply.status_code}")
+        raise Unavailable(f"no coordinator answered: {'; '.join(tried)}")
 
     async def claim(self, wait_seconds: float) -> Claim | None:
         body = ClaimRequest(wait=max(0.0, wait_seconds), busy=len(self._busy))

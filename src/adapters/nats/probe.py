@@ -12,7 +12,7 @@ from adapters.nats.connection import NatsOptions
 from adapters.probes import Probe, timed, unreachable
 
 
-async def probe_nats(options: NatsOptions, *, timeout: float = 5.0, store: str = "queue") -> Probe:
+async def probe_nats(options: NatsOptions, *, seconds: float = 5.0, store: str = "queue") -> Probe:
     """One connection attempt per server (no reconnecting); facts ``jetstream``: ``enabled``
     when the account's JetStream answers, else why not. ``Unavailable`` names ``store``, the
     servers (credentials masked) and why none answered."""
@@ -31,11 +31,11 @@ async def probe_nats(options: NatsOptions, *, timeout: float = 5.0, store: str =
     kwargs = options.connect_kwargs() | {
         "allow_reconnect": False,
         "max_reconnect_attempts": 0,
-        "connect_timeout": timeout,
+        "connect_timeout": seconds,
     }
     url = ",".join(options.servers)
     try:
-        async with asyncio.timeout(timeout * max(1, len(options.servers)) + 1):
+        async with asyncio.timeout(seconds * max(1, len(options.servers)) + 1):
             connecting = asyncio.ensure_future(client.connect(**kwargs, error_cb=record))
             giving_up = asyncio.ensure_future(failed.wait())
             await asyncio.wait({connecting, giving_up}, return_when=asyncio.FIRST_COMPLETED)
@@ -46,10 +46,10 @@ async def probe_nats(options: NatsOptions, *, timeout: float = 5.0, store: str =
                     await connecting
                 raise failures[-1]
             connecting.result()
-            _, rtt = await timed(client.flush(timeout=max(1, round(timeout))))
+            _, rtt = await timed(client.flush(timeout=max(1, round(seconds))))
             info = dict(client._server_info)
             try:
-                await client.jetstream(timeout=timeout).account_info()
+                await client.jetstream(timeout=seconds).account_info()
                 jetstream = "enabled"
             except nats.errors.Error as exc:
                 jetstream = f"not available ({type(exc).__name__}: {exc})"

@@ -10,12 +10,13 @@ from redis.exceptions import RedisError
 from adapters.probes import Probe, timed, unreachable
 
 
-async def probe_redis(url: str, *, timeout: float = 5.0, store: str = "cache") -> Probe:
+async def probe_redis(url: str, *, seconds: float = 5.0, store: str = "cache") -> Probe:
     """``Unavailable`` names ``store``, the URL (password masked) and why it did not answer."""
     client: aioredis.Redis = aioredis.from_url(
-        url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        url, socket_connect_timeout=seconds, socket_timeout=seconds)
     try:
-        async with asyncio.timeout(timeout):
+        # A backstop: the client's own timeouts end a silent server's wait, and close it.
+        async with asyncio.timeout(2 * seconds + 1):
             info = await client.info("server")
             _, rtt = await timed(client.ping())
     except (RedisError, OSError, ValueError) as exc:  # TimeoutError is an OSError

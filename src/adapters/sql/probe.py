@@ -14,7 +14,7 @@ from adapters.sql.engine import create_engine, is_sqlite
 from adapters.sql.migrate import head_revision
 
 
-async def probe_database(url: str, *, timeout: float = 5.0, store: str = "database") -> Probe:
+async def probe_database(url: str, *, seconds: float = 5.0, store: str = "database") -> Probe:
     """Connect to ``url`` once; facts ``schema`` (the revision, or ``none``) and ``head``.
 
     A SQLite file that does not exist yet is not created: it reports schema ``none``.
@@ -23,13 +23,13 @@ async def probe_database(url: str, *, timeout: float = 5.0, store: str = "databa
     head = head_revision()
     if is_sqlite(url):
         path = sa.make_url(url).database
-        if path and path != ":memory:" and not Path(path).exists():
+        if path and path != ":memory:" and not await asyncio.to_thread(Path(path).exists):
             return Probe("SQLite", sqlite3.sqlite_version, 0.0,
                          {"schema": "none", "head": head, "file": "not created yet"})
     engine = create_engine(url) if is_sqlite(url) else create_engine(
-        url, connect_args={"connect_timeout": max(1, round(timeout))})
+        url, connect_args={"connect_timeout": max(1, round(seconds))})
     try:
-        async with asyncio.timeout(timeout), engine.connect() as conn:
+        async with asyncio.timeout(seconds), engine.connect() as conn:
             _, rtt = await timed(conn.execute(sa.select(1)))
             if is_sqlite(url):
                 backend, version = "SQLite", str(

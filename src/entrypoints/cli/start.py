@@ -37,6 +37,14 @@ WebhookTimeout = Annotated[
     Parameter(help="Seconds one approval webhook delivery attempt waits for an answer. "
               "Default: 10"),
 ]
+Migrate = Annotated[
+    bool | None,
+    Parameter(
+        help="Bring the database schema to this version's head before serving (safe when "
+        "several processes start at once). Without it a role refuses a configured database "
+        "whose schema is behind; the default SQLite one is always brought forward."
+    ),
+]
 
 
 @app.command
@@ -49,6 +57,7 @@ def controller(
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     webhook_timeout: WebhookTimeout = None,
+    migrate: Migrate = None,
 ) -> int:
     """The REST API for people: accounts, MFA, organisations, roles, tokens, audit.
 
@@ -67,6 +76,7 @@ def controller(
         tls_cert=tls_cert,
         tls_key=tls_key,
         webhook_timeout=webhook_timeout,
+        migrate=migrate,
     )
     return asyncio.run(serve_role("controller", resolved))
 
@@ -91,6 +101,7 @@ def standalone(
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     webhook_timeout: WebhookTimeout = None,
+    migrate: Migrate = None,
 ) -> int:
     """Every role in one process on embedded stores (SQLite, in-process cache): no servers needed.
 
@@ -112,6 +123,7 @@ def standalone(
         tls_cert=tls_cert,
         tls_key=tls_key,
         webhook_timeout=webhook_timeout,
+        migrate=migrate,
     )
     return asyncio.run(serve_role("standalone", resolved))
 
@@ -135,6 +147,7 @@ def coordinator(
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     webhook_timeout: WebhookTimeout = None,
+    migrate: Migrate = None,
 ) -> int:
     """The API for workers: org-token authentication, long-poll claims, leases, heartbeats,
     logs and results, with the outbox relay and the lease reaper running.
@@ -152,6 +165,7 @@ def coordinator(
         tls_cert=tls_cert,
         tls_key=tls_key,
         webhook_timeout=webhook_timeout,
+        migrate=migrate,
     )
     return asyncio.run(serve_role("coordinator", _own_port(resolved, listen, 13372)))
 
@@ -169,6 +183,7 @@ def approver(
     slack_api_url: SlackApiUrl = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
+    migrate: Migrate = None,
 ) -> int:
     """Deliver approval requests to Telegram and Slack and collect linked users' answers.
 
@@ -190,6 +205,7 @@ def approver(
         slack_api_url=slack_api_url,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        migrate=migrate,
     )
     return asyncio.run(serve_role("approver", _own_port(resolved, listen, 13370)))
 
