@@ -151,7 +151,7 @@ def test_unreachable_stores_fail_with_one_line_each_and_no_secret(
 def test_a_store_that_never_answers_is_reported_as_a_timeout(
     silent_port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, reports, err = check(
+    code, _, err = check(
         capsys, "cache", "--redis-url", f"redis://127.0.0.1:{silent_port}/0", "--timeout", "1"
     )
     assert code == 5

@@ -50,8 +50,8 @@ def _raised(exc: BaseException, wrapper: type[Exception] = RuntimeError) -> Base
          "authentication failed"),
         (RuntimeError("WRONGPASS invalid username-password pair"), "authentication failed"),
         (RuntimeError("nats: 'Authorization Violation'"), "authentication failed"),
-        (RuntimeError("(2003, \"Can't connect to MySQL server ([Errno 111] Connect call failed)\")"),
-         "connection refused"),
+        (RuntimeError("(2003, \"Can't connect to MySQL server ([Errno 111] Connect call "
+                      "failed)\")"), "connection refused"),
         (ValueError("something else entirely"), "ValueError: something else entirely"),
     ],
 )
