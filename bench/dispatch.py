@@ -387,7 +387,9 @@ async def throughput(h: Harness, count: int, limit: float) -> tuple[float, float
 
 def bench_settings(folder: str, database_url: str | None) -> Settings:
     loaded = settings_module.load(None, {"XDG_CONFIG_HOME": str(Path(folder) / "config")})
-    return loaded.with_flags(data_dir=folder, database_url=database_url, log_level="warning")
+    return loaded.with_flags(
+        data_dir=folder, database_url=database_url, log_level="warning", migrate=True
+    )
 
 
 async def sql_queues(

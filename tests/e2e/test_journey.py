@@ -83,7 +83,9 @@ def controller(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple
     data = tmp_path / "data"
     log = (tmp_path / "controller.log").open("w")
     proc = subprocess.Popen(
-        [*OPSICLE, "start", "controller", "--listen", listen, "--data-dir", str(data)],
+        # A configured database is migrated on request only; the embedded one always is.
+        [*OPSICLE, "start", "controller", "--listen", listen, "--data-dir", str(data),
+         "--migrate"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
