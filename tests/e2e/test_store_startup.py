@@ -107,7 +107,7 @@ def configured_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def wait_ready(processes: Processes, proc: subprocess.Popen[bytes], listen: str) -> None:
+def wait_ready(running: Processes, proc: subprocess.Popen[bytes], listen: str) -> None:
     deadline = time.monotonic() + 90
     while True:
         try:
@@ -115,8 +115,8 @@ def wait_ready(processes: Processes, proc: subprocess.Popen[bytes], listen: str)
                 return
         except httpx.TransportError:
             pass
-        assert proc.poll() is None, processes.logs()
-        assert time.monotonic() < deadline, processes.logs()
+        assert proc.poll() is None, running.logs()
+        assert time.monotonic() < deadline, running.logs()
         time.sleep(0.2)
 
 

@@ -77,3 +77,18 @@ def test_webhook_timeout_comes_from_a_flag_the_environment_or_the_config_file(
     for role in ("controller", "coordinator", "standalone"):
         assert run(["start", role, "--help"]) == 0
         assert "--webhook-timeout" in capsys.readouterr().out
+
+
+def test_migrate_is_a_boolean_setting_from_any_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setenv("OPSICLE_MIGRATE", "yes")
+    assert run(["config", "show", "-o", "json"]) == 0
+    rows = {r["setting"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["migrate"]["value"] is True
+    monkeypatch.setenv("OPSICLE_MIGRATE", "sometimes")
+    assert run(["config", "show"]) == 2
+    assert "migrate: expected true or false, got 'sometimes' (environment OPSICLE_MIGRATE)" in (
+        capsys.readouterr().err
+    )
