@@ -12,6 +12,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -73,6 +74,13 @@ class Instrumentation:
             ["role", "method", "route"],
             registry=self.registry,
         )
+        # One series per store the role checks (a fixed, small set), set by each /readyz.
+        self.store_up = Gauge(
+            "opsicle_store_up",
+            "1 when the store answered the last readiness check, 0 when it did not",
+            ["role", "store"],
+            registry=self.registry,
+        )
         self.role = role
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
@@ -125,6 +133,8 @@ def probe_routes(checks: Sequence[HealthCheck], instrumentation: Instrumentation
     async def readyz(request: Request) -> Response:
         results = await asyncio.gather(*(_check(c) for c in checks))
         report = dict(zip((c.name for c in checks), results, strict=True))
+        for name, result in report.items():
+            instrumentation.store_up.labels(instrumentation.role, name).set(result == "ok")
         ok = all(r == "ok" for r in results)
         return JSONResponse(
             {"status": "ok" if ok else "unavailable", "checks": report},
