@@ -215,6 +215,13 @@ async def _embedded_stores(
         await engine.dispose()
 
 
+@attrs.define
+class DispatchFigures:
+    """What this process's dispatch loops did, for /metrics."""
+
+    lease_expiries: int = 0
+
+
 @attrs.frozen
 class Coordination:
     """The coordinator's use cases and the flag that tells its endpoints to take no work.
@@ -226,6 +233,7 @@ class Coordination:
     dispatch: Dispatch
     stopping: asyncio.Event
     platform: Platform
+    figures: DispatchFigures = attrs.field(factory=DispatchFigures)
 
 
 # How often pending approval requests are checked for expiry.
@@ -264,8 +272,10 @@ async def coordination(
         while await dispatch.relay_outbox(d) >= RELAY_BATCH:
             pass
 
+    figures = DispatchFigures()
+
     async def reap() -> None:
-        await dispatch.reap(d)
+        figures.lease_expiries += await dispatch.reap(d)
 
     async def expire_approvals() -> None:
         from domain.services.approvals import expire_due
@@ -303,7 +313,7 @@ async def coordination(
         ),
     ]
     try:
-        yield Coordination(d, stopping, platform)
+        yield Coordination(d, stopping, platform, figures)
     finally:
         stopping.set()
         loops_stop.set()
@@ -362,6 +372,7 @@ async def _run_queues(
 @asynccontextmanager
 async def coordinator(settings: Settings) -> AsyncIterator[Role]:
     """The coordinator role on embedded stores: the worker API, outbox relay, lease reaper."""
+    from entrypoints.http.common import lease_expiries
     from entrypoints.http.coordinator import create_app
     from entrypoints.webhook_delivery import webhook_delivery
 
@@ -372,7 +383,10 @@ async def coordinator(settings: Settings) -> AsyncIterator[Role]:
         webhook_delivery(c.platform, timeout_seconds=float(settings["webhook-timeout"])),
     ):
         checks = [*checks, *queue_checks]
-        yield Role("coordinator", create_app(platform, c.dispatch, checks, c.stopping), c.stopping)
+        app = create_app(
+            platform, c.dispatch, checks, c.stopping, collectors=[lease_expiries(c.figures)]
+        )
+        yield Role("coordinator", app, c.stopping)
 
 
 @asynccontextmanager
@@ -386,7 +400,7 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
     """
     from entrypoints.approver import approval_chats
     from entrypoints.embedded_worker import PublishSignal, embedded_worker
-    from entrypoints.http.common import build_app
+    from entrypoints.http.common import build_app, lease_expiries
     from entrypoints.http.controller import controller_routes
     from entrypoints.http.coordinator import coordinator_routes
     from entrypoints.webhook_delivery import webhook_delivery
@@ -414,7 +428,9 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
             # Telegram and Slack as the approver role runs them, when their tokens are set.
             approval_chats(settings, c.platform, engine, asyncio.Event()) as chat_routes,
         ):
-            app = build_app("standalone", [*routes, *chat_routes], checks)
+            app = build_app(
+                "standalone", [*routes, *chat_routes], checks, [lease_expiries(c.figures)]
+            )
             yield Role("standalone", app, c.stopping)
 
 

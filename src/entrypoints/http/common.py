@@ -6,7 +6,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,6 +17,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,6 +28,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from domain.errors import Invalid, OpsicleError, RateLimited, Unauthenticated
 from domain.ports import HealthCheck
 from entrypoints.logs import request_id
+
+if TYPE_CHECKING:
+    from entrypoints.bootstrap import DispatchFigures
 
 log = logging.getLogger("opsicle.http")
 READY_TIMEOUT = 2.0
@@ -158,8 +164,34 @@ async def _check(check: HealthCheck) -> str:
     return "ok"
 
 
-def build_app(role: str, routes: list[Route], checks: Sequence[HealthCheck]) -> ASGIApp:
+class _Figure:
+    """A counter read at scrape time from a number the role keeps."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._name, self._documentation, self._read = name, documentation, read
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self._read())
+
+
+def lease_expiries(figures: DispatchFigures) -> Collector:
+    """``opsicle_lease_expiries_total``: runs this process's lease reaper took back."""
+    return _Figure(
+        "opsicle_lease_expiries",
+        "Runs whose lease expired without a heartbeat, queued again or failed by the reaper",
+        lambda: figures.lease_expiries,
+    )
+
+
+def build_app(
+    role: str,
+    routes: list[Route],
+    checks: Sequence[HealthCheck],
+    collectors: Sequence[Collector] = (),
+) -> ASGIApp:
     instrumentation = Instrumentation(role)
+    for collector in collectors:
+        instrumentation.registry.register(collector)
     app = Starlette(
         routes=[*probe_routes(checks, instrumentation), *routes],
         exception_handlers={OpsicleError: _domain_error},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -56,5 +57,7 @@ def create_app(
     d: Dispatch,
     checks: Sequence[HealthCheck],
     stopping: asyncio.Event,
+    *,
+    collectors: Sequence[Collector] = (),
 ) -> ASGIApp:
-    return build_app("coordinator", coordinator_routes(p, d, stopping), checks)
+    return build_app("coordinator", coordinator_routes(p, d, stopping), checks, collectors)
