@@ -382,6 +382,10 @@ class RunRepository(Protocol):
         """How many queued runs of the same org were created before ``run``."""
         ...
 
+    async def count_by_status(self) -> dict[RunStatus, int]:
+        """How many runs there are in each status, over every org (absent: none)."""
+        ...
+
     async def list(
         self, flt: RunFilter, *, limit: int = 50, cursor: str | None = None
     ) -> Page[Run]:

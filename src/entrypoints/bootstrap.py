@@ -429,7 +429,11 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
             approval_chats(settings, c.platform, engine, asyncio.Event()) as chat_routes,
         ):
             app = build_app(
-                "standalone", [*routes, *chat_routes], checks, [lease_expiries(c.figures)]
+                "standalone",
+                [*routes, *chat_routes],
+                checks,
+                [lease_expiries(c.figures)],
+                platform=c.platform,
             )
             yield Role("standalone", app, c.stopping)
 

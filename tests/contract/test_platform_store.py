@@ -1346,3 +1346,18 @@ async def test_an_unreachable_database_is_unavailable_naming_the_store() -> None
                 await unit.users.get("x")
     finally:
         await engine.dispose()
+
+
+async def test_count_by_status_counts_every_orgs_runs(uow: UnitOfWork) -> None:
+    before = await uow.runs.count_by_status()
+    runs = [b.run(org_id=uid("org"), created=1),
+            b.run(org_id=uid("org"), created=2),
+            b.run(org_id=uid("org"), created=3, status=RunStatus.SUCCEEDED),
+            b.run(org_id=uid("org"), created=4, status=RunStatus.FAILED)]
+    for run in runs:
+        await uow.runs.add(run)
+    after = await uow.runs.count_by_status()
+    # Other tests share the database: compare with what was there before.
+    moved = {s: after.get(s, 0) - before.get(s, 0) for s in RunStatus}
+    assert moved == {s: {RunStatus.QUEUED: 2, RunStatus.SUCCEEDED: 1,
+                         RunStatus.FAILED: 1}.get(s, 0) for s in RunStatus}

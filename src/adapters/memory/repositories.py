@@ -8,6 +8,7 @@ import binascii
 import builtins
 import copy
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -680,6 +681,9 @@ class InMemoryRunRepository(_Repository):
         expired = [r for r in self._s.runs.values() if r.status is RunStatus.RUNNING
                    and r.lease_expires_at is not None and r.lease_expires_at <= at]
         return sorted(expired, key=lambda r: (r.lease_expires_at or at, r.id))[:limit]
+
+    async def count_by_status(self) -> dict[RunStatus, int]:
+        return dict(Counter(r.status for r in self._s.runs.values()))
 
     async def queued_ahead(self, run: Run) -> int:
         key = (run.created_at, run.id)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -17,7 +17,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,11 +25,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from domain.automations import TERMINAL, RunStatus
 from domain.errors import Invalid, OpsicleError, RateLimited, Unauthenticated
 from domain.ports import HealthCheck
 from entrypoints.logs import request_id
 
 if TYPE_CHECKING:
+    from domain.services.platform import Platform
     from entrypoints.bootstrap import DispatchFigures
 
 log = logging.getLogger("opsicle.http")
@@ -88,6 +90,8 @@ class Instrumentation:
             registry=self.registry,
         )
         self.role = role
+        # Read before each scrape: figures that live in the stores.
+        self.refresh: list[Callable[[], Awaitable[None]]] = []
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
@@ -123,6 +127,15 @@ class Instrumentation:
         return wrapped
 
     async def metrics(self, request: Request) -> Response:
+        if self.refresh:
+            # Figures read from the stores; on a store outage the last ones are shown.
+            results = await asyncio.gather(
+                *(asyncio.wait_for(r(), READY_TIMEOUT) for r in self.refresh),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    log.warning("metrics: a figure was not refreshed: %s", result)
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -183,15 +196,52 @@ def lease_expiries(figures: DispatchFigures) -> Collector:
     )
 
 
+class RunFigures:
+    """Queue depth and run outcomes, read from the platform store before each scrape.
+
+    The store is shared, so every process reports the same cluster-wide totals: aggregate
+    them with ``max``, not ``sum``. One series per status keeps the cardinality fixed.
+    """
+
+    def __init__(self, platform: Platform) -> None:
+        self._platform = platform
+        self._counts: dict[RunStatus, int] = {}
+
+    async def refresh(self) -> None:
+        async with self._platform.uow() as uow:
+            self._counts = await uow.runs.count_by_status()
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "opsicle_queue_depth",
+            "Runs queued and waiting for a worker, over every org",
+            value=self._counts.get(RunStatus.QUEUED, 0),
+        )
+        outcomes = CounterMetricFamily(
+            "opsicle_run_outcomes", "Runs that ended, by terminal status", labels=["status"]
+        )
+        for status in sorted(TERMINAL):
+            outcomes.add_metric([status.value], self._counts.get(status, 0))
+        yield outcomes
+
+
 def build_app(
     role: str,
     routes: list[Route],
     checks: Sequence[HealthCheck],
     collectors: Sequence[Collector] = (),
+    *,
+    platform: Platform | None = None,
 ) -> ASGIApp:
+    """The role's app with probes and /metrics; with ``platform``, /metrics also reports the
+    queue depth and run outcomes (``RunFigures``)."""
     instrumentation = Instrumentation(role)
     for collector in collectors:
         instrumentation.registry.register(collector)
+    if platform is not None:
+        figures = RunFigures(platform)
+        instrumentation.registry.register(figures)
+        instrumentation.refresh.append(figures.refresh)
     app = Starlette(
         routes=[*probe_routes(checks, instrumentation), *routes],
         exception_handlers={OpsicleError: _domain_error},

@@ -51,4 +51,4 @@ def controller_routes(p: Platform) -> list[Route]:
 
 
 def create_app(p: Platform, checks: Sequence[HealthCheck]) -> ASGIApp:
-    return build_app("controller", controller_routes(p), checks)
+    return build_app("controller", controller_routes(p), checks, platform=p)

@@ -60,4 +60,6 @@ def create_app(
     *,
     collectors: Sequence[Collector] = (),
 ) -> ASGIApp:
-    return build_app("coordinator", coordinator_routes(p, d, stopping), checks, collectors)
+    return build_app(
+        "coordinator", coordinator_routes(p, d, stopping), checks, collectors, platform=p
+    )

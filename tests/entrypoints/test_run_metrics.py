@@ -1,4 +1,5 @@
-"""``/metrics`` of a coordinator counts the runs its lease reaper took back."""
+"""``/metrics`` of a coordinator: queue depth and run outcomes from the store, and the runs its
+lease reaper took back, moving as runs are queued, claimed, lost and finished."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import httpx
 from adapters.memory.clock import FakeClock
 from adapters.memory.queue import InMemoryQueue
 from adapters.system import SystemClock
-from domain.automations import new_run
+from domain.automations import RunStatus, new_run
 from domain.orgs import Organisation
 from domain.ports import Queue
 from domain.resources import AutomationSpec, Phase
@@ -24,14 +25,13 @@ SPEC = AutomationSpec(phases=(Phase("one", "busybox", ("true",)),))
 LEASE_SECONDS = 30
 
 
-def expiries(metrics: str) -> float:
-    lines = [line for line in metrics.splitlines()
-             if line.startswith("opsicle_lease_expiries_total ")]
+def figure(metrics: str, series: str) -> float:
+    lines = [line for line in metrics.splitlines() if line.startswith(series + " ")]
     assert len(lines) == 1, metrics
     return float(lines[0].split()[1])
 
 
-async def test_an_expired_lease_moves_the_counter() -> None:
+async def test_queue_depth_outcomes_and_lease_expiries_move() -> None:
     clock = FakeClock()
     p, _ = memory_platform(clock)
     queues: dict[str, Queue] = {}
@@ -50,20 +50,42 @@ async def test_an_expired_lease_moves_the_counter() -> None:
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://coordinator"
         ) as client:
-            assert expiries((await client.get("/metrics")).text) == 0
+
+            async def scrape() -> str:
+                return (await client.get("/metrics")).text
+
+            metrics = await scrape()
+            assert figure(metrics, "opsicle_lease_expiries_total") == 0
+            assert figure(metrics, "opsicle_queue_depth") == 0
+            assert figure(metrics, 'opsicle_run_outcomes_total{status="succeeded"}') == 0
+
             run, _ = new_run(p.ids.new_id(), SPEC, clock.now(), org_id="org-a",
                              requested_by="someone")
             async with c.platform.uow() as uow:
                 await uow.runs.add(run)
                 await dispatch.announce(uow, p.ids, run, clock.now())
                 await uow.commit()
+            assert figure(await scrape(), "opsicle_queue_depth") == 1
+
             worker = WorkerIdentity(org_id="org-a", worker_id="w1", name="w1", version="test")
             lease = await dispatch.claim_next(c.dispatch, worker, 10)
             assert lease is not None and lease.run.id == run.id
+            assert figure(await scrape(), "opsicle_queue_depth") == 0
 
             clock.advance(LEASE_SECONDS + 1)  # the worker went silent
             deadline = time.monotonic() + 30
             while c.figures.lease_expiries == 0:
                 assert time.monotonic() < deadline, "the reaper never took the run back"
                 await asyncio.sleep(0.05)
-            assert expiries((await client.get("/metrics")).text) == 1
+            metrics = await scrape()
+            assert figure(metrics, "opsicle_lease_expiries_total") == 1
+            assert figure(metrics, "opsicle_queue_depth") == 1  # queued again
+
+            again = await dispatch.claim_next(c.dispatch, worker, 10)
+            assert again is not None
+            await dispatch.complete(c.dispatch, worker, run.id, again.fencing_token,
+                                    RunStatus.SUCCEEDED)
+            metrics = await scrape()
+            assert figure(metrics, 'opsicle_run_outcomes_total{status="succeeded"}') == 1
+            assert figure(metrics, 'opsicle_run_outcomes_total{status="failed"}') == 0
+            assert figure(metrics, "opsicle_queue_depth") == 0
