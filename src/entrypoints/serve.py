@@ -6,13 +6,13 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from domain.errors import FieldError, Invalid, Unavailable
+from domain.errors import FieldError, Invalid
 from entrypoints import approver, bootstrap
+from entrypoints.listen import check_listen
 from entrypoints.settings import Settings
 from entrypoints.stores import require_stores
 
@@ -23,26 +23,6 @@ ROLES = {
     "coordinator": bootstrap.coordinator,
     "approver": approver.approver_role,
 }
-
-
-def _bind(listen: str) -> str:
-    """Check ``listen`` is host:port and free now, so a mistake costs no start-up work."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise Invalid(
-            f"--listen {listen!r} is not host:port",
-            errors=(
-                FieldError("listen", f"expected host:port such as 127.0.0.1:13371, got '{listen}'"),
-            ),
-        )
-    try:
-        infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
-        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(infos[0][4])
-    except OSError as exc:
-        raise Unavailable(f"cannot listen on {listen}: {exc.strerror or exc}") from exc
-    return listen
 
 
 def _tls(settings: Settings) -> tuple[str | None, str | None]:
@@ -65,7 +45,7 @@ def _tls(settings: Settings) -> tuple[str | None, str | None]:
 
 async def serve_role(role: str, settings: Settings) -> int:
     certfile, keyfile = _tls(settings)
-    bind = _bind(settings["listen"])
+    bind = check_listen(settings["listen"])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

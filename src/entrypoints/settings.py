@@ -59,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "concurrency": 1,
     "labels": "",
     "drain-seconds": 30.0,
+    "metrics-listen": None,  # a worker serves /healthz and /metrics here when set
     # The approver: Telegram when a bot token is set, Slack when a bot token and the signing
     # secret are; the API URLs change only for tests against stand-ins.
     "telegram-bot-token": None,

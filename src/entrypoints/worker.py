@@ -10,7 +10,7 @@ import random
 import re
 import shutil
 import tempfile
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -179,6 +179,8 @@ class PullWorker:
         self.failure: OpsicleError | None = None
         # The last runs' ends and log figures, for status and tests.
         self.finished: deque[Run] = deque(maxlen=100)
+        # Runs this worker ended, by how: a terminal status, handed_back, or lease_lost.
+        self.outcomes: Counter[str] = Counter()
         self.log_stats: deque[LogStats] = deque(maxlen=100)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -261,19 +263,23 @@ class PullWorker:
         try:
             status, reason = await self._run(held, uploader, workdir)
             if held.lost.is_set():
+                self.outcomes["lease_lost"] += 1
                 return
             # Heartbeats go on until the end is reported: the lease must outlive a slow report.
             await uploader.flush()
             if held.hand_back and status is RunStatus.CANCELLED:
                 await self._call(held, lambda: self.client.release(claim))
                 held.done.set()
+                self.outcomes["handed_back"] += 1
                 log.info("run %s: handed back", run_id)
             else:
                 await self._call(held, lambda: self.client.complete(claim, status, reason))
                 held.done.set()
+                self.outcomes[status.value] += 1
                 log.info("run %s: %s%s", run_id, status.value, f" ({reason})" if reason else "")
         except LeaseLost:
             held.lose("the lease was lost")
+            self.outcomes["lease_lost"] += 1
         finally:
             held.done.set()
             for task in helpers:
@@ -512,9 +518,12 @@ async def serve_worker(settings: Settings, *, name: str | None, token: tuple[str
     from adapters.http.schemas.worker import parse_labels
     from adapters.system import SystemClock
     from entrypoints.exitcodes import ExitCode, for_error
+    from entrypoints.listen import check_listen
     from entrypoints.version import VERSION
 
     urls = coordinator_urls(settings["coordinator-url"])
+    metrics_listen = settings["metrics-listen"]
+    metrics_bind = check_listen(str(metrics_listen), "metrics-listen") if metrics_listen else None
     worker_name = name or socket.gethostname() or "worker"
     worker_id = f"{worker_name}-{os.getpid()}-{random_ids.token_hex(3)}"
     client = HttpCoordinatorClient(
@@ -553,10 +562,30 @@ async def serve_worker(settings: Settings, *, name: str | None, token: tuple[str
         worker.options.concurrency,
     )
     try:
-        await worker.run(stop)
+        if metrics_bind:
+            await asyncio.gather(worker.run(stop), serve_metrics(worker, metrics_bind, stop))
+        else:
+            await worker.run(stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await client.aclose()
     log.info("worker stopped")
     return int(for_error(worker.failure)) if worker.failure else int(ExitCode.OK)
+
+
+async def serve_metrics(worker: PullWorker, bind: str, stop: asyncio.Event) -> None:
+    """/healthz and /metrics (with ``opsicle_worker_runs_total{outcome}``) on ``bind``,
+    until ``stop`` is set."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from entrypoints.http.common import build_app, worker_runs
+
+    config = Config()
+    config.bind = [bind]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    app = build_app("worker", [], [], [worker_runs(worker.outcomes)])
+    log.info("worker metrics on http://%s/metrics", config.bind[0])
+    await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]

@@ -249,6 +249,11 @@ def worker(
     docker_host: Annotated[
         str | None, Parameter(help="Docker engine URL for --runner docker")
     ] = None,
+    metrics_listen: Annotated[
+        str | None,
+        Parameter(help="Serve /healthz and /metrics (runs by outcome) on host:port, e.g. "
+                  "127.0.0.1:13373. Default: not served"),
+    ] = None,
     approver_key: Annotated[
         list[str] | None,
         Parameter(
@@ -279,6 +284,7 @@ def worker(
         drain_seconds=drain_seconds,
         docker_host=docker_host,
         approver_keys=approver_key or None,
+        metrics_listen=metrics_listen,
     )
     credentials = resolve_token(resolved, token_file)
     return asyncio.run(serve_worker(resolved, name=name, token=credentials))

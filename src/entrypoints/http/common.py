@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -223,6 +223,25 @@ class RunFigures:
         for status in sorted(TERMINAL):
             outcomes.add_metric([status.value], self._counts.get(status, 0))
         yield outcomes
+
+
+# What a worker's run can come to: a terminal status, or given up without one.
+WORKER_OUTCOMES = (*sorted(s.value for s in TERMINAL), "handed_back", "lease_lost")
+
+
+def worker_runs(outcomes: Mapping[str, int]) -> Collector:
+    """``opsicle_worker_runs_total{outcome}``: the runs a worker ended, by how they ended."""
+
+    class WorkerRuns:
+        def collect(self) -> Iterator[Metric]:
+            family = CounterMetricFamily(
+                "opsicle_worker_runs", "Runs this worker executed, by outcome", labels=["outcome"]
+            )
+            for outcome in WORKER_OUTCOMES:
+                family.add_metric([outcome], outcomes.get(outcome, 0))
+            yield family
+
+    return WorkerRuns()
 
 
 def build_app(
