@@ -7,8 +7,6 @@ from typing import Annotated, Literal
 from cyclopts import App, Parameter
 
 from entrypoints import settings
-from entrypoints.exitcodes import ExitCode
-from entrypoints.output import console, emit, error_console
 
 app = App(name="utils", help="Operational utilities.")
 
@@ -47,6 +45,8 @@ def check(
     line per store that is not, on stderr."""
     import asyncio
 
+    from entrypoints.exitcodes import ExitCode
+    from entrypoints.output import console, emit, error_console
     from entrypoints.stores import STORES, check_stores, failure_line
 
     resolved = settings.current.get(settings.load()).with_flags(
