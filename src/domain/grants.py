@@ -280,6 +280,21 @@ def check_run_grant(
 # ------------------------------------------------------------------ ports
 
 
+@attrs.frozen
+class StoredGrantKey:
+    """One key of the approver's ring as the store keeps it: the public key in base64, the
+    private key sealed with the server's secret key (None for a key known only by its public
+    half), and when it was created, retired (None while current) and may be dropped (None
+    while current: ``retired_at`` plus the longest grant lifetime)."""
+
+    key_id: str
+    public_key: str
+    sealed_private: str | None
+    created_at: datetime
+    retired_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
 class GrantSigner(Protocol):
     """Signs grants with the current key of the approver's key ring."""
 

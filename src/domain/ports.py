@@ -25,6 +25,7 @@ from domain.approvals import (
 from domain.audit import AuditEvent, Outcome
 from domain.automations import PhaseResult, PhaseStatus, Run, RunStatus
 from domain.chat_links import ChatLink, ChatPlatform
+from domain.grants import StoredGrantKey
 from domain.orgs import Invitation, Membership, Organisation
 from domain.outbox import OutboxMessage
 from domain.permissions import Role
@@ -686,6 +687,31 @@ class Email:
 class Mailer(Protocol):
     async def send(self, email: Email) -> None:
         """Raises ``Unavailable`` when the message could not be handed over."""
+        ...
+
+
+class GrantKeyRepository(Protocol):
+    """The approver's grant signing key ring, one per store, shared by every process on it;
+    each call is its own transaction."""
+
+    async def keys(self) -> builtins.list[StoredGrantKey]:
+        """Every stored key, oldest first; empty before the first key is stored."""
+        ...
+
+    async def add_first(self, keys: Sequence[StoredGrantKey]) -> builtins.list[StoredGrantKey]:
+        """Store ``keys`` (exactly one of them current) as the ring when it has none yet,
+        atomically across processes. The ring afterwards: ``keys``, or the keys another
+        process stored first (then ``keys`` are not stored)."""
+        ...
+
+    async def rotate(
+        self, current_key_id: str, new: StoredGrantKey, *, at: datetime, expires_at: datetime
+    ) -> builtins.list[StoredGrantKey] | None:
+        """In one transaction: retire the current key ``current_key_id`` at ``at`` (kept until
+        ``expires_at``), drop retired keys whose ``expires_at`` is at or before ``at``, and
+        store ``new`` as the current key. The ring afterwards, or None (nothing changed) when
+        ``current_key_id`` is not the current key: another process rotated first, or the ring
+        has no key yet."""
         ...
 
 

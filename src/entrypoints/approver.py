@@ -299,7 +299,7 @@ async def approver_role(settings: Settings) -> AsyncIterator[Role]:
 
     stop = asyncio.Event()
     async with (
-        _embedded_stores(settings) as (platform, checks, engine),
+        _embedded_stores(settings) as (platform, checks, engine, _),
         approval_chats(settings, platform, engine, stop) as routes,
     ):
         yield Role("approver", build_app("approver", routes, checks), stop)

@@ -15,7 +15,7 @@ import attrs
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 
-from adapters.crypto.grants import Ed25519KeyRing, FileGrantKeyStore
+from adapters.crypto.grants import StoredKeyRing
 from adapters.crypto.passwords import Argon2PasswordHasher
 from adapters.crypto.sealing import FernetSealer
 from adapters.crypto.secrets import KeyedSecrets
@@ -35,6 +35,7 @@ from adapters.mongo.audit import mongo_client
 from adapters.redis.cache import RedisCache, RedisHealthCheck
 from adapters.sql.audit import audit_log as sql_audit_log
 from adapters.sql.engine import create_engine
+from adapters.sql.grant_keys import sql_grant_keys
 from adapters.sql.health import SqlHealthCheck
 from adapters.sql.migrate import prepare_schema
 from adapters.sql.repositories import unit_of_work_factory
@@ -145,16 +146,21 @@ async def _audit(
     return sql_audit_log(engine), []
 
 
-def grant_key_store(settings: Settings, sealer: Sealer) -> FileGrantKeyStore:
-    """Where the approver's signing keys live: sealed files in data-dir/approver-keys."""
-    return FileGrantKeyStore(settings.data_dir / "approver-keys", sealer)
+def grant_keys(settings: Settings, engine: AsyncEngine, sealer: Sealer) -> StoredKeyRing:
+    """The approver's signing keys, in the SQL store that every role shares; the key files of
+    older releases (data-dir/approver-keys) are imported into an empty store once."""
+    return StoredKeyRing(
+        sql_grant_keys(engine), sealer, legacy_dir=settings.data_dir / "approver-keys"
+    )
 
 
-def grant_hook(ring: Ed25519KeyRing, sealer: Sealer, clock: Clock) -> ApprovalHook:
-    """``Platform.on_approved``: the approved run carries the grant its approvers signed."""
+def grant_hook(keys: StoredKeyRing, sealer: Sealer, clock: Clock) -> ApprovalHook:
+    """``Platform.on_approved``: the approved run carries the grant its approvers signed,
+    with the ring's current key as the store has it now (another process may have rotated)."""
 
     async def on_approved(uow: UnitOfWork, approval: Approval, run: Run) -> tuple[Approval, Run]:
-        return approval, sign_grant_for(run, approval, ring, sealer, clock.now())
+        at = clock.now()
+        return approval, sign_grant_for(run, approval, await keys.ring(at), sealer, at)
 
     return on_approved
 
@@ -165,14 +171,14 @@ async def embedded_platform(
 ) -> AsyncIterator[tuple[Platform, list[HealthCheck]]]:
     """The platform on embedded stores: SQLite (migrated on start), in-process cache, SQL
     audit log, and a file outbox for email that ``opsicle list emails`` shows."""
-    async with _embedded_stores(settings) as (platform, checks, _):
+    async with _embedded_stores(settings) as (platform, checks, _, _):
         yield platform, checks
 
 
 @asynccontextmanager
 async def _embedded_stores(
     settings: Settings,
-) -> AsyncIterator[tuple[Platform, list[HealthCheck], AsyncEngine]]:
+) -> AsyncIterator[tuple[Platform, list[HealthCheck], AsyncEngine, StoredKeyRing]]:
     url = settings.database_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -188,7 +194,8 @@ async def _embedded_stores(
             cache, cache_check = await _cache(settings, clock, stack)
             audit, audit_checks = await _audit(settings, engine, stack)
             sealer = FernetSealer(derive_key(key, "sealed values"))
-            ring = grant_key_store(settings, sealer).ring(clock.now())
+            keys = grant_keys(settings, engine, sealer)
+            await keys.ring(clock.now())  # the first key exists before any role serves
             platform = Platform(
                 uow=unit_of_work_factory(engine),
                 clock=clock,
@@ -203,14 +210,14 @@ async def _embedded_stores(
                 logs=SqlRunLogStore(engine),
                 sealer=sealer,
                 public_url=settings.public_url,
-                on_approved=grant_hook(ring, sealer, clock),
+                on_approved=grant_hook(keys, sealer, clock),
             )
             checks: list[HealthCheck] = [
                 SqlHealthCheck(engine, name="database"),
                 cache_check,
                 *audit_checks,
             ]
-            yield platform, checks, engine
+            yield platform, checks, engine, keys
     finally:
         await engine.dispose()
 
@@ -377,7 +384,7 @@ async def coordinator(settings: Settings) -> AsyncIterator[Role]:
     from entrypoints.webhook_delivery import webhook_delivery
 
     async with (
-        _embedded_stores(settings) as (platform, checks, engine),
+        _embedded_stores(settings) as (platform, checks, engine, _),
         _run_queues(settings, engine, "coordinator") as (queues, queue_checks),
         coordination(platform, queues, lease_seconds=float(settings["lease-seconds"])) as c,
         webhook_delivery(c.platform, timeout_seconds=float(settings["webhook-timeout"])),
@@ -407,7 +414,7 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
 
     signal = PublishSignal()
     async with (
-        _embedded_stores(settings) as (platform, checks, engine),
+        _embedded_stores(settings) as (platform, checks, engine, keys),
         _run_queues(settings, engine, "standalone") as (queues, queue_checks),
         coordination(
             platform,
@@ -421,10 +428,9 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
             *controller_routes(c.platform),
             *coordinator_routes(c.platform, c.dispatch, c.stopping, beside_controller=True),
         ]
-        # The embedded worker verifies grants with this instance's own keys.
-        grants = grant_key_store(settings, platform.sealer).ring(platform.clock.now()).verifier()
         async with (
-            embedded_worker(c.platform, c.dispatch, settings, c.stopping, signal, grants=grants),
+            # The embedded worker verifies grants with the ring this process signs with.
+            embedded_worker(c.platform, c.dispatch, settings, c.stopping, signal, grants=keys),
             # Telegram and Slack as the approver role runs them, when their tokens are set.
             approval_chats(settings, c.platform, engine, asyncio.Event()) as chat_routes,
         ):

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import attrs
 import pyotp
 
-from adapters.crypto.grants import Ed25519KeyRing, GrantKey
+from adapters.crypto.grants import StoredKeyRing
+from adapters.memory.grant_keys import in_memory_grant_keys
 from adapters.memory.queue import InMemoryQueue
 from adapters.memory.runner import InMemoryRunner, Script
 from adapters.template_reader import read_template
@@ -87,8 +88,9 @@ async def _approved_run(p: Platform, clock: SteppedClock, requester: Caller, org
 async def test_an_approved_run_executes_with_its_grant_and_tampered_runs_are_refused() -> None:
     clock = SteppedClock()
     p, mailer = memory_platform(clock)
-    ring = Ed25519KeyRing([GrantKey.generate(clock.now())])
-    p = attrs.evolve(p, on_approved=grant_hook(ring, p.sealer, clock))
+    keys = StoredKeyRing(in_memory_grant_keys(), p.sealer)
+    ring = await keys.ring(clock.now())
+    p = attrs.evolve(p, on_approved=grant_hook(keys, p.sealer, clock))
 
     admin = await make_user(p)
     org = unique_code()

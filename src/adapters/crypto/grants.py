@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -22,9 +23,18 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from domain.errors import FieldError, Invalid
-from domain.grants import DEFAULT_GRANT_TTL, Grant, GrantRefused, SignedGrant, encode_grant
-from domain.ports import Sealer
+from domain.errors import Conflict, FieldError, Invalid
+from domain.grants import (
+    DEFAULT_GRANT_TTL,
+    Grant,
+    GrantRefused,
+    SignedGrant,
+    StoredGrantKey,
+    encode_grant,
+)
+from domain.ports import GrantKeyRepository, Sealer
+
+log = logging.getLogger("opsicle.approver_keys")
 
 
 def public_raw(key: Ed25519PublicKey) -> bytes:
@@ -211,8 +221,9 @@ def key_from_record(record: dict[str, str | None], sealer: Sealer) -> GrantKey:
 class FileGrantKeyStore:
     """Keys as JSON files (mode 0600) in a directory (mode 0700) of the data directory.
 
-    Stands in for a table in the SQL store until that migration exists; the private halves are
-    sealed, so the files are as safe as the server's secret key.
+    Where releases before the SQL key ring kept the keys: ``StoredKeyRing`` imports them once
+    into an empty store. The private halves are sealed, so the files are as safe as the
+    server's secret key.
     """
 
     def __init__(self, directory: Path, sealer: Sealer) -> None:
@@ -259,3 +270,114 @@ class FileGrantKeyStore:
         keys = rotate(self.load(), at, grant_ttl)
         self.save(keys)
         return Ed25519KeyRing(keys)
+
+
+def stored_key(
+    key: GrantKey, sealer: Sealer, grant_ttl: timedelta = DEFAULT_GRANT_TTL
+) -> StoredGrantKey:
+    """``key`` as the store keeps it; a retired key may be dropped ``grant_ttl`` after."""
+    record = key_record(key, sealer)
+    return StoredGrantKey(
+        key_id=key.key_id,
+        public_key=str(record["public"]),
+        sealed_private=record["private"],
+        created_at=key.created_at,
+        retired_at=key.retired_at,
+        expires_at=key.retired_at + grant_ttl if key.retired_at else None,
+    )
+
+
+def key_from_stored(stored: StoredGrantKey, sealer: Sealer) -> GrantKey:
+    """Raises ``Invalid`` when the stored key is damaged or sealed with another server key."""
+    return key_from_record(
+        {
+            "keyId": stored.key_id,
+            "public": stored.public_key,
+            "private": stored.sealed_private,
+            "createdAt": stored.created_at.isoformat(),
+            "retiredAt": stored.retired_at.isoformat() if stored.retired_at else None,
+        },
+        sealer,
+    )
+
+
+ROTATE_ATTEMPTS = 5
+
+
+class StoredKeyRing:
+    """The approver's key ring in the platform's store, shared by every process on it.
+
+    ``ring`` reads the store on every call (signing is rare next to a query of a few rows),
+    so a key rotated by any process signs the next grant everywhere. ``verify`` uses the ring
+    this process read last, which is enough for the standalone's embedded worker: it only
+    sees grants this process signed.
+    """
+
+    def __init__(
+        self,
+        keys: GrantKeyRepository,
+        sealer: Sealer,
+        *,
+        legacy_dir: Path | None = None,
+        grant_ttl: timedelta = DEFAULT_GRANT_TTL,
+    ) -> None:
+        self._keys = keys
+        self._sealer = sealer
+        self._legacy_dir = legacy_dir
+        self._ttl = grant_ttl
+        self._last: Ed25519KeyRing | None = None
+
+    async def ring(self, at: datetime) -> Ed25519KeyRing:
+        """The stored ring; when the store has none, the key files of an older release
+        (``legacy_dir``) or else a new key become its first keys."""
+        stored = await self._keys.keys()
+        if not stored:
+            stored = await self._first(at)
+        return self._loaded(stored, at)
+
+    async def rotate(self, at: datetime) -> Ed25519KeyRing:
+        """A new current key; the old one retired at ``at`` and verifying until its grants
+        expire. Raises ``Conflict`` when other processes kept rotating first."""
+        for _ in range(ROTATE_ATTEMPTS):
+            ring = await self.ring(at)
+            new = stored_key(GrantKey.generate(at), self._sealer)
+            rotated = await self._keys.rotate(
+                ring.key_id, new, at=at, expires_at=at + self._ttl
+            )
+            if rotated is not None:
+                return self._loaded(rotated, at)
+        raise Conflict("the approver key ring kept changing while rotating it: try again")
+
+    def verify(self, signed: SignedGrant) -> Grant:
+        if self._last is None:
+            raise GrantRefused("no approver key has been loaded in this process yet")
+        return self._last.verify(signed)
+
+    async def _first(self, at: datetime) -> list[StoredGrantKey]:
+        files = FileGrantKeyStore(self._legacy_dir, self._sealer) if self._legacy_dir else None
+        old = files.load() if files else []
+        if not any(k.retired_at is None and k.private is not None for k in old):
+            old = []
+        first = [stored_key(k, self._sealer, self._ttl) for k in old] or [
+            stored_key(GrantKey.generate(at), self._sealer)
+        ]
+        stored = await self._keys.add_first(first)
+        if old and {k.key_id for k in stored} == {k.key_id for k in old}:
+            log.info(
+                "imported %d approver key(s) from %s into the store; the files are left as "
+                "they were and are no longer read",
+                len(old),
+                self._legacy_dir,
+            )
+        return stored
+
+    def _loaded(self, stored: Sequence[StoredGrantKey], at: datetime) -> Ed25519KeyRing:
+        ring = Ed25519KeyRing(
+            [
+                key_from_stored(k, self._sealer)
+                for k in stored
+                if k.expires_at is None or k.expires_at > at
+            ]
+        )
+        self._last = ring
+        return ring

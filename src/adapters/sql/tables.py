@@ -412,6 +412,7 @@ webhook_deliveries = sa.Table(
     sa.Column("lease_until", UtcDateTime),
     sa.Column("finished_at", UtcDateTime),
     sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_webhook_deliveries_org_created", "org_id", "created_at"),
     **TABLE_OPTIONS,
 )
 
@@ -467,6 +468,30 @@ chat_links = sa.Table(
 )
 
 # Which approver process posts an approval's messages on a chat channel now (a lease).
+# The approver's grant signing keys, one ring per name ("approver" in production): the ring's
+# row is created with its first key under the primary key, so two processes starting at once
+# on an empty store keep one key, and a rotation moves ``current_key_id`` conditionally.
+grant_key_rings = sa.Table(
+    "grant_key_rings", metadata,
+    _id("ring", primary_key=True),
+    _id("current_key_id", nullable=False),
+    **TABLE_OPTIONS,
+)
+
+# ``sealed_private`` is sealed with the server's secret key; ``expires_at`` is when a retired
+# key may be dropped (every grant it signed has expired by then).
+grant_keys = sa.Table(
+    "grant_keys", metadata,
+    _id("ring", primary_key=True),
+    _id("key_id", primary_key=True),
+    sa.Column("public_key", sa.String(ID), nullable=False),
+    sa.Column("sealed_private", sa.Text),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("retired_at", UtcDateTime),
+    sa.Column("expires_at", UtcDateTime),
+    **TABLE_OPTIONS,
+)
+
 relay_claims = sa.Table(
     "relay_claims", metadata,
     _id("approval_id", primary_key=True),
