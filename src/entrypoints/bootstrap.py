@@ -166,6 +166,31 @@ def grant_hook(keys: StoredKeyRing, sealer: Sealer, clock: Clock) -> ApprovalHoo
 
 
 @asynccontextmanager
+async def _platform_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """An engine on the platform database, its schema brought to the head or checked."""
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # The derived SQLite database is the zero-setup default: it is always brought forward.
+    await prepare_schema(
+        url, may_migrate=bool(settings["migrate"]) or settings.origin("database-url") == "default"
+    )
+    engine = create_engine(url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def approver_keys(settings: Settings) -> AsyncIterator[StoredKeyRing]:
+    """The approver's key ring on the settings' store, as the server roles use it."""
+    async with _platform_engine(settings) as engine:
+        sealer = FernetSealer(derive_key(master_key(settings), "sealed values"))
+        yield grant_keys(settings, engine, sealer)
+
+
+@asynccontextmanager
 async def embedded_platform(
     settings: Settings,
 ) -> AsyncIterator[tuple[Platform, list[HealthCheck]]]:
@@ -179,15 +204,7 @@ async def embedded_platform(
 async def _embedded_stores(
     settings: Settings,
 ) -> AsyncIterator[tuple[Platform, list[HealthCheck], AsyncEngine, StoredKeyRing]]:
-    url = settings.database_url
-    if url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # The derived SQLite database is the zero-setup default: it is always brought forward.
-    await prepare_schema(
-        url, may_migrate=bool(settings["migrate"]) or settings.origin("database-url") == "default"
-    )
-    engine = create_engine(url)
-    try:
+    async with _platform_engine(settings) as engine:
         clock = SystemClock()
         key = master_key(settings)
         async with AsyncExitStack() as stack:
@@ -218,8 +235,6 @@ async def _embedded_stores(
                 *audit_checks,
             ]
             yield platform, checks, engine, keys
-    finally:
-        await engine.dispose()
 
 
 @attrs.define

@@ -22,8 +22,8 @@ def test_get_approver_key_prints_a_pem_key_made_on_first_use(
     assert "(current)" in first.out
     again = cli("get", "approver-key", "--data-dir", str(tmp_path))
     assert again.out == first.out
-    stored = list((tmp_path / "approver-keys").glob("*.json"))
-    assert len(stored) == 1 and stored[0].stat().st_mode & 0o777 == 0o600
+    # The ring lives in the platform database, not in key files.
+    assert (tmp_path / "opsicle.db").exists() and not (tmp_path / "approver-keys").exists()
 
 
 def test_rotate_approver_key_adds_a_current_key_and_keeps_the_old_one(

@@ -16,7 +16,6 @@ from entrypoints.cli.orgs import org_update
 from entrypoints.output import error_console
 
 if TYPE_CHECKING:
-    from adapters.crypto.grants import FileGrantKeyStore
     from adapters.http.approvals_client import ApprovalsClient
     from adapters.http.controller_client import ControllerClient
     from adapters.http.schemas.approvals import ApprovalInfo, PolicyInfo
@@ -33,22 +32,26 @@ def _approvals(c: ControllerClient) -> ApprovalsClient:
     return ApprovalsClient(c)
 
 
-def _key_store(data_dir: str | None) -> FileGrantKeyStore:
-    from adapters.crypto.grants import FileGrantKeyStore
-    from adapters.crypto.sealing import FernetSealer
-    from entrypoints.bootstrap import derive_key, master_key
-
-    resolved = current().with_flags(data_dir=data_dir)
-    sealer = FernetSealer(derive_key(master_key(resolved), "sealed values"))
-    return FileGrantKeyStore(resolved.data_dir / "approver-keys", sealer)
+DatabaseUrl = Annotated[
+    str | None,
+    Parameter(help="SQLAlchemy URL of the platform database. Default: SQLite in data-dir"),
+]
 
 
-def _print_keys(data_dir: str | None, rotate: bool) -> int:
-    from adapters.crypto.grants import public_pem
+def _print_keys(data_dir: str | None, database_url: str | None, rotate: bool) -> int:
+    import asyncio
 
-    store = _key_store(data_dir)
-    now = datetime.now(UTC)
-    ring = store.rotate(now) if rotate else store.ring(now)
+    from adapters.crypto.grants import Ed25519KeyRing, public_pem
+    from entrypoints.bootstrap import approver_keys
+
+    resolved = current().with_flags(data_dir=data_dir, database_url=database_url)
+
+    async def main() -> Ed25519KeyRing:
+        async with approver_keys(resolved) as store:
+            now = datetime.now(UTC)
+            return await (store.rotate(now) if rotate else store.ring(now))
+
+    ring = asyncio.run(main())
     keys = sorted(ring.keys, key=lambda k: (k.retired_at is None, k.created_at))
     if current()["output"] == "text":
         for key in keys:
@@ -71,20 +74,20 @@ def _print_keys(data_dir: str | None, rotate: bool) -> int:
 
 
 @verbs.get.command(name="approver-key")
-def get_approver_key(*, data_dir: DataDir = None) -> int:
+def get_approver_key(*, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> int:
     """Print the approver's public keys (PEM), current key last, for workers to pin with
     'opsicle start worker --approver-key FILE'. Retired keys are listed while grants they
-    signed may still be valid. Run it where the server's data directory is; the key is
-    generated on first use."""
-    return _print_keys(data_dir, rotate=False)
+    signed may still be valid. Run it with the server's settings (database URL and secret key,
+    or its data directory); the key is generated on first use."""
+    return _print_keys(data_dir, database_url, rotate=False)
 
 
 @verbs.rotate.command(name="approver-key")
-def rotate_approver_key(*, data_dir: DataDir = None) -> int:
+def rotate_approver_key(*, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> int:
     """Generate a new signing key for approval grants and retire the current one; grants the
-    old key signed still verify until they expire. Restart the server to sign with the new key,
-    and pin the new public key (printed) on workers."""
-    return _print_keys(data_dir, rotate=True)
+    old key signed still verify until they expire. Every server role on the same database signs
+    with the new key from its next grant on; pin the new public key (printed) on workers."""
+    return _print_keys(data_dir, database_url, rotate=True)
 
 
 # ---------------------------------------------------------------- approval requests
