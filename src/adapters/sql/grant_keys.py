@@ -38,10 +38,12 @@ class SqlGrantKeyRepository:
         self._store = store_name(engine.url)
 
     @asynccontextmanager
-    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+    async def _connect(self, *, writing: bool = True) -> AsyncIterator[AsyncConnection]:
         with translate_errors(self._store):
             async with self._engine.connect() as conn:
-                if is_sqlite(self._engine):
+                # Reading takes no write lock on SQLite: roles read the ring to sign inside
+                # a unit of work that holds it already.
+                if writing and is_sqlite(self._engine):
                     conn = await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
                 yield conn
 
@@ -63,7 +65,7 @@ class SqlGrantKeyRepository:
         ]
 
     async def keys(self) -> list[StoredGrantKey]:
-        async with self._connect() as conn:
+        async with self._connect(writing=False) as conn:
             keys = await self._read(conn)
             await conn.commit()
             return keys
