@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "0014"
+revision = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | None = None
 depends_on: str | None = None
