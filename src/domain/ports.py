@@ -546,6 +546,7 @@ class UnitOfWork(Protocol):
     approvals: ApprovalRepository
     policies: PolicyRepository
     webhooks: WebhookDeliveryRepository
+    audit: AuditRecorder
 
     async def __aenter__(self) -> UnitOfWork: ...
 
@@ -614,6 +615,40 @@ class AuditLog(Protocol):
 
     def all(self) -> AsyncIterator[AuditEvent]:
         """Every event in chain order, for verification."""
+        ...
+
+
+class AuditRecorder(Protocol):
+    """The audit events of one unit of work: kept if and only if the unit commits."""
+
+    async def add(self, event: AuditEvent) -> None:
+        """Record ``event`` with the unit's changes: chained into the audit log when it lives
+        in the same store, else put in the audit outbox for the forwarder. Raises ``Conflict``
+        for an id already recorded, ``Unavailable``."""
+        ...
+
+
+class AuditOutbox(Protocol):
+    """Audit events committed with their changes, waiting to be appended to a separate audit
+    log (``domain.services.audit.forward``). Each call is its own transaction."""
+
+    async def claim(self, owner: str, now: datetime, until: datetime) -> bool:
+        """Take or extend the forwarding lease: True when ``owner`` now holds it until
+        ``until`` (it was free, expired at ``now``, or ``owner``'s already)."""
+        ...
+
+    async def pending(self, limit: int = 100) -> builtins.list[AuditEvent]:
+        """Waiting events in the order they were committed, not chained (empty hashes)."""
+        ...
+
+    async def remove(self, ids: Sequence[str]) -> None:
+        """Forget forwarded events; ids no longer waiting are ignored."""
+        ...
+
+    async def list(
+        self, flt: AuditFilter, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[AuditEvent]:
+        """Waiting events matching ``flt``, oldest first, for listings."""
         ...
 
 

@@ -34,6 +34,7 @@ from adapters.mongo.audit import health_check as mongo_health_check
 from adapters.mongo.audit import mongo_client
 from adapters.redis.cache import RedisCache, RedisHealthCheck
 from adapters.sql.audit import audit_log as sql_audit_log
+from adapters.sql.audit import audit_outbox as sql_audit_outbox
 from adapters.sql.engine import create_engine
 from adapters.sql.grant_keys import sql_grant_keys
 from adapters.sql.health import SqlHealthCheck
@@ -46,6 +47,7 @@ from domain.automations import Run
 from domain.errors import FieldError, Invalid
 from domain.ports import (
     AuditLog,
+    AuditOutbox,
     Cache,
     Clock,
     HealthCheck,
@@ -55,6 +57,7 @@ from domain.ports import (
     Sealer,
     UnitOfWork,
 )
+from domain.services.audit import AuditTrail
 from domain.services.dispatch import Dispatch
 from domain.services.grants import sign_grant_for
 from domain.services.platform import ApprovalHook, Limits, Platform
@@ -133,17 +136,57 @@ def _mailer(settings: Settings, clock: Clock) -> Mailer:
     )
 
 
-async def _audit(
-    settings: Settings, engine: AsyncEngine, stack: AsyncExitStack
-) -> tuple[AuditLog, list[HealthCheck]]:
-    """MongoDB when ``mongo-url`` is set, else the audit table in the SQL store."""
+@attrs.frozen
+class _AuditStores:
+    log: AuditLog
+    checks: list[HealthCheck]
+    # Set when the log is a separate store: events wait in the SQL outbox for the forwarder.
+    outbox: AuditOutbox | None = None
+    separate_log: AuditLog | None = None
+
+
+async def _audit(settings: Settings, engine: AsyncEngine, stack: AsyncExitStack) -> _AuditStores:
+    """MongoDB when ``mongo-url`` is set, reached through the SQL audit outbox; else the audit
+    table in the SQL store, written in each change's own transaction."""
     if settings["mongo-url"]:
         client = mongo_client(str(settings["mongo-url"]))
         stack.push_async_callback(client.close)
-        return mongo_audit_log(client, str(settings["mongo-database"])), [
-            mongo_health_check(client)
-        ]
-    return sql_audit_log(engine), []
+        log = mongo_audit_log(client, str(settings["mongo-database"]))
+        outbox = sql_audit_outbox(engine)
+        return _AuditStores(AuditTrail(log, outbox), [mongo_health_check(client)], outbox, log)
+    return _AuditStores(sql_audit_log(engine), [])
+
+
+# How often the audit forwarder looks for events in the outbox when none were announced.
+AUDIT_FORWARD_INTERVAL = 0.5
+
+
+@asynccontextmanager
+async def _audit_forwarder(audit: _AuditStores, clock: Clock) -> AsyncIterator[None]:
+    """The loop that moves the audit outbox into the separate audit store, while inside."""
+    if audit.outbox is None or audit.separate_log is None:
+        yield
+        return
+    from domain.services.audit import FORWARD_BATCH, Forwarder, forward
+    from entrypoints.loops import service_loop, stop_tasks
+
+    f = Forwarder(audit.outbox, audit.separate_log, clock, f"{os.getpid()}-{secrets.token_hex(6)}")
+
+    async def step() -> None:
+        # A full batch means more are waiting: keep going before the next pause.
+        while await forward(f) >= FORWARD_BATCH:
+            pass
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        service_loop("audit forwarder", step, stop=stop, clock=clock,
+                     interval=AUDIT_FORWARD_INTERVAL)
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await stop_tasks([task], grace=5.0)
 
 
 def grant_keys(settings: Settings, engine: AsyncEngine, sealer: Sealer) -> StoredKeyRing:
@@ -209,12 +252,13 @@ async def _embedded_stores(
         key = master_key(settings)
         async with AsyncExitStack() as stack:
             cache, cache_check = await _cache(settings, clock, stack)
-            audit, audit_checks = await _audit(settings, engine, stack)
+            audit = await _audit(settings, engine, stack)
+            await stack.enter_async_context(_audit_forwarder(audit, clock))
             sealer = FernetSealer(derive_key(key, "sealed values"))
             keys = grant_keys(settings, engine, sealer)
             await keys.ring(clock.now())  # the first key exists before any role serves
             platform = Platform(
-                uow=unit_of_work_factory(engine),
+                uow=unit_of_work_factory(engine, audit_outbox=audit.outbox is not None),
                 clock=clock,
                 ids=UlidIdGenerator(clock),
                 passwords=Argon2PasswordHasher(),
@@ -222,7 +266,7 @@ async def _embedded_stores(
                 secrets=KeyedSecrets(derive_key(key, "stored secrets")),
                 totp=PyotpTotp(),
                 cache=cache,
-                audit=audit,
+                audit=audit.log,
                 mailer=_mailer(settings, clock),
                 logs=SqlRunLogStore(engine),
                 sealer=sealer,
@@ -232,7 +276,7 @@ async def _embedded_stores(
             checks: list[HealthCheck] = [
                 SqlHealthCheck(engine, name="database"),
                 cache_check,
-                *audit_checks,
+                *audit.checks,
             ]
             yield platform, checks, engine, keys
 
@@ -495,8 +539,9 @@ def memory_platform(
     clock = clock or SystemClock()
     mailer = InMemoryMailer()
     key = secrets.token_bytes(32)
+    audit = InMemoryAuditLog()
     platform = Platform(
-        uow=InMemoryPlatformStore().unit_of_work,
+        uow=InMemoryPlatformStore(audit).unit_of_work,
         clock=clock,
         ids=UlidIdGenerator(clock),
         passwords=passwords or FastPasswordHasher(),
@@ -504,7 +549,7 @@ def memory_platform(
         secrets=KeyedSecrets(derive_key(key, "stored secrets")),
         totp=PyotpTotp(),
         cache=InMemoryCache(clock),
-        audit=InMemoryAuditLog(),
+        audit=audit,
         mailer=mailer,
         logs=InMemoryRunLogStore(),
         sealer=FernetSealer(derive_key(key, "sealed values")),

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import attrs
 
 from domain.approvals import Approval, ApprovalSettings, ApprovalStatus, StoredPolicy
+from domain.audit import AuditEvent
 from domain.automations import Run, RunStatus
 from domain.errors import Conflict, FieldError, Invalid, NotFound
 from domain.orgs import Invitation, InvitationStatus, Membership, Organisation
@@ -25,6 +26,8 @@ from domain.permissions import Role
 from domain.ports import (
     ApprovalFilter,
     ApprovalRepository,
+    AuditLog,
+    AuditRecorder,
     CodeRepository,
     InvitationRepository,
     MfaRepository,
@@ -87,6 +90,9 @@ class PlatformState:
     policies: dict[str, StoredPolicy] = attrs.field(factory=dict)
     approval_settings: dict[str, ApprovalSettings] = attrs.field(factory=dict)
     webhooks: dict[str, WebhookDelivery] = attrs.field(factory=dict)
+    # Audit events waiting for the forwarder, in the order they were committed: id -> (seq, e).
+    audit_outbox: dict[str, tuple[int, AuditEvent]] = attrs.field(factory=dict)
+    audit_seq: int = 0
 
     def copy(self) -> PlatformState:
         # The values are frozen, so copying each container is enough to isolate a unit.
@@ -95,11 +101,16 @@ class PlatformState:
 
 
 class InMemoryPlatformStore:
-    """The shared state behind every ``InMemoryUnitOfWork``; one unit writes at a time."""
+    """The shared state behind every ``InMemoryUnitOfWork``; one unit writes at a time.
 
-    def __init__(self) -> None:
+    With ``audit`` the units' audit events are appended to that log as they commit (one store,
+    like the SQL audit log); without, they wait in ``state.audit_outbox`` for the forwarder.
+    """
+
+    def __init__(self, audit: AuditLog | None = None) -> None:
         self.state = PlatformState()
         self.lock = asyncio.Lock()
+        self.audit = audit
 
     def unit_of_work(self) -> UnitOfWork:
         return InMemoryUnitOfWork(self)
@@ -123,6 +134,7 @@ class InMemoryUnitOfWork:
         self.approvals: ApprovalRepository = InMemoryApprovalRepository(self)
         self.policies: PolicyRepository = InMemoryPolicyRepository(self)
         self.webhooks: WebhookDeliveryRepository = InMemoryWebhookDeliveryRepository(self)
+        self.audit: AuditRecorder = InMemoryAuditRecorder(self)
 
     async def __aenter__(self) -> InMemoryUnitOfWork:
         if self._staged is not None:
@@ -138,8 +150,15 @@ class InMemoryUnitOfWork:
             self._store.lock.release()
 
     async def commit(self) -> None:
+        log = self._store.audit
+        recorded = [e for _, e in self.state.audit_outbox.values()] if log else []
+        if recorded:
+            self.state.audit_outbox.clear()
         self._store.state = self.state
         self._staged = self._store.state.copy()
+        if log is not None:
+            for event in recorded:  # still under the store's lock: in commit order
+                await log.append(event)
 
     async def rollback(self) -> None:
         if self._staged is None:
@@ -655,6 +674,14 @@ class InMemoryOutboxRepository(_Repository):
             stored = self._s.outbox.get(message_id)
             if stored is not None and stored.published_at is None:
                 self._s.outbox[message_id] = attrs.evolve(stored, published_at=at)
+
+
+class InMemoryAuditRecorder(_Repository):
+    async def add(self, event: AuditEvent) -> None:
+        if event.id in self._s.audit_outbox:
+            raise Conflict(f"audit event {event.id} already exists")
+        self._s.audit_seq += 1
+        self._s.audit_outbox[event.id] = (self._s.audit_seq, event)
 
 
 class InMemoryRunRepository(_Repository):

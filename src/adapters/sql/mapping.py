@@ -73,6 +73,15 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     return key
 
 
+MAX_PAGE = 1000
+
+
+def check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise Invalid("the page size is not valid",
+                      errors=(FieldError("limit", f"expected 1 to {MAX_PAGE}"),))
+
+
 def bad_cursor() -> Invalid:
     return Invalid("the page cursor is not valid", code="invalid_cursor",
                    errors=(FieldError("cursor", "is not a cursor this list returned"),))
@@ -347,7 +356,7 @@ def audit_row(e: AuditEvent) -> dict[str, Any]:
             "previous_hash": e.previous_hash, "hash": e.hash}
 
 
-def audit_of(r: RowMapping) -> AuditEvent:
+def audit_of(r: Mapping[Any, Any]) -> AuditEvent:
     return AuditEvent(id=r["id"], at=r["at"], actor=r["actor"], verb=r["verb"],
                       resource_type=r["resource_type"], resource_id=r["resource_id"],
                       org_id=r["org_id"], outcome=Outcome(r["outcome"]),

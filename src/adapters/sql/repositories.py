@@ -15,7 +15,9 @@ from sqlalchemy.sql import Executable
 
 from adapters.sql import mapping as m
 from adapters.sql import tables as t
+from adapters.sql.audit import SqlAuditChain, SqlAuditOutboxWriter
 from adapters.sql.engine import SQLITE_BEGIN, is_sqlite, store_name, translate_errors
+from adapters.sql.mapping import MAX_PAGE, check_limit
 from domain.approvals import Approval, ApprovalSettings, ApprovalStatus, StoredPolicy
 from domain.automations import Run, RunStatus
 from domain.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
@@ -25,6 +27,7 @@ from domain.permissions import Role
 from domain.ports import (
     ApprovalFilter,
     ApprovalRepository,
+    AuditRecorder,
     CodeRepository,
     InvitationRepository,
     MfaRepository,
@@ -54,24 +57,21 @@ from domain.users import CodePurpose, MfaEnrolment, OneTimeCode, User
 from domain.webhooks import DeliveryStatus, WebhookDelivery
 from domain.workers import Worker
 
-MAX_PAGE = 1000
 
+def unit_of_work_factory(engine: AsyncEngine, *, audit_outbox: bool = False
+                         ) -> UnitOfWorkFactory:
+    """Units of work over ``engine``, typed as the port (mypy checks the adapter against it).
 
-def check_limit(limit: int) -> None:
-    if not 1 <= limit <= MAX_PAGE:
-        raise Invalid("the page size is not valid",
-                      errors=(FieldError("limit", f"expected 1 to {MAX_PAGE}"),))
-
-
-def unit_of_work_factory(engine: AsyncEngine) -> UnitOfWorkFactory:
-    """Units of work over ``engine``, typed as the port (mypy checks the adapter against it)."""
-    return lambda: SqlUnitOfWork(engine)
+    Their audit events are chained into the SQL audit log in the unit's transaction, or with
+    ``audit_outbox`` (the audit log is another store) wait in the audit outbox.
+    """
+    return lambda: SqlUnitOfWork(engine, audit_outbox=audit_outbox)
 
 
 class SqlUnitOfWork:
     """One database transaction; leaving without ``commit`` rolls it back."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, audit_outbox: bool = False) -> None:
         self._engine = engine
         self.store = store_name(engine.url)
         self._conn: AsyncConnection | None = None
@@ -89,6 +89,8 @@ class SqlUnitOfWork:
         self.approvals: ApprovalRepository = SqlApprovalRepository(self)
         self.policies: PolicyRepository = SqlPolicyRepository(self)
         self.webhooks: WebhookDeliveryRepository = SqlWebhookDeliveryRepository(self)
+        self.audit: AuditRecorder = (SqlAuditOutboxWriter(self.execute) if audit_outbox
+                                     else SqlAuditChain(self.execute, self.store))
 
     async def __aenter__(self) -> SqlUnitOfWork:
         if self._conn is not None:

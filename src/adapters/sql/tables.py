@@ -456,6 +456,36 @@ audit_chain_head = sa.Table(
     **TABLE_OPTIONS,
 )
 
+# Audit events committed in the same transaction as the change they record, waiting for the
+# forwarder to append them to a separate audit store (MongoDB); ``seq`` is their order.
+audit_outbox = sa.Table(
+    "audit_outbox", metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    _id("id", nullable=False, unique=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("actor", sa.String(NAME), nullable=False),
+    sa.Column("verb", sa.String(NAME), nullable=False),
+    sa.Column("resource_type", sa.String(NAME), nullable=False),
+    sa.Column("resource_id", sa.String(NAME), nullable=False),
+    _id("org_id"),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("source_ip", sa.String(64), nullable=False),
+    sa.Column("user_agent", sa.Text, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    **TABLE_OPTIONS,
+)
+
+# The one row whose owner may forward the audit outbox until ``expires_at`` (a lease), so
+# forwarders in several processes take turns rather than interleave.
+audit_forwarder = sa.Table(
+    "audit_forwarder", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    _id("owner", nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    **TABLE_OPTIONS,
+)
+
 # Which Opsicle user a Telegram or Slack identity is (opsicle link telegram|slack).
 chat_links = sa.Table(
     "chat_links", metadata,

@@ -746,8 +746,8 @@ async def enrol_mfa(p: Platform, caller: Caller, password: str) -> MfaSetup:
             raise Conflict(
                 "multi-factor authentication is set up already; remove it first", code="mfa_exists"
             ) from None
+        await record(p, caller, "enrol_mfa", "mfa", user.id, uow=uow)
         await uow.commit()
-    await record(p, caller, "enrol_mfa", "mfa", user.id)
     return MfaSetup(secret, p.totp.provisioning_uri(secret, user.email))
 
 
@@ -850,5 +850,5 @@ async def remove_mfa(p: Platform, caller: Caller, password: str, code: str) -> N
             raise NotFound(
                 "multi-factor authentication is not set up", code="mfa_not_enrolled"
             ) from None
+        await record(p, caller, "remove_mfa", "mfa", user.id, uow=uow)
         await uow.commit()
-    await record(p, caller, "remove_mfa", "mfa", user.id)

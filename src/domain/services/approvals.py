@@ -82,9 +82,9 @@ async def create_policy(
             created_by=user_id, updated_at=now,
         )
         await uow.policies.add(stored)
+        await record(p, caller, "policy.create", "approval_policy", stored.id,
+                     org_id=stored.org_id, data={"name": stored.name}, uow=uow)
         await uow.commit()
-    await record(p, caller, "policy.create", "approval_policy", stored.id,
-                 org_id=stored.org_id, data={"name": stored.name})
     return shown(stored)
 
 
@@ -140,9 +140,9 @@ async def update_policy(
         changed = attrs.evolve(found, policy=attrs.evolve(policy, spec=spec),
                                updated_at=p.clock.now())
         await uow.policies.update(changed)
+        await record(p, caller, "policy.update", "approval_policy", changed.id,
+                     org_id=changed.org_id, data={"name": changed.name}, uow=uow)
         await uow.commit()
-    await record(p, caller, "policy.update", "approval_policy", changed.id,
-                 org_id=changed.org_id, data={"name": changed.name})
     return shown(changed)
 
 
@@ -153,9 +153,9 @@ async def remove_policy(p: Platform, caller: Caller, org_ref: str, ref: str) -> 
         )
         found = await _policy(uow, access.org.id, ref)
         await uow.policies.delete(found.id)
+        await record(p, caller, "policy.remove", "approval_policy", found.id,
+                     org_id=found.org_id, data={"name": found.name}, uow=uow)
         await uow.commit()
-    await record(p, caller, "policy.remove", "approval_policy", found.id,
-                 org_id=found.org_id, data={"name": found.name})
     return shown(found)
 
 
@@ -194,12 +194,12 @@ async def update_settings(
             updated_at=p.clock.now(),
         )
         await uow.policies.save_settings(settings)
+        shown = ",".join(f"{k}={v}" for k, v in sorted(settings.labels.items()))
+        await record(p, caller, "approvals.settings.update", "org", access.org.id,
+                     org_id=access.org.id,
+                     data={"required": str(settings.required), "labels": shown,
+                           "policy": settings.policy_ref or ""}, uow=uow)
         await uow.commit()
-    await record(p, caller, "approvals.settings.update", "org", access.org.id,
-                 org_id=access.org.id,
-                 data={"required": str(settings.required),
-                       "labels": ",".join(f"{k}={v}" for k, v in sorted(settings.labels.items())),
-                       "policy": settings.policy_ref or ""})
     return settings
 
 

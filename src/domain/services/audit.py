@@ -1,14 +1,21 @@
-"""Audit trail reads: my own trail, an org's trail for those allowed, and chain verification."""
+"""Audit trail reads (my own trail, an org's trail for those allowed, chain verification) and
+the forwarding of the audit outbox to a separate audit store."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import base64
+import binascii
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 
 import attrs
 
 from domain.audit import GENESIS, AuditEvent, digest
+from domain.errors import Conflict, FieldError, Invalid
 from domain.permissions import Action, Resource
-from domain.ports import AuditFilter, Page
+from domain.ports import AuditFilter, AuditLog, AuditOutbox, Clock, Page
 from domain.services.authorization import authorize, unit_of_work, user_of
 from domain.services.platform import Caller, Platform
 
@@ -75,3 +82,136 @@ async def verify_chain(p: Platform, caller: Caller) -> Verification:
         previous = event.hash
         checked += 1
     return Verification(checked)
+
+
+# ---------------------------------------------------------------- the audit outbox
+
+FORWARD_BATCH = 100
+FORWARD_LEASE_SECONDS = 30.0
+
+
+@attrs.frozen
+class Forwarder:
+    """What the audit forwarder of one process needs; ``owner`` names it in the lease."""
+
+    outbox: AuditOutbox
+    log: AuditLog
+    clock: Clock
+    owner: str
+    batch: int = FORWARD_BATCH
+    lease_seconds: float = FORWARD_LEASE_SECONDS
+
+
+async def forward(f: Forwarder) -> int:
+    """Append waiting events to the audit log in outbox order; how many were forwarded.
+
+    One forwarder at a time holds the lease, so several processes do not interleave their
+    appends. Should the lease lapse mid-batch (a stalled process), two may append the same
+    events: each walks them in the same order, and an event already stored is a ``Conflict``
+    that counts as forwarded, so the chain keeps the outbox order and holds each event once.
+    An event appended but not yet removed when its forwarder died is handled the same way.
+    """
+    now = f.clock.now()
+    if not await f.outbox.claim(f.owner, now, now + timedelta(seconds=f.lease_seconds)):
+        return 0
+    events = await f.outbox.pending(f.batch)
+    done: list[str] = []
+    try:
+        for event in events:
+            with contextlib.suppress(Conflict):  # forwarded before, by this or another
+                await f.log.append(event)
+            done.append(event.id)
+    finally:
+        # What reached the log leaves the outbox even when the log stops answering midway.
+        if done:
+            await f.outbox.remove(done)
+    return len(done)
+
+
+class AuditTrail:
+    """The audit log as people read it when its events pass through the outbox: forwarded
+    events (chained) first, then those still waiting (``hash`` empty), so a listing never
+    misses a recent event while the audit store is down or the forwarder is behind.
+
+    ``append`` and ``all`` (verification) are the log's own: waiting events are not chained
+    yet. Paging: a cursor into the waiting events also remembers where the forwarded part
+    ended, so events forwarded while a client pages still come (possibly a second time,
+    once waiting and once forwarded; never not at all).
+    """
+
+    def __init__(self, log: AuditLog, outbox: AuditOutbox) -> None:
+        self._log = log
+        self._outbox = outbox
+
+    async def append(self, event: AuditEvent) -> AuditEvent:
+        return await self._log.append(event)
+
+    def all(self) -> AsyncIterator[AuditEvent]:
+        return self._log.all()
+
+    async def list(
+        self, flt: AuditFilter, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[AuditEvent]:
+        if cursor is None or not cursor.startswith(_WAITING):
+            page = await self._log.list(flt, limit=limit, cursor=cursor)
+            if page.next_cursor is not None:
+                return page
+            at = _Resume(cursor, len(page.items), None)
+            items = list(page.items)
+        else:
+            at = _Resume.decode(cursor)
+            # Read the forwarded part again from where it was: what came since follows.
+            page = await self._log.list(
+                flt, limit=min(at.seen + limit, _MAX_PAGE), cursor=at.log_cursor
+            )
+            items = list(page.items[at.seen :])
+            if page.next_cursor is not None:
+                return Page(tuple(items), page.next_cursor)
+            at = attrs.evolve(at, seen=len(page.items))
+        room = limit - len(items)
+        waiting = await self._outbox.list(flt, limit=max(room, 1), cursor=at.waiting_cursor)
+        if room == 0:
+            return Page(tuple(items), at.encode() if waiting.items else None)
+        items.extend(waiting.items)
+        more = waiting.next_cursor
+        return Page(tuple(items), attrs.evolve(at, waiting_cursor=more).encode() if more else None)
+
+
+_WAITING = "w."
+_MAX_PAGE = 1000
+
+
+@attrs.frozen
+class _Resume:
+    log_cursor: str | None
+    seen: int
+    waiting_cursor: str | None
+
+    def encode(self) -> str:
+        raw = json.dumps([self.log_cursor, self.seen, self.waiting_cursor]).encode()
+        return _WAITING + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, cursor: str) -> _Resume:
+        body = cursor[len(_WAITING) :]
+        try:
+            log_cursor, seen, waiting = json.loads(
+                base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            )
+        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+            raise _bad_cursor() from exc
+        if not (
+            isinstance(seen, int)
+            and 0 <= seen <= _MAX_PAGE
+            and all(c is None or isinstance(c, str) for c in (log_cursor, waiting))
+        ):
+            raise _bad_cursor()
+        return cls(log_cursor, seen, waiting)
+
+
+def _bad_cursor() -> Invalid:
+    return Invalid(
+        "the page cursor is not valid",
+        code="invalid_cursor",
+        errors=(FieldError("cursor", "is not a cursor this list returned"),),
+    )

@@ -44,8 +44,10 @@ async def issue_link_code(p: Platform, caller: Caller, platform: ChatPlatform) -
             id=p.ids.new_id(), user_id=user_id, purpose=PURPOSE[platform],
             code_hash=p.secrets.hash(code), created_at=now, expires_at=expires,
         ))
+        await record(
+            p, caller, "chat_link.code", "user", user_id, data={"platform": platform.value}, uow=uow
+        )
         await uow.commit()
-    await record(p, caller, "chat_link.code", "user", user_id, data={"platform": platform.value})
     return LinkCode(platform, code, expires)
 
 

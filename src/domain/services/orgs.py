@@ -73,8 +73,10 @@ async def create_org(p: Platform, caller: Caller, name: str, code: str) -> Organ
         await uow.roles.add(admin)
         await uow.roles.add(worker)
         await uow.roles.assign(org.id, user_id, admin.id)
+        await record(
+            p, caller, "org.create", "org", org.id, org_id=org.id, data={"code": org.code}, uow=uow
+        )
         await uow.commit()
-    await record(p, caller, "org.create", "org", org.id, org_id=org.id, data={"code": org.code})
     return org
 
 
@@ -98,16 +100,17 @@ async def delete_org(p: Platform, caller: Caller, ref: str) -> Organisation:
             p, uow, caller, ref, Action.DELETE, Resource.ORG, verb="org.delete"
         )
         await uow.orgs.delete(access.org.id)
+        await record(
+            p,
+            caller,
+            "org.delete",
+            "org",
+            access.org.id,
+            org_id=access.org.id,
+            data={"code": access.org.code},
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p,
-        caller,
-        "org.delete",
-        "org",
-        access.org.id,
-        org_id=access.org.id,
-        data={"code": access.org.code},
-    )
     return access.org
 
 
@@ -215,10 +218,11 @@ async def cancel_invitation(
             invitation, status=InvitationStatus.CANCELLED, answered_at=p.clock.now()
         )
         await uow.invitations.update(invitation)
+        await record(
+            p, caller, "invitation.cancel", "invitation", invitation.id, org_id=invitation.org_id,
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p, caller, "invitation.cancel", "invitation", invitation.id, org_id=invitation.org_id
-    )
     return invitation
 
 
@@ -286,8 +290,10 @@ async def accept_invitation(
         await uow.invitations.update(
             attrs.evolve(invitation, status=InvitationStatus.ACCEPTED, answered_at=now)
         )
+        await record(
+            p, caller, "invitation.accept", "invitation", invitation.id, org_id=org.id, uow=uow
+        )
         await uow.commit()
-    await record(p, caller, "invitation.accept", "invitation", invitation.id, org_id=org.id)
     return MyOrg(org, membership)
 
 
@@ -301,10 +307,11 @@ async def reject_invitation(
             invitation, status=InvitationStatus.REJECTED, answered_at=p.clock.now()
         )
         await uow.invitations.update(invitation)
+        await record(
+            p, caller, "invitation.reject", "invitation", invitation.id, org_id=invitation.org_id,
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p, caller, "invitation.reject", "invitation", invitation.id, org_id=invitation.org_id
-    )
     return invitation
 
 
@@ -358,16 +365,17 @@ async def change_member_type(
         await uow.orgs.update_member(target)
         await keep_a_manager(uow, access.org)
         view = await _view(uow, target)
+        await record(
+            p,
+            caller,
+            "member.update",
+            "org_user",
+            target.user_id,
+            org_id=access.org.id,
+            data={"from": before.value, "to": member_type.value},
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p,
-        caller,
-        "member.update",
-        "org_user",
-        target.user_id,
-        org_id=access.org.id,
-        data={"from": before.value, "to": member_type.value},
-    )
     return view
 
 
@@ -382,8 +390,10 @@ async def remove_member(p: Platform, caller: Caller, ref: str, user_ref: str) ->
             await _keep_an_admin(uow, access.org, target.user_id, "remove")
         await uow.orgs.remove_member(access.org.id, target.user_id)
         await keep_a_manager(uow, access.org)
+        await record(
+            p, caller, "member.remove", "org_user", target.user_id, org_id=access.org.id, uow=uow
+        )
         await uow.commit()
-    await record(p, caller, "member.remove", "org_user", target.user_id, org_id=access.org.id)
     return target
 
 
@@ -394,8 +404,11 @@ async def leave_org(p: Platform, caller: Caller, ref: str) -> Membership:
             await _keep_an_admin(uow, access.org, access.member.user_id, "leave")
         await uow.orgs.remove_member(access.org.id, access.member.user_id)
         await keep_a_manager(uow, access.org)
+        await record(
+            p, caller, "member.leave", "org_user", access.member.user_id,
+            org_id=access.org.id, uow=uow
+        )
         await uow.commit()
-    await record(p, caller, "member.leave", "org_user", access.member.user_id, org_id=access.org.id)
     return access.member
 
 

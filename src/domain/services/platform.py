@@ -95,20 +95,30 @@ async def record(
     outcome: Outcome = Outcome.SUCCESS,
     data: Mapping[str, str] | None = None,
     actor: str | None = None,
+    uow: UnitOfWork | None = None,
 ) -> None:
-    """Append one audit event; never put secrets in ``data``."""
-    await p.audit.append(
-        AuditEvent(
-            id=p.ids.new_id(),
-            at=p.clock.now(),
-            actor=actor or caller.actor,
-            verb=verb,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            org_id=org_id,
-            outcome=outcome,
-            source_ip=caller.source_ip,
-            user_agent=caller.user_agent[:256],
-            data=dict(data or {}),
-        )
+    """Record one audit event; never put secrets in ``data``.
+
+    With ``uow`` the event is stored if and only if that unit commits, so a change and its
+    event are kept together; call it before the unit's ``commit``. Without, the event is
+    committed on its own (a refusal or anything else that changes no stored data).
+    """
+    event = AuditEvent(
+        id=p.ids.new_id(),
+        at=p.clock.now(),
+        actor=actor or caller.actor,
+        verb=verb,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        org_id=org_id,
+        outcome=outcome,
+        source_ip=caller.source_ip,
+        user_agent=caller.user_agent[:256],
+        data=dict(data or {}),
     )
+    if uow is not None:
+        await uow.audit.add(event)
+        return
+    async with p.uow() as own:
+        await own.audit.add(event)
+        await own.commit()

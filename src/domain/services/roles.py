@@ -75,16 +75,17 @@ async def create_role(
             )
         role = Role(p.ids.new_id(), access.org.id, name, dict(grants))
         await uow.roles.add(role)
+        await record(
+            p,
+            caller,
+            "role.create",
+            "role",
+            role.id,
+            org_id=role.org_id,
+            data={"name": name, "grants": describe_grants(role.grants)},
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p,
-        caller,
-        "role.create",
-        "role",
-        role.id,
-        org_id=role.org_id,
-        data={"name": name, "grants": describe_grants(role.grants)},
-    )
     return role
 
 
@@ -122,16 +123,17 @@ async def update_role(
             role = attrs.evolve(role, grants={r: g for r, g in merged.items() if g.allow or g.deny})
         await uow.roles.update(role)
         await keep_a_manager(uow, access.org)
+        await record(
+            p,
+            caller,
+            "role.update",
+            "role",
+            role.id,
+            org_id=role.org_id,
+            data={"name": role.name, "grants": describe_grants(role.grants)},
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p,
-        caller,
-        "role.update",
-        "role",
-        role.id,
-        org_id=role.org_id,
-        data={"name": role.name, "grants": describe_grants(role.grants)},
-    )
     return role
 
 
@@ -154,10 +156,11 @@ async def delete_role(p: Platform, caller: Caller, ref: str, role_ref: str) -> R
             )
         await uow.roles.delete(role.id)
         await keep_a_manager(uow, access.org)
+        await record(
+            p, caller, "role.delete", "role", role.id, org_id=role.org_id, data={"name": role.name},
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p, caller, "role.delete", "role", role.id, org_id=role.org_id, data={"name": role.name}
-    )
     return role
 
 
@@ -226,16 +229,17 @@ async def _assignment(
                 await uow.roles.assign_token(worker.id, role.id)
             else:
                 await uow.roles.unassign_token(worker.id, role.id)
+        await record(
+            p,
+            caller,
+            verb,
+            kind,
+            target,
+            org_id=access.org.id,
+            data={"role": role.id, "roleName": role.name},
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p,
-        caller,
-        verb,
-        kind,
-        target,
-        org_id=access.org.id,
-        data={"role": role.id, "roleName": role.name},
-    )
     return role
 
 

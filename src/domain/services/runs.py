@@ -133,16 +133,17 @@ async def create_run(
             # The queue message commits with the run: a committed run is always announced.
             await announce(uow, p.ids, run, now)
         waiting = await _why(p, uow, run)
+        await record(
+            p,
+            caller,
+            "run.create",
+            "run",
+            run.id,
+            org_id=run.org_id,
+            data={"template": template.id, "version": str(version.version)},
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p,
-        caller,
-        "run.create",
-        "run",
-        run.id,
-        org_id=run.org_id,
-        data={"template": template.id, "version": str(version.version)},
-    )
     if approval is not None:
         await announce_request(p, caller, approval, run)
     return RunView(run, waiting, template.name)
@@ -351,6 +352,6 @@ async def cancel_run(p: Platform, caller: Caller, run_id: str, reason: str = "")
                 f"run {run_id} changed meanwhile; try again", code="run_changed"
             ) from None
         waiting = await _why(p, uow, cancelled)
+        await record(p, caller, "run.cancel", "run", run.id, org_id=run.org_id, uow=uow)
         await uow.commit()
-    await record(p, caller, "run.cancel", "run", run.id, org_id=run.org_id)
     return RunView(cancelled, waiting)

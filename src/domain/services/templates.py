@@ -263,16 +263,17 @@ async def submit_template(
             )
             await uow.templates.update(template)
         rights = await _rights_in_org(uow, org_id, user_id) if org_id else ALL_TEMPLATE_RIGHTS
+        await record(
+            p,
+            caller,
+            "template.submit",
+            "template",
+            template.id,
+            org_id=org_id,
+            data={"name": name, "version": str(version.version)},
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p,
-        caller,
-        "template.submit",
-        "template",
-        template.id,
-        org_id=org_id,
-        data={"name": name, "version": str(version.version)},
-    )
     return TemplateView(template, rights, version)
 
 
@@ -348,16 +349,17 @@ async def set_default_version(
         chosen = await _version(uow, found.template, version)
         template = attrs.evolve(found.template, default_version=version)
         await uow.templates.update(template)
+        await record(
+            p,
+            caller,
+            "template.default_version",
+            "template",
+            template.id,
+            org_id=template.org_id,
+            data={"version": str(version), "previous": str(found.template.default_version)},
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p,
-        caller,
-        "template.default_version",
-        "template",
-        template.id,
-        org_id=template.org_id,
-        data={"version": str(version), "previous": str(found.template.default_version)},
-    )
     return TemplateView(template, found.rights, chosen)
 
 
@@ -370,16 +372,17 @@ async def delete_template(
             p, uow, caller, ref, org_ref, TemplateRight.DELETE, verb="template.delete"
         )
         await uow.templates.delete(found.template.id)
+        await record(
+            p,
+            caller,
+            "template.delete",
+            "template",
+            found.template.id,
+            org_id=found.template.org_id,
+            data={"name": found.template.name},
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p,
-        caller,
-        "template.delete",
-        "template",
-        found.template.id,
-        org_id=found.template.org_id,
-        data={"name": found.template.name},
-    )
     return found.template
 
 
@@ -509,15 +512,16 @@ async def accept_invitation(p: Platform, caller: Caller, code: str) -> TemplateV
         await uow.templates.update_invitation(
             attrs.evolve(invitation, status=TemplateInvitationStatus.ACCEPTED, answered_at=now)
         )
+        await record(
+            p,
+            caller,
+            "template.join",
+            "template_invitation",
+            invitation.id,
+            data={"template": template.id},
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p,
-        caller,
-        "template.join",
-        "template_invitation",
-        invitation.id,
-        data={"template": template.id},
-    )
     return TemplateView(template, rights)
 
 
@@ -529,15 +533,16 @@ async def reject_invitation(p: Platform, caller: Caller, code: str) -> TemplateI
             invitation, status=TemplateInvitationStatus.REJECTED, answered_at=p.clock.now()
         )
         await uow.templates.update_invitation(invitation)
+        await record(
+            p,
+            caller,
+            "template.reject",
+            "template_invitation",
+            invitation.id,
+            data={"template": invitation.template_id},
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p,
-        caller,
-        "template.reject",
-        "template_invitation",
-        invitation.id,
-        data={"template": invitation.template_id},
-    )
     return invitation
 
 
@@ -602,15 +607,16 @@ async def remove_user(p: Platform, caller: Caller, ref: str, user_ref: str) -> T
             email = (await uow.users.get(target.user_id)).email
         except NotFound:
             email = ""
+        await record(
+            p,
+            caller,
+            "template.remove_user",
+            "template",
+            template.id,
+            data={"user": target.user_id},
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p,
-        caller,
-        "template.remove_user",
-        "template",
-        template.id,
-        data={"user": target.user_id},
-    )
     return TemplateUser(target, email)
 
 

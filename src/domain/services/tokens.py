@@ -75,16 +75,17 @@ async def create_token(
         for role in chosen:
             await uow.roles.assign_token(token.id, role.id)
         view = TokenView(token, tuple(await uow.roles.of_token(token.id)))
+        await record(
+            p,
+            caller,
+            "token.create",
+            "token",
+            token.id,
+            org_id=org.id,
+            data={"name": name, "roles": ",".join(r.name for r in view.roles)},
+            uow=uow,
+        )
         await uow.commit()
-    await record(
-        p,
-        caller,
-        "token.create",
-        "token",
-        token.id,
-        org_id=org.id,
-        data={"name": name, "roles": ",".join(r.name for r in view.roles)},
-    )
     return IssuedToken(view, secret)
 
 
@@ -118,10 +119,11 @@ async def revoke_token(p: Platform, caller: Caller, ref: str, token_ref: str) ->
         token = attrs.evolve(token, revoked_at=p.clock.now())
         await uow.tokens.update(token)
         view = TokenView(token, tuple(await uow.roles.of_token(token.id)))
+        await record(
+            p, caller, "token.revoke", "token", token.id, org_id=token.org_id,
+            data={"name": token.name}, uow=uow,
+        )
         await uow.commit()
-    await record(
-        p, caller, "token.revoke", "token", token.id, org_id=token.org_id, data={"name": token.name}
-    )
     return view
 
 
@@ -136,10 +138,11 @@ async def rotate_token(p: Platform, caller: Caller, ref: str, token_ref: str) ->
         token = attrs.evolve(token, secret_hash=p.secrets.hash(secret), rotated_at=p.clock.now())
         await uow.tokens.update(token)
         view = TokenView(token, tuple(await uow.roles.of_token(token.id)))
+        await record(
+            p, caller, "token.rotate", "token", token.id, org_id=token.org_id,
+            data={"name": token.name}, uow=uow,
+        )
         await uow.commit()
-    await record(
-        p, caller, "token.rotate", "token", token.id, org_id=token.org_id, data={"name": token.name}
-    )
     return IssuedToken(view, secret)
 
 
