@@ -637,6 +637,10 @@ class AuditOutbox(Protocol):
         ``until`` (it was free, expired at ``now``, or ``owner``'s already)."""
         ...
 
+    async def release(self, owner: str) -> None:
+        """Give the lease up if ``owner`` holds it, so another forwarder need not wait."""
+        ...
+
     async def pending(self, limit: int = 100) -> builtins.list[AuditEvent]:
         """Waiting events in the order they were committed, not chained (empty hashes)."""
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import os
@@ -44,7 +45,7 @@ from adapters.sql.run_logs import SqlRunLogStore
 from adapters.system import SystemClock, UlidIdGenerator
 from domain.approvals import Approval
 from domain.automations import Run
-from domain.errors import FieldError, Invalid
+from domain.errors import FieldError, Invalid, Unavailable
 from domain.ports import (
     AuditLog,
     AuditOutbox,
@@ -187,6 +188,8 @@ async def _audit_forwarder(audit: _AuditStores, clock: Clock) -> AsyncIterator[N
     finally:
         stop.set()
         await stop_tasks([task], grace=5.0)
+        with contextlib.suppress(Unavailable):  # else another process waits out the lease
+            await audit.outbox.release(f.owner)
 
 
 def grant_keys(settings: Settings, engine: AsyncEngine, sealer: Sealer) -> StoredKeyRing:

@@ -67,6 +67,10 @@ class InMemoryAuditOutbox:
         self._lease = (owner, until)
         return True
 
+    async def release(self, owner: str) -> None:
+        if self._lease is not None and self._lease[0] == owner:
+            self._lease = None
+
     async def pending(self, limit: int = 100) -> builtins.list[AuditEvent]:
         check_limit(limit)
         waiting = sorted(self._store.state.audit_outbox.values(), key=lambda p: p[0])

@@ -24,6 +24,7 @@ from domain.ports import AuditFilter, AuditLog, AuditOutbox, Page
 
 HEAD_ID = 1
 FORWARDER_ID = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BATCH = 500
 
 Execute = Any  # ``AsyncConnection.execute`` or a unit of work's ``execute``
@@ -100,6 +101,12 @@ class SqlAuditOutbox:
                 .values(owner=owner, expires_at=until))
         result = await self._write(stmt)
         return result.rowcount == 1
+
+    async def release(self, owner: str) -> None:
+        c = t.audit_forwarder.c
+        await self._write(sa.update(t.audit_forwarder)
+                          .where(c.id == FORWARDER_ID, c.owner == owner)
+                          .values(owner="", expires_at=_EPOCH))
 
     async def pending(self, limit: int = 100) -> builtins.list[AuditEvent]:
         check_limit(limit)
