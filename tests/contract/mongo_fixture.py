@@ -66,23 +66,42 @@ def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         require_service("MongoDB", why is None, f"{URL_VARIABLE} does not answer: {why}")
         yield real
         return
-    data = tmp_path_factory.mktemp("nx-27017")
-    port = _free_port()
-    log = data / "server.log"
-    with log.open("wb") as out:
-        # The module itself rather than its console script, so the PID is the server's own.
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nx_27017.nx_27017", "--host", "127.0.0.1",
-             "--port", str(port), "--data-dir", str(data / "db"),
-             "--pid-file", str(data / "nx-27017.pid"), "--log-file", str(data / "nx.log")],
-            stdout=out, stderr=subprocess.STDOUT, cwd=data)
-    url = f"mongodb://127.0.0.1:{port}/"
+    stand_in = StandIn(tmp_path_factory.mktemp("nx-27017"))
+    stand_in.start()
     try:
-        why = _wait_until_answering(process, url, port, log)
-        require_service("MongoDB stand-in (nx-27017)", why is None, why or "")
-        yield url
+        yield stand_in.url
     finally:
-        _stop(process)
+        stand_in.stop()
+
+
+class StandIn:
+    """An nx-27017 server of the caller's own on a fixed free port, with its data in ``data``:
+    it can be stopped (by its PID) and started again with what it stored."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.port = _free_port()
+        self.url = f"mongodb://127.0.0.1:{self.port}/"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it and wait until it answers; skip (fail under CI) when it cannot start."""
+        log = self.data / "server.log"
+        with log.open("ab") as out:
+            # The module itself rather than its console script, so the PID is the server's.
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "nx_27017.nx_27017", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--data-dir", str(self.data / "db"),
+                 "--pid-file", str(self.data / "nx-27017.pid"),
+                 "--log-file", str(self.data / "nx.log")],
+                stdout=out, stderr=subprocess.STDOUT, cwd=self.data)
+        why = _wait_until_answering(self.process, self.url, self.port, log)
+        require_service("MongoDB stand-in (nx-27017)", why is None, why or "")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+            self.process = None
 
 
 def _wait_until_answering(process: subprocess.Popen[bytes], url: str, port: int,

