@@ -250,7 +250,7 @@ async def test_logins_and_sessions_answer_503_while_the_cache_is_down_and_resume
     refused = login()
     assert refused.status_code == 503, refused.text
     assert refused.json()["code"] == "unavailable"
-    assert "Redis" in refused.json()["detail"]
+    assert "Redis" in refused.json()["title"]  # one clear line: which store, what failed
     held = whoami(token)
     assert held.status_code == 503, held.text  # not 401: the session may well exist
     ada("whoami", code=5)  # the CLI's exit code for "unavailable, try again"
