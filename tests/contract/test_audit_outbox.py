@@ -150,7 +150,7 @@ async def test_recording_an_id_twice_is_a_conflict(side: Side, log: AuditLog) ->
     await drain(forwarder(side, log))
 
 
-async def test_forwarding_appends_in_commit_order_on_a_valid_chain(
+async def test_forwarding_appends_in_outbox_order_on_a_valid_chain(
     side: Side, log: AuditLog
 ) -> None:
     actor = uid("usr")

@@ -6,8 +6,8 @@ itself when the store returns, without restarting the role. ``/readyz`` names th
 store meanwhile.
 
 - Audit store (MongoDB; here the nx-27017 stand-in) down: mutations succeed, because their
-  audit events are committed to the SQL audit outbox with the change; listing the trail
-  answers 503 (it reads MongoDB). When it returns, the controller's forwarder appends the
+  audit events are committed to the SQL audit outbox with the change; listing and verifying
+  the trail answer 503 (they read MongoDB). When it returns, the controller's forwarder appends the
   waiting events in order, on a valid chain, and ``audit verify`` holds.
 - Cache (Redis) down: a login cannot store its session (nor count its attempts) and answers
   503; authenticated requests cannot look their session up and answer 503, not 401, so a
@@ -207,8 +207,9 @@ async def test_mutations_succeed_while_the_audit_store_is_down_and_their_events_
     ada("create", "org", "role", "operators", "--org", org, "--allow", "templates=view")
     token = ada.json("create", "org", "token", "edge-1", "--org", org)
     ada("revoke", "org", "token", token["id"], "--org", org)
-    # The trail is read from MongoDB: listing it answers 503 (exit code 5) meanwhile.
+    # The trail is read from MongoDB: listing and verifying answer 503 (exit code 5).
     ada("list", "audit-logs", "--org", org, code=5)
+    ada("audit", "verify", code=5)
 
     mongo.start()
     until(lambda: ready(url), "/readyz to recover")
