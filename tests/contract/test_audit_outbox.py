@@ -2,8 +2,8 @@
 MariaDB) towards every separate audit log (memory, and MongoDB through the nx-27017 stand-in).
 
 Decisions under test: an audit event recorded in a unit of work is kept if and only if the
-unit commits; the forwarder appends waiting events to the audit log in the order they were
-committed, each once (a resend after a crash is a ``Conflict`` that counts as forwarded), with
+unit commits; the forwarder appends waiting events to the audit log in outbox order, each
+once (a resend after a crash is a ``Conflict`` that counts as forwarded), with
 a valid hash chain, even with several forwarders at once; one forwarder holds the lease at a
 time; while the log is down the events wait, and follow when it returns; and listings show
 waiting events after the forwarded ones, so none is missed.
