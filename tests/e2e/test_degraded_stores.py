@@ -8,7 +8,8 @@ store meanwhile.
 - Audit store (MongoDB; here the nx-27017 stand-in) down: mutations succeed, because their
   audit events are committed to the SQL audit outbox with the change; listing and verifying
   the trail answer 503 (they read MongoDB). When it returns, the controller's forwarder appends the
-  waiting events in order, on a valid chain, and ``audit verify`` holds.
+  waiting events in order, on a valid chain, and ``audit verify`` holds. With two controllers
+  (two forwarders taking turns through the outbox lease) each event reaches MongoDB once.
 - Cache (Redis) down: a login cannot store its session (nor count its attempts) and answers
   503; authenticated requests cannot look their session up and answer 503, not 401, so a
   client keeps its credentials. When Redis returns the controller reconnects: a login works
@@ -32,8 +33,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from adapters.mongo.audit import MongoAuditLog, mongo_client
+from adapters.sql.engine import create_engine
 from domain.audit import AuditEvent, first_broken_link
 from domain.automations import RunStatus
 from domain.resources import AutomationSpec, Phase
@@ -49,7 +52,7 @@ from tests.e2e.test_dispatch_processes import (
     wait_for,
     worker_args,
 )
-from tests.e2e.test_journey import PASSWORD, User
+from tests.e2e.test_journey import PASSWORD, User, mariadb_database
 from tests.e2e.test_reliability import NatsServer, nats_binary
 from tests.support import port_open, require_service
 
@@ -109,9 +112,9 @@ def ready(url: str) -> bool:
     return readiness(url)[0] == 200
 
 
-def start_role(processes: Processes, role: str, *args: str) -> str:
+def start_role(processes: Processes, role: str, *args: str, name: str = "") -> str:
     listen = f"127.0.0.1:{free_port()}"
-    proc = processes.start(role, "start", role, "--listen", listen,
+    proc = processes.start(name or role, "start", role, "--listen", listen,
                            "--data-dir", str(processes.data_dir), *args)
     url = f"http://{listen}"
 
@@ -225,6 +228,73 @@ async def test_mutations_succeed_while_the_audit_store_is_down_and_their_events_
     ], processes.logs()
     assert first_broken_link(await mongo_trail(mongo.url, database)) is None
     assert "the chain holds" in ada("audit", "verify")
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    """A throwaway MariaDB database; requested before the processes, so dropped after them."""
+    yield from mariadb_database()
+
+
+async def test_two_controllers_forward_the_waiting_events_once_on_one_chain(
+    mariadb_url: str,
+    processes: Processes,
+    mongo: StandIn,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two controllers on one MariaDB, one Redis and one MongoDB, each with its forwarder:
+    the events both committed while MongoDB was down reach it once each, on one chain, each
+    person's in the order they happened, and the outbox ends empty."""
+    require_service("Redis", port_open("127.0.0.1", 6379))
+    mongo_database = f"opsicle_degraded_{uuid.uuid4().hex[:8]}"
+    for name, value in {
+        "OPSICLE_DATABASE_URL": mariadb_url,
+        "OPSICLE_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "OPSICLE_REDIS_PREFIX": f"opsicle-degraded-{uuid.uuid4().hex[:8]}:",
+        "OPSICLE_MONGO_URL": mongo.url,
+        "OPSICLE_MONGO_DATABASE": mongo_database,
+    }.items():
+        monkeypatch.setenv(name, value)
+    first = start_role(processes, "controller", name="controller-1")
+    second = start_role(processes, "controller", name="controller-2")
+    ada = person(first, processes.data_dir, tmp_path / "ada")
+    bob = person(second, processes.data_dir, tmp_path / "bob")
+    ada.sign_up()
+    bob.sign_up()
+
+    mongo.stop()
+    until(lambda: failing(first, "mongodb") and failing(second, "mongodb"),
+          "/readyz of both controllers to report MongoDB")
+    done: dict[str, list[str]] = {ada.email: [], bob.email: []}
+    for user in (ada, bob, ada, bob):
+        org = f"pair-{uuid.uuid4().hex[:6]}"
+        user("create", "org", "Pair Operations", "--code", org)
+        user("create", "org", "token", "edge-1", "--org", org)
+        done[user.email] += ["org.create", "token.create"]
+
+    mongo.start()
+    deadline = time.monotonic() + WAIT
+    while await _count(mariadb_url, "audit_outbox"):
+        assert time.monotonic() < deadline, processes.logs()
+        await asyncio.sleep(0.5)
+    events = await mongo_trail(mongo.url, mongo_database)
+    assert first_broken_link(events) is None
+    assert len({e.id for e in events}) == len(events)
+    for user in (ada, bob):
+        me = user.json("whoami")["id"]
+        mine = [e.verb for e in events
+                if e.actor == me and e.verb in {"org.create", "token.create"}]
+        assert mine == done[user.email], processes.logs()
+
+
+async def _count(url: str, table: str) -> int:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}"))).scalar_one())
+    finally:
+        await engine.dispose()
 
 
 async def test_logins_and_sessions_answer_503_while_the_cache_is_down_and_resume_after(
