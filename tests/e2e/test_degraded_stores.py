@@ -7,9 +7,10 @@ store meanwhile.
 
 - Audit store (MongoDB; here the nx-27017 stand-in) down: mutations succeed, because their
   audit events are committed to the SQL audit outbox with the change; listing and verifying
-  the trail answer 503 (they read MongoDB). When it returns, the controller's forwarder appends the
-  waiting events in order, on a valid chain, and ``audit verify`` holds. With two controllers
-  (two forwarders taking turns through the outbox lease) each event reaches MongoDB once.
+  the trail answer 503 (they read MongoDB). When it returns, the controller's forwarder
+  appends the waiting events in order, on a valid chain, and ``audit verify`` holds. With
+  two controllers (two forwarders taking turns through the outbox lease) each event reaches
+  MongoDB once.
 - Cache (Redis) down: a login cannot store its session (nor count its attempts) and answers
   503; authenticated requests cannot look their session up and answer 503, not 401, so a
   client keeps its credentials. When Redis returns the controller reconnects: a login works
