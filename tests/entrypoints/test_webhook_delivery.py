@@ -18,6 +18,7 @@ import pytest
 
 from adapters.http.webhooks import HttpxWebhookSender
 from adapters.memory.clock import FakeClock
+from adapters.sql.audit import SqlAuditLog
 from adapters.sql.engine import create_engine
 from adapters.sql.migrate import migrate
 from adapters.sql.repositories import unit_of_work_factory
@@ -70,11 +71,14 @@ async def db_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 async def w(clock: FakeClock, db_url: str) -> AsyncIterator[World]:
-    """The platform on a SQLite file (the embedded store), audit and mail in memory."""
+    """The platform on a SQLite file (the embedded store, audit log included), mail in memory.
+
+    The audit log is the SQL store's: units of work chain their audit events into it."""
     p, mailer = memory_platform(clock)
     engine = create_engine(db_url)
     try:
-        yield World(attrs.evolve(p, uow=unit_of_work_factory(engine)), mailer, clock)
+        stores = attrs.evolve(p, uow=unit_of_work_factory(engine), audit=SqlAuditLog(engine))
+        yield World(stores, mailer, clock)
     finally:
         await engine.dispose()
 
