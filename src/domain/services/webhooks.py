@@ -277,10 +277,11 @@ async def retry_delivery(p: Platform, caller: Caller, org_ref: str,
         before = await _of_org(uow, access.org.id, delivery_id)
         again = retried(before, p.clock.now())
         await uow.webhooks.update(again, expected=DeliveryStatus.FAILED)
+        await record(p, caller, "webhook.retried", "webhook_delivery", delivery_id,
+                     org_id=before.org_id,
+                     data={"approval": before.approval_id, "event": before.event,
+                           "url": shown_url(before.hook.url), "attempts": str(before.attempts),
+                           "status": str(before.last_status or ""), "error": shown_error(before)},
+                     uow=uow)
         await uow.commit()
-    await record(p, caller, "webhook.retried", "webhook_delivery", delivery_id,
-                 org_id=before.org_id,
-                 data={"approval": before.approval_id, "event": before.event,
-                       "url": shown_url(before.hook.url), "attempts": str(before.attempts),
-                       "status": str(before.last_status or ""), "error": shown_error(before)})
     return again
