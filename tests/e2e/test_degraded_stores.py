@@ -38,6 +38,7 @@ import sqlalchemy as sa
 
 from adapters.mongo.audit import MongoAuditLog, mongo_client
 from adapters.sql.engine import create_engine
+from adapters.sql.migrate import migrate
 from domain.audit import AuditEvent, first_broken_link
 from domain.automations import RunStatus
 from domain.resources import AutomationSpec, Phase
@@ -233,8 +234,11 @@ async def test_mutations_succeed_while_the_audit_store_is_down_and_their_events_
 
 @pytest.fixture
 def mariadb_url() -> Iterator[str]:
-    """A throwaway MariaDB database; requested before the processes, so dropped after them."""
-    yield from mariadb_database()
+    """A throwaway, migrated MariaDB database (roles migrate a configured database only when
+    asked); requested before the processes, so dropped after them."""
+    for url in mariadb_database():
+        asyncio.run(migrate(url))
+        yield url
 
 
 async def test_two_controllers_forward_the_waiting_events_once_on_one_chain(
