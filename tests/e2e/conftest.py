@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -16,15 +17,18 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from domain.automations import Run, RunStatus
+from domain.services.platform import Platform
 from tests.support import port_open, require_service
 
 ROOT = Path(__file__).parents[2]
@@ -282,3 +286,52 @@ def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
         yield server
     finally:
         server.stop()
+
+
+# A phase that prints a start and an end line carrying the run id, a token unique to this
+# execution, and the time in nanoseconds: ``check_runs`` reads executions from them.
+TRACED_COMMANDS = (
+    "x=$(cat /proc/sys/kernel/random/uuid 2>/dev/null || echo $$-$RANDOM$RANDOM)",
+    'echo "start $OPSICLE_RUN_ID $x $(date +%s%N)"',
+    "sleep 0.3",
+    'echo "end $OPSICLE_RUN_ID $x $(date +%s%N)"',
+)
+
+
+@attrs.frozen
+class Line:
+    kind: str
+    run_id: str
+    token: str
+    ns: int
+
+
+async def check_runs(p: Platform, ids: list[str], logs: Callable[[], str]) -> list[Run]:
+    """Every run of ``TRACED_COMMANDS`` succeeded; its stored log has no line twice and its
+    executions never overlap (``logs``: the processes' logs, shown when it fails)."""
+    async with p.uow() as uow:
+        runs = [await uow.runs.get(run_id) for run_id in ids]
+    failed = [(r.id, r.status.value, r.reason) for r in runs if r.status is not RunStatus.SUCCEEDED]
+    assert not failed, f"runs that did not succeed: {failed}\n{logs()[-20000:]}"
+    for run in runs:
+        data = await p.logs.read(run.id, 0, 1 << 20)
+        raw = [json.loads(record)["m"] for record in data.splitlines()]
+        assert len(raw) == len(set(raw)), f"run {run.id}: a log line is stored twice: {raw}"
+        lines = [Line(k, r, t, int(ns)) for k, r, t, ns in (m.split() for m in raw)]
+        assert {line.run_id for line in lines} == {run.id}, raw
+        # Executions in the order the log holds them; each one's lines are contiguous.
+        executions: list[list[Line]] = []
+        for line in lines:
+            if not executions or executions[-1][0].token != line.token:
+                assert line.token not in {e[0].token for e in executions}, (
+                    f"run {run.id}: executions interleave in its log: {raw}"
+                )
+                executions.append([])
+            executions[-1].append(line)
+        for earlier, later in itertools.pairwise(executions):
+            assert earlier[0].kind == "start" and max(x.ns for x in earlier) < later[0].ns, (
+                f"run {run.id}: two executions overlap: {raw}"
+            )
+        assert [x.kind for x in executions[-1]] == ["start", "end"], raw
+        assert len(executions) <= run.attempts, (run.attempts, raw)
+    return runs

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import json
 import os
 import secrets
 import signal
@@ -41,7 +39,13 @@ from domain.services.dispatch import announce
 from domain.services.platform import Platform
 from entrypoints import settings
 from entrypoints.bootstrap import embedded_platform
-from tests.e2e.conftest import NatsServer, Processes, free_port
+from tests.e2e.conftest import (
+    TRACED_COMMANDS,
+    NatsServer,
+    Processes,
+    check_runs,
+    free_port,
+)
 from tests.e2e.test_dispatch_processes import org_with_token
 from tests.support import port_open, require_service
 
@@ -52,20 +56,7 @@ LEASE_SECONDS = 3
 RUNS_PER_SCENARIO = 90
 WORKERS = 3
 CONCURRENCY = 4
-SPEC = AutomationSpec(
-    phases=(
-        Phase(
-            "work",
-            "busybox",
-            (
-                "x=$(cat /proc/sys/kernel/random/uuid 2>/dev/null || echo $$-$RANDOM$RANDOM)",
-                'echo "start $OPSICLE_RUN_ID $x $(date +%s%N)"',
-                "sleep 0.3",
-                'echo "end $OPSICLE_RUN_ID $x $(date +%s%N)"',
-            ),
-        ),
-    )
-)
+SPEC = AutomationSpec(phases=(Phase("work", "busybox", TRACED_COMMANDS),))
 
 
 def _aside(coro: Any) -> Any:
@@ -253,43 +244,6 @@ async def cluster(
         processes.stop_all()
 
 
-@attrs.frozen
-class Line:
-    kind: str
-    run_id: str
-    token: str
-    ns: int
-
-
-async def check_runs(c: Cluster, ids: list[str]) -> list[Run]:
-    """Every run succeeded; its stored log has no line twice and executions never overlap."""
-    runs = await c.runs(ids)
-    failed = [(r.id, r.status.value, r.reason) for r in runs if r.status is not RunStatus.SUCCEEDED]
-    assert not failed, f"runs that did not succeed: {failed}\n{c.processes.logs()[-20000:]}"
-    for run in runs:
-        data = await c.platform.logs.read(run.id, 0, 1 << 20)
-        raw = [json.loads(record)["m"] for record in data.splitlines()]
-        assert len(raw) == len(set(raw)), f"run {run.id}: a log line is stored twice: {raw}"
-        lines = [Line(k, r, t, int(ns)) for k, r, t, ns in (m.split() for m in raw)]
-        assert {line.run_id for line in lines} == {run.id}, raw
-        # Executions in the order the log holds them; each one's lines are contiguous.
-        executions: list[list[Line]] = []
-        for line in lines:
-            if not executions or executions[-1][0].token != line.token:
-                assert line.token not in {e[0].token for e in executions}, (
-                    f"run {run.id}: executions interleave in its log: {raw}"
-                )
-                executions.append([])
-            executions[-1].append(line)
-        for earlier, later in itertools.pairwise(executions):
-            assert earlier[0].kind == "start" and max(x.ns for x in earlier) < later[0].ns, (
-                f"run {run.id}: two executions overlap: {raw}"
-            )
-        assert [x.kind for x in executions[-1]] == ["start", "end"], raw
-        assert len(executions) <= run.attempts, (run.attempts, raw)
-    return runs
-
-
 async def test_a_worker_killed_mid_run_loses_no_run(cluster: Cluster) -> None:
     c = cluster
     ids = await c.queue(RUNS_PER_SCENARIO)
@@ -298,7 +252,7 @@ async def test_a_worker_killed_mid_run_loses_no_run(cluster: Cluster) -> None:
     c.workers["w0"].wait()
     held = await c.held_by(ids, "w0")
     await c.wait_ended(ids, len(ids), 90)
-    runs = {r.id: r for r in await check_runs(c, ids)}
+    runs = {r.id: r for r in await check_runs(c.platform, ids, c.processes.logs)}
     for run in held:
         # Finished by another worker after the lease of the killed one ran out.
         assert runs[run.id].attempts >= 2
@@ -317,7 +271,7 @@ async def test_a_coordinator_killed_mid_claim_loses_no_run(cluster: Cluster) -> 
     c.wait_ready(0)
     c.kill_coordinator(1)
     await c.wait_ended(ids, len(ids), 90)
-    await check_runs(c, ids)
+    await check_runs(c.platform, ids, c.processes.logs)
 
 
 async def test_runs_flow_on_across_a_nats_restart(cluster: Cluster) -> None:
@@ -330,7 +284,7 @@ async def test_runs_flow_on_across_a_nats_restart(cluster: Cluster) -> None:
     c.nats.start()
     ids += more
     await c.wait_ended(ids, len(ids), 120)
-    await check_runs(c, ids)
+    await check_runs(c.platform, ids, c.processes.logs)
     # The runs went through the org's durable consumer on the one stream, and none is left.
     client = await nats_py.connect(c.nats.url)
     try:
@@ -365,7 +319,7 @@ async def test_a_worker_frozen_past_its_lease_writes_nothing_after_losing_it(
     finally:
         os.killpg(worker.pid, signal.SIGCONT)
     await c.wait_ended(ids, len(ids), 90)
-    runs = {r.id: r for r in await check_runs(c, ids)}
+    runs = {r.id: r for r in await check_runs(c.platform, ids, c.processes.logs)}
     for run in held:
         # Taken over under a newer fencing token (possibly by the same worker once awake).
         assert runs[run.id].attempts > run.attempts, "the frozen worker's run was not taken over"
