@@ -331,7 +331,10 @@ async def coordination(
     # A run queued in this process is published at once; the poll finds the other processes'.
     announced = asyncio.Event()
     platform = attrs.evolve(platform, uow=waking(platform.uow, announced.set))
-    d = Dispatch(platform.uow, platform.clock, platform.ids, queues, platform.logs, lease_seconds)
+    d = Dispatch(
+        platform.uow, platform.clock, platform.ids, queues, platform.logs, lease_seconds,
+        audit=platform.audit,
+    )
     stopping = asyncio.Event()
     loops_stop = asyncio.Event()
     ticks = loop_clock or d.clock

@@ -399,3 +399,10 @@ def test_approvals_gate_runs_and_the_worker_checks_their_grants(
     } <= seen, seen
     refused = [e for e in trail if e["verb"] == "approval.respond" and e["outcome"] == "failure"]
     assert any(e["data"].get("reason") == "approval_own_request" for e in refused), refused
+    # The refused runs too: each failed run is recorded with the worker's reason.
+    failed = {e["resourceId"]: e for e in trail if e["verb"] == "run.failed"}
+    for what, run in waiting.items():
+        event = failed.get(run["id"])
+        assert event is not None, (what, sorted(failed))
+        assert reasons[what] in event["data"]["reason"], (what, event)
+        assert event["outcome"] == "failure" and event["actor"].startswith("worker:"), event

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
+import attrs
 import pytest
 
+from adapters.memory.audit import InMemoryAuditLog
 from adapters.memory.clock import FakeClock
 from adapters.memory.queue import InMemoryQueue
 from adapters.memory.repositories import InMemoryPlatformStore
 from adapters.memory.run_logs import InMemoryRunLogStore
 from adapters.system import UlidIdGenerator
+from domain.audit import Outcome
 from domain.automations import MAX_ATTEMPTS, PhaseResult, PhaseStatus, Run, RunStatus, new_run
 from domain.errors import Conflict, NotFound
 from domain.orgs import Organisation
-from domain.ports import Queue
+from domain.ports import AuditFilter, Queue
 from domain.resources import AutomationSpec, Phase
 from domain.services import dispatch
 from domain.services.dispatch import Dispatch, WorkerIdentity
@@ -167,3 +170,25 @@ async def test_the_worker_registry_records_who_was_seen(d: Dispatch) -> None:
     async with d.uow() as uow:
         seen = await uow.workers.of_org("org-a")
     assert [w.id for w in seen] == ["w9"]
+
+
+async def test_a_failed_run_is_audited_with_its_reason(d: Dispatch) -> None:
+    audit = InMemoryAuditLog()
+    d = attrs.evolve(d, audit=audit)
+    reasons = {RunStatus.SUCCEEDED: "", RunStatus.FAILED: "grant does not match: differs"}
+    ended = {}
+    for status, reason in reasons.items():
+        await queued(d)
+        lease = await dispatch.claim_next(d, worker("w1"), 1)
+        assert lease is not None
+        ended[status] = await dispatch.complete(
+            d, worker("w1"), lease.run.id, lease.fencing_token, status, reason
+        )
+    # A repeated completion changes nothing and records nothing more.
+    failed = ended[RunStatus.FAILED]
+    await dispatch.complete(d, worker("w1"), failed.id, failed.attempts, RunStatus.FAILED, "x")
+    events = (await audit.list(AuditFilter())).items
+    assert [(e.verb, e.resource_id, e.org_id, e.outcome, e.actor) for e in events] == [
+        ("run.failed", failed.id, "org-a", Outcome.FAILURE, "worker:w1")
+    ]
+    assert events[0].data["reason"] == "grant does not match: differs"

@@ -9,11 +9,13 @@ write to it. A run is announced through the outbox in the transaction that queue
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import attrs
 
+from domain.audit import AuditEvent, Outcome
 from domain.automations import (
     PhaseResult,
     Run,
@@ -26,9 +28,10 @@ from domain.automations import (
     record_phase,
     transition,
 )
-from domain.errors import Conflict, FieldError, Invalid, NotFound
+from domain.errors import Conflict, FieldError, Invalid, NotFound, OpsicleError
 from domain.outbox import OutboxMessage
 from domain.ports import (
+    AuditLog,
     Clock,
     IdGenerator,
     Queue,
@@ -38,6 +41,8 @@ from domain.ports import (
     UnitOfWorkFactory,
 )
 from domain.workers import Worker
+
+log = logging.getLogger(__name__)
 
 FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED)
 
@@ -56,6 +61,8 @@ class Dispatch:
     queues: Callable[[str], Queue]
     logs: RunLogStore
     lease_seconds: float = 30.0
+    # Where failed runs are recorded with their reason (None: nowhere).
+    audit: AuditLog | None = None
 
 
 @attrs.frozen
@@ -211,7 +218,32 @@ async def complete(
         ended, _ = transition(run, status, d.clock.now(), reason)
         await uow.runs.update(ended, expected=RunStatus.RUNNING, expected_attempts=fencing_token)
         await uow.commit()
+    if ended.status is RunStatus.FAILED:
+        await _audit_failure(d, worker, ended)
     return ended
+
+
+async def _audit_failure(d: Dispatch, worker: WorkerIdentity, run: Run) -> None:
+    """Record a failed run and why: among the reasons is a worker (or the claim) refusing a run
+    whose approval grant does not match, which the org's trail must show. After the commit: a
+    store that is down costs the event, never the run's end."""
+    if d.audit is None:
+        return
+    event = AuditEvent(
+        id=d.ids.new_id(),
+        at=d.clock.now(),
+        actor=f"worker:{worker.worker_id}",
+        verb="run.failed",
+        resource_type="run",
+        resource_id=run.id,
+        org_id=run.org_id,
+        outcome=Outcome.FAILURE,
+        data={"reason": run.reason[:300], "worker": worker.name, "attempt": str(run.attempts)},
+    )
+    try:
+        await d.audit.append(event)
+    except OpsicleError as exc:
+        log.warning("run %s failed; its audit event was not stored: %s", run.id, exc.message)
 
 
 async def release(d: Dispatch, worker: WorkerIdentity, run_id: str, fencing_token: int) -> Run:
