@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,9 @@ def _mariadb(statement: str) -> None:
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
+    # On a thread of its own: callers may be inside a running event loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
 
 
 def mariadb_database(prefix: str = "opsicle_journey") -> Iterator[str]:

@@ -189,7 +189,7 @@ async def test_two_of_each_role_share_the_work_the_sessions_and_the_limits(
                c.processes.env)  # fmt: skip
     ada.sign_up()
     org = f"scale-{secrets.token_hex(3)}"
-    ada("create", "org", "Scale", "--code", org)
+    ada("create", "org", "Scale-out", "--code", org)
     traced = tmp_path / "traced.yaml"
     phase = {"name": "work", "image": "busybox:latest", "commands": list(TRACED_COMMANDS)}
     traced.write_text(

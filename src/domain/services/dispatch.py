@@ -297,17 +297,25 @@ async def _held(uow: UnitOfWork, worker: WorkerIdentity, run_id: str, fencing_to
 
 
 async def _seen(d: Dispatch, worker: WorkerIdentity, busy: int) -> None:
+    seen = Worker(
+        id=worker.worker_id,
+        org_id=worker.org_id,
+        name=worker.name or worker.worker_id,
+        version=worker.version,
+        last_seen_at=d.clock.now(),
+        token_id=worker.token_id or None,
+        labels=dict(worker.labels),
+        runs_in_progress=busy,
+    )
+    try:
+        await _save_worker(d, seen)
+    except Conflict:
+        # The claim slots of a new worker race to register it: one inserts it, the others
+        # update the row it made.
+        await _save_worker(d, seen)
+
+
+async def _save_worker(d: Dispatch, worker: Worker) -> None:
     async with d.uow() as uow:
-        await uow.workers.save(
-            Worker(
-                id=worker.worker_id,
-                org_id=worker.org_id,
-                name=worker.name or worker.worker_id,
-                version=worker.version,
-                last_seen_at=d.clock.now(),
-                token_id=worker.token_id or None,
-                labels=dict(worker.labels),
-                runs_in_progress=busy,
-            )
-        )
+        await uow.workers.save(worker)
         await uow.commit()
