@@ -11,6 +11,7 @@ working through the other; and no run is lost or executed twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import secrets
@@ -221,8 +222,13 @@ async def test_two_of_each_role_share_the_work_the_sessions_and_the_limits(
     await c.wait_ended(ids, len(ids), 180)
     runs = await check_runs(c.platform, ids, c.processes.logs)
 
-    # Every run executed once, each by one of the workers; every worker executed some, also
-    # after the coordinator died (through the other one), and none of them stopped.
+    # Every run executed once: its log holds one execution (the phase prints one start line).
+    for run in runs:
+        data = await c.platform.logs.read(run.id, 0, 1 << 20)
+        lines = [json.loads(record)["m"] for record in data.splitlines()]
+        assert [line.split()[0] for line in lines] == ["start", "end"], (run, lines)
+    # Each by one of the workers; every worker executed some, also after the coordinator died
+    # (through the other one), and none of them stopped.
     by_worker = {name: [r for r in runs if worker_of(r) == name] for name in WORKERS}
     assert all(by_worker.values()), {k: len(v) for k, v in by_worker.items()}
     assert sum(len(v) for v in by_worker.values()) == len(ids)
@@ -239,6 +245,10 @@ async def test_two_of_each_role_share_the_work_the_sessions_and_the_limits(
     assert set(reported) <= set(ids)
     for run in runs:
         assert reported.get(run.id, [worker_of(run)]) == [worker_of(run)], (run, reported)
+
+    # The registry, read through controller 1, knows the three workers.
+    registry = ada.json("list", "workers", "--org", org)
+    assert sorted(w["name"] for w in registry) == sorted(WORKERS), registry
 
     # Logout on controller 1 ends the session on controller 2 at once.
     ada("logout")
