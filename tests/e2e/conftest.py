@@ -309,11 +309,34 @@ class Line:
     ns: int
 
 
+async def runs_of(p: Platform, ids: list[str]) -> list[Run]:
+    async with p.uow() as uow:
+        return [await uow.runs.get(run_id) for run_id in ids]
+
+
+async def wait_ended(
+    p: Platform, ids: list[str], count: int, seconds: float, logs: Callable[[], str]
+) -> list[Run]:
+    """Wait until ``count`` of the runs have ended; fail with the processes' ``logs``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        runs = await runs_of(p, ids)
+        ended = sum(r.status.terminal for r in runs)
+        if ended >= count:
+            return runs
+        if time.monotonic() > deadline:
+            waiting = sorted({r.status.value for r in runs if not r.status.terminal})
+            pytest.fail(
+                f"{ended}/{len(ids)} runs ended after {seconds}s (others: {waiting})\n"
+                + logs()[-20000:]
+            )
+        await asyncio.sleep(0.2)
+
+
 async def check_runs(p: Platform, ids: list[str], logs: Callable[[], str]) -> list[Run]:
     """Every run of ``TRACED_COMMANDS`` succeeded; its stored log has no line twice and its
     executions never overlap (``logs``: the processes' logs, shown when it fails)."""
-    async with p.uow() as uow:
-        runs = [await uow.runs.get(run_id) for run_id in ids]
+    runs = await runs_of(p, ids)
     failed = [(r.id, r.status.value, r.reason) for r in runs if r.status is not RunStatus.SUCCEEDED]
     assert not failed, f"runs that did not succeed: {failed}\n{logs()[-20000:]}"
     for run in runs:

@@ -45,6 +45,8 @@ from tests.e2e.conftest import (
     Processes,
     check_runs,
     free_port,
+    runs_of,
+    wait_ended,
 )
 from tests.e2e.test_dispatch_processes import org_with_token
 from tests.support import port_open, require_service
@@ -171,24 +173,10 @@ class Cluster:
         return ids
 
     async def runs(self, ids: list[str]) -> list[Run]:
-        async with self.platform.uow() as uow:
-            return [await uow.runs.get(run_id) for run_id in ids]
+        return await runs_of(self.platform, ids)
 
     async def wait_ended(self, ids: list[str], count: int, seconds: float) -> list[Run]:
-        """Wait until ``count`` of the runs have ended; fail with the processes' logs."""
-        deadline = time.monotonic() + seconds
-        while True:
-            runs = await self.runs(ids)
-            ended = sum(r.status.terminal for r in runs)
-            if ended >= count:
-                return runs
-            if time.monotonic() > deadline:
-                waiting = {r.status.value for r in runs if not r.status.terminal}
-                pytest.fail(
-                    f"{ended}/{len(ids)} runs ended after {seconds}s (others: {waiting})\n"
-                    + self.processes.logs()[-20000:]
-                )
-            await asyncio.sleep(0.2)
+        return await wait_ended(self.platform, ids, count, seconds, self.processes.logs)
 
     async def held_by(self, ids: list[str], worker: str) -> list[Run]:
         """Runs in progress on the worker named ``worker``."""

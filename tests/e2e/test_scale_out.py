@@ -10,14 +10,12 @@ working through the other; and no run is lost or executed twice.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import secrets
 import signal
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +41,7 @@ from tests.e2e.conftest import (
     check_runs,
     free_port,
     mariadb_database,
+    wait_ended,
 )
 from tests.support import port_open, require_service
 
@@ -71,25 +70,8 @@ class ScaledOut:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
-    async def runs(self, ids: list[str]) -> list[Run]:
-        async with self.platform.uow() as uow:
-            return [await uow.runs.get(run_id) for run_id in ids]
-
     async def wait_ended(self, ids: list[str], count: int, seconds: float) -> list[Run]:
-        """Wait until ``count`` of the runs have ended; fail with the processes' logs."""
-        deadline = time.monotonic() + seconds
-        while True:
-            runs = await self.runs(ids)
-            done = sum(r.status.terminal for r in runs)
-            if done >= count:
-                return runs
-            if time.monotonic() > deadline:
-                waiting = sorted({r.status.value for r in runs if not r.status.terminal})
-                pytest.fail(
-                    f"{done}/{len(ids)} runs ended after {seconds}s (others: {waiting})\n"
-                    + self.processes.logs()[-20000:]
-                )
-            await asyncio.sleep(0.3)
+        return await wait_ended(self.platform, ids, count, seconds, self.processes.logs)
 
 
 @pytest.fixture
