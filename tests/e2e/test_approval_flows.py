@@ -105,10 +105,12 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     processes = Processes(OPSICLE, tmp_path, env)
     controller, coordinator = (f"127.0.0.1:{free_port()}" for _ in range(2))
     try:
-        # One after the other: each role migrates the database on start.
+        # The controller migrates the database; the coordinator, started after it, finds it
+        # at the head revision.
         proc = processes.start(
-            "controller", "start", "controller", "--listen", controller, "--data-dir", str(data)
-        )
+            "controller", "start", "controller", "--listen", controller,
+            "--data-dir", str(data), "--migrate",
+        )  # fmt: skip
         processes.wait_ready(f"http://{controller}", proc)
         proc = processes.start(
             "coordinator", "start", "coordinator", "--listen", coordinator,

@@ -96,10 +96,9 @@ async def cluster(
     }
     processes = Processes(OPSICLE, tmp_path, env)
     try:
-        resolved = settings.load(
-            None, {**env, "XDG_CONFIG_HOME": str(tmp_path / "config")}, data_dir=str(tmp_path)
-        )
         # The test's own handle on the stores; it migrates the database before any role starts.
+        handle = {**env, "XDG_CONFIG_HOME": str(tmp_path / "config"), "OPSICLE_MIGRATE": "true"}
+        resolved = settings.load(None, handle, data_dir=str(tmp_path))
         async with embedded_platform(resolved) as (p, _):
             c = ScaledOut(
                 processes,
