@@ -156,8 +156,9 @@ async def test_private_keys_are_stored_sealed_with_the_server_key(processes: Pro
     [stored] = await processes().keys()
     assert stored.sealed_private and SEALER.open(stored.sealed_private)
     assert ring.current.private is not None
-    with pytest.raises(Invalid):
+    with pytest.raises(Invalid, match="sealed with another secret key") as caught:
         await StoredKeyRing(processes(), FernetSealer(os.urandom(32))).ring(T0)
+    assert caught.value.code == "secret_key_mismatch" and "OPSICLE_SECRET_KEY" in str(caught.value)
 
 
 async def test_key_files_of_an_older_release_are_imported_once_and_left_alone(

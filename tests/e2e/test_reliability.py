@@ -194,14 +194,21 @@ class Cluster:
         return held
 
 
+@pytest.fixture(scope="module")
+def secret_key() -> str:
+    """The one secret key of every process on the module's database, as in production."""
+    return secrets.token_hex(32)
+
+
 @pytest.fixture
 async def cluster(
     nats: NatsServer,
     database_url: str,
+    secret_key: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Cluster]:
-    key = secrets.token_hex(32)
+    key = secret_key
     env = {
         "OPSICLE_DATABASE_URL": database_url,
         "OPSICLE_NATS_URL": nats.url,

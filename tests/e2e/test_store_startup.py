@@ -127,7 +127,9 @@ def test_a_configured_database_behind_the_head_is_refused_until_started_with_mig
     processes: Processes,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    env = {"OPSICLE_DATABASE_URL": configured_database, "OPSICLE_LOG_LEVEL": "warning"}
+    # Every process on one database shares its secret key, as in production.
+    env = {"OPSICLE_DATABASE_URL": configured_database, "OPSICLE_LOG_LEVEL": "warning",
+           "OPSICLE_SECRET_KEY": "k" * 64}
     refused = opsicle_fails(opsicle, tmp_path, *server_args("coordinator", tmp_path), env=env)
     assert refused.returncode == 11, refused.stderr
     lines = refused.stderr.strip().splitlines()

@@ -372,12 +372,19 @@ class StoredKeyRing:
         return stored
 
     def _loaded(self, stored: Sequence[StoredGrantKey], at: datetime) -> Ed25519KeyRing:
-        ring = Ed25519KeyRing(
-            [
+        try:
+            keys = [
                 key_from_stored(k, self._sealer)
                 for k in stored
                 if k.expires_at is None or k.expires_at > at
             ]
-        )
+        except Invalid:
+            raise Invalid(
+                "the approver signing keys in the database were sealed with another secret "
+                "key: every process on one database needs the same secret key "
+                "(OPSICLE_SECRET_KEY or secret-key in the config file)",
+                code="secret_key_mismatch",
+            ) from None
+        ring = Ed25519KeyRing(keys)
         self._last = ring
         return ring
