@@ -62,6 +62,7 @@ from domain.services.audit import AuditTrail
 from domain.services.dispatch import Dispatch
 from domain.services.grants import sign_grant_for
 from domain.services.platform import ApprovalHook, Limits, Platform
+from entrypoints.database import database_options
 from entrypoints.settings import Settings
 
 if TYPE_CHECKING:
@@ -218,10 +219,12 @@ async def _platform_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     # The derived SQLite database is the zero-setup default: it is always brought forward.
+    options = database_options(settings)
     await prepare_schema(
-        url, may_migrate=bool(settings["migrate"]) or settings.origin("database-url") == "default"
+        url, may_migrate=bool(settings["migrate"]) or settings.origin("database-url") == "default",
+        options=options,
     )
-    engine = create_engine(url)
+    engine = create_engine(url, options)
     try:
         yield engine
     finally:

@@ -12,6 +12,7 @@ from hypercorn.config import Config
 
 from domain.errors import FieldError, Invalid
 from entrypoints import approver, bootstrap
+from entrypoints.database import database_options
 from entrypoints.listen import check_listen
 from entrypoints.settings import Settings
 from entrypoints.stores import require_stores
@@ -45,6 +46,7 @@ def _tls(settings: Settings) -> tuple[str | None, str | None]:
 
 async def serve_role(role: str, settings: Settings) -> int:
     certfile, keyfile = _tls(settings)
+    database_options(settings)  # unreadable database TLS files: one line before anything starts
     bind = check_listen(settings["listen"])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

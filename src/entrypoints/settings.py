@@ -18,6 +18,14 @@ DEFAULTS: dict[str, Any] = {
     "listen": "127.0.0.1:13371",
     "data-dir": None,  # derived: $XDG_DATA_HOME/opsicle or ~/.local/share/opsicle
     "database-url": None,  # derived: SQLite in data-dir
+    # MySQL/MariaDB only (SQLite ignores them): the connection pool, and TLS when a CA or a
+    # client certificate is set (verify: the server's certificate and host name).
+    "database-pool-size": 5,
+    "database-max-overflow": 10,
+    "database-tls-ca": None,
+    "database-tls-cert": None,
+    "database-tls-key": None,
+    "database-tls-verify": True,
     # Roles bring a configured database's schema to the head on start (the derived SQLite
     # one always is); otherwise they refuse to start on a schema that is behind.
     "migrate": False,
@@ -79,7 +87,12 @@ SECRET = frozenset({"secret-key", "token", "nats-password", "smtp-password",
                     "slack-app-token"})
 NUMBERS = frozenset({"grace-seconds", "lease-seconds", "drain-seconds", "nats-ack-wait-seconds",
                      "webhook-timeout"})
-BOOLEANS = frozenset({"migrate"})
+BOOLEANS = frozenset({"migrate", "database-tls-verify"})
+# Whole numbers: the lowest and highest allowed.
+INTEGERS: dict[str, tuple[int, int]] = {
+    "database-pool-size": (1, 1000),
+    "database-max-overflow": (0, 1000),
+}
 # Numbers of seconds where 0 makes no sense (a timeout of 0 fails every request).
 POSITIVE = frozenset({"webhook-timeout"})
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -174,6 +187,8 @@ def _checked(name: str, value: Any, origin: str) -> Value:
                 f"{origin}: expected a number of runs from 1 to 256",
                 errors=(FieldError(name, f"expected a whole number from 1 to 256 ({origin})"),),
             )
+    if name in INTEGERS:
+        value = _integer(name, value, origin)
     choices = CHOICES.get(name)
     if choices and value not in choices:
         raise Invalid(
@@ -185,6 +200,21 @@ def _checked(name: str, value: Any, origin: str) -> Value:
             ),
         )
     return Value(value, origin)
+
+
+def _integer(name: str, value: Any, origin: str) -> int:
+    low, high = INTEGERS[name]
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = None
+    if isinstance(value, bool) or number is None or not low <= number <= high:
+        raise Invalid(
+            f"{origin}: {name} '{value}' is not a whole number from {low} to {high}",
+            errors=(FieldError(name, f"expected a whole number from {low} to {high}, "
+                                     f"got '{value}' ({origin})"),),
+        )
+    return number
 
 
 def load(

@@ -43,8 +43,10 @@ async def _probe(store: str, settings: Settings, seconds: float) -> Probe | None
     """The store's probe, or None when the settings keep it inside the database or process."""
     if store == "database":
         from adapters.sql.probe import probe_database
+        from entrypoints.database import database_options
 
-        return await probe_database(settings.database_url, seconds=seconds)
+        return await probe_database(settings.database_url, seconds=seconds,
+                                    options=database_options(settings))
     if store == "audit-database" and settings["mongo-url"]:
         from adapters.mongo.probe import probe_mongo
 

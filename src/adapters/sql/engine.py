@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import attrs
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -32,7 +34,19 @@ def store_name(url: URL | str) -> str:
     return f"{u.get_backend_name()} database {u.host or 'localhost'}:{u.port or 3306}/{u.database}"
 
 
-def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
+@attrs.frozen
+class DatabaseOptions:
+    """How to open a MySQL/MariaDB database: its connection pool, and TLS when ``tls`` is set.
+    SQLite ignores them."""
+
+    pool_size: int = 5
+    max_overflow: int = 10
+    tls: ssl.SSLContext | None = None
+
+
+def create_engine(
+    url: str | URL, options: DatabaseOptions | None = None, **kwargs: Any
+) -> AsyncEngine:
     """An engine for ``sqlite+aiosqlite:///path`` or ``mysql+asyncmy://…``; the caller disposes."""
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
@@ -44,6 +58,10 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
             u = u.update_query_dict({"charset": "utf8mb4"})
         kwargs.setdefault("pool_pre_ping", True)
         kwargs.setdefault("pool_recycle", 3600)
+        if options is not None:
+            kwargs.update(pool_size=options.pool_size, max_overflow=options.max_overflow)
+            if options.tls is not None:
+                kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "ssl": options.tls}
         return create_async_engine(u, **kwargs)
     raise ValueError(f"unsupported database URL scheme {u.drivername!r}")
 

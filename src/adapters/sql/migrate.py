@@ -21,7 +21,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.probes import mask_url
-from adapters.sql.engine import SQLITE_BEGIN, create_engine, is_sqlite, store_name, translate_errors
+from adapters.sql.engine import (
+    SQLITE_BEGIN,
+    DatabaseOptions,
+    create_engine,
+    is_sqlite,
+    store_name,
+    translate_errors,
+)
 from domain.errors import FieldError, Invalid, SchemaMismatch, Unavailable
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -59,7 +66,8 @@ def lock_name(url: str) -> str:
 
 
 async def migrate(url: str, revision: str = "head", *,
-                  lock_wait_seconds: float = LOCK_WAIT_SECONDS) -> None:
+                  lock_wait_seconds: float = LOCK_WAIT_SECONDS,
+                  options: DatabaseOptions | None = None) -> None:
     """Upgrade the database at ``url`` to ``revision``; an up-to-date database is left as is.
 
     Safe when several processes call it at once (see the module's docstring).
@@ -67,7 +75,7 @@ async def migrate(url: str, revision: str = "head", *,
     sqlite = is_sqlite(url)
     # SQLite: the write lock from BEGIN on, so a second migrator waits instead of racing.
     engine = create_engine(url, execution_options={SQLITE_BEGIN: "IMMEDIATE"}) if sqlite \
-        else create_engine(url)
+        else create_engine(url, options)
 
     def upgrade(sync: Connection) -> None:
         command.upgrade(alembic_config(sync), revision)
@@ -105,9 +113,9 @@ async def _locked(conn: AsyncConnection, url: str, wait_seconds: float) -> None:
             f"'{lock_name(url)}' for {wait_seconds:g} s; try again when it is done")
 
 
-async def current_revision(url: str) -> str | None:
+async def current_revision(url: str, options: DatabaseOptions | None = None) -> str | None:
     """The revision the database is at, or None when it was never migrated."""
-    engine = create_engine(url)
+    engine = create_engine(url, options)
     try:
         with translate_errors(store_name(url)):
             async with engine.connect() as conn:
@@ -132,12 +140,14 @@ def schema_problem(url: str, current: str | None, *, may_migrate: bool) -> str |
             f"Opsicle needs {head}: run 'opsicle run migrations' or start with --migrate")
 
 
-async def prepare_schema(url: str, *, may_migrate: bool) -> None:
+async def prepare_schema(
+    url: str, *, may_migrate: bool, options: DatabaseOptions | None = None
+) -> None:
     """Bring the schema to the head when ``may_migrate``, else check it is there already;
     ``SchemaMismatch`` names the database, its revision and what to do."""
-    current = await current_revision(url)
+    current = await current_revision(url, options)
     problem = schema_problem(url, current, may_migrate=may_migrate)
     if problem:
         raise SchemaMismatch(problem)
     if current != head_revision():
-        await migrate(url)
+        await migrate(url, options=options)

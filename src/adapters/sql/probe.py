@@ -10,11 +10,12 @@ import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
 
 from adapters.probes import Probe, timed, unreachable
-from adapters.sql.engine import create_engine, is_sqlite
+from adapters.sql.engine import DatabaseOptions, create_engine, is_sqlite
 from adapters.sql.migrate import head_revision
 
 
-async def probe_database(url: str, *, seconds: float = 5.0, store: str = "database") -> Probe:
+async def probe_database(url: str, *, seconds: float = 5.0, store: str = "database",
+                         options: DatabaseOptions | None = None) -> Probe:
     """Connect to ``url`` once; facts ``schema`` (the revision, or ``none``) and ``head``.
 
     A SQLite file that does not exist yet is not created: it reports schema ``none``.
@@ -27,7 +28,7 @@ async def probe_database(url: str, *, seconds: float = 5.0, store: str = "databa
             return Probe("SQLite", sqlite3.sqlite_version, 0.0,
                          {"schema": "none", "head": head, "file": "not created yet"})
     engine = create_engine(url) if is_sqlite(url) else create_engine(
-        url, connect_args={"connect_timeout": max(1, round(seconds))})
+        url, options, connect_args={"connect_timeout": max(1, round(seconds))})
     try:
         async with asyncio.timeout(seconds), engine.connect() as conn:
             _, rtt = await timed(conn.execute(sa.select(1)))

@@ -17,13 +17,17 @@ MASK = "***"
 @app.command
 def show() -> int:
     """Every setting's effective value and where it came from (flag, OPSICLE_* environment,
-    config file, or default); secrets are shown as ***."""
+    config file, or default); secrets are shown as ***. The database's pool and TLS settings
+    say when SQLite ignores them."""
+    from entrypoints.database import ignored_by_sqlite
+
     resolved = settings.current.get(settings.load())
     rows = [
         {
             "setting": name,
             "value": MASK if name in settings.SECRET and resolved[name] else resolved[name],
-            "from": resolved.origin(name),
+            "from": resolved.origin(name)
+            + (" (ignored: the database is SQLite)" if ignored_by_sqlite(resolved, name) else ""),
         }
         for name in settings.DEFAULTS
     ]
@@ -45,18 +49,20 @@ def migrations(
     import asyncio
 
     from adapters.sql.migrate import current_revision, migrate
+    from entrypoints.database import database_options
 
     resolved = settings.current.get(settings.load()).with_flags(
         database_url=database_url, data_dir=data_dir
     )
     url = resolved.database_url
+    options = database_options(resolved)
     if url.startswith("sqlite"):
         resolved.data_dir.mkdir(parents=True, exist_ok=True)
 
     async def main() -> tuple[str | None, str | None]:
-        before = await current_revision(url)
-        await migrate(url, to)
-        return before, await current_revision(url)
+        before = await current_revision(url, options)
+        await migrate(url, to, options=options)
+        return before, await current_revision(url, options)
 
     before, after = asyncio.run(main())
     if to != "head" and after != to:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 
@@ -23,6 +24,43 @@ DatabaseUrl = Annotated[
     str | None,
     Parameter(help="SQLAlchemy URL of the platform database. Default: SQLite in --data-dir"),
 ]
+
+
+@Parameter(name="*")
+@dataclass
+class DatabaseFlags:
+    """The MySQL/MariaDB pool and TLS flags (SQLite ignores them)."""
+
+    database_pool_size: Annotated[
+        int | None,
+        Parameter(help="MySQL/MariaDB connections kept open per process. Default: 5"),
+    ] = None
+    database_max_overflow: Annotated[
+        int | None,
+        Parameter(help="MySQL/MariaDB connections opened beyond the pool at busy times. "
+                  "Default: 10"),
+    ] = None
+    database_tls_ca: Annotated[
+        str | None,
+        Parameter(help="Connect to MySQL/MariaDB over TLS, trusting this CA (PEM file)."),
+    ] = None
+    database_tls_cert: Annotated[
+        str | None,
+        Parameter(help="Connect to MySQL/MariaDB over TLS with this client certificate (PEM)."),
+    ] = None
+    database_tls_key: Annotated[
+        str | None, Parameter(help="The private key (PEM) of --database-tls-cert.")
+    ] = None
+    database_tls_verify: Annotated[
+        bool | None,
+        Parameter(help="Verify the database server's certificate and host name. Default: true"),
+    ] = None
+
+
+def _database(flags: DatabaseFlags | None) -> dict[str, Any]:
+    return asdict(flags) if flags else {}
+
+
 PublicUrl = Annotated[
     str | None,
     Parameter(help="The URL people reach this server at, used in emails. Default: http://<listen>"),
@@ -53,6 +91,7 @@ def controller(
     listen: Listen = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
+    database: DatabaseFlags | None = None,
     public_url: PublicUrl = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
@@ -72,6 +111,7 @@ def controller(
         listen=listen,
         data_dir=data_dir,
         database_url=database_url,
+        **_database(database),
         public_url=public_url,
         tls_cert=tls_cert,
         tls_key=tls_key,
@@ -95,6 +135,7 @@ def standalone(
     listen: Listen = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
+    database: DatabaseFlags | None = None,
     public_url: PublicUrl = None,
     telegram_api_url: TelegramApiUrl = None,
     slack_api_url: SlackApiUrl = None,
@@ -117,6 +158,7 @@ def standalone(
         listen=listen,
         data_dir=data_dir,
         database_url=database_url,
+        **_database(database),
         public_url=public_url,
         telegram_api_url=telegram_api_url,
         slack_api_url=slack_api_url,
@@ -143,6 +185,7 @@ def coordinator(
     ] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
+    database: DatabaseFlags | None = None,
     lease_seconds: LeaseSeconds = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
@@ -161,6 +204,7 @@ def coordinator(
     resolved = current().with_flags(
         data_dir=data_dir,
         database_url=database_url,
+        **_database(database),
         lease_seconds=lease_seconds,
         tls_cert=tls_cert,
         tls_key=tls_key,
@@ -179,6 +223,7 @@ def approver(
     ] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
+    database: DatabaseFlags | None = None,
     telegram_api_url: TelegramApiUrl = None,
     slack_api_url: SlackApiUrl = None,
     tls_cert: TlsCert = None,
@@ -201,6 +246,7 @@ def approver(
     resolved = current().with_flags(
         data_dir=data_dir,
         database_url=database_url,
+        **_database(database),
         telegram_api_url=telegram_api_url,
         slack_api_url=slack_api_url,
         tls_cert=tls_cert,
