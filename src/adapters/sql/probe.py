@@ -9,9 +9,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
 
-from adapters.probes import Probe, timed, unreachable
+from adapters.probes import Probe, failure_reason, timed, unreachable
 from adapters.sql.engine import DatabaseOptions, create_engine, is_sqlite
 from adapters.sql.migrate import head_revision
+from domain.errors import Unavailable
 
 
 async def probe_database(url: str, *, seconds: float = 5.0, store: str = "database",
@@ -41,7 +42,13 @@ async def probe_database(url: str, *, seconds: float = 5.0, store: str = "databa
             revision = await conn.run_sync(
                 lambda sync: MigrationContext.configure(sync).get_current_revision())
     except (sa.exc.SQLAlchemyError, OSError) as exc:  # TimeoutError is an OSError
-        raise unreachable(store, url, exc) from exc
+        error = unreachable(store, url, exc)
+        if not is_sqlite(url) and (options is None or options.tls is None) \
+                and failure_reason(exc).startswith("authentication failed"):
+            # MySQL/MariaDB refuse a user that requires TLS the way they refuse a bad password.
+            error = Unavailable(f"{error.message}; a user that requires TLS needs "
+                                "database-tls-ca (or database-tls-cert)")
+        raise error from exc
     finally:
         await engine.dispose()
     return Probe(backend, version, rtt, {"schema": revision or "none", "head": head})
