@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Awaitable, Iterator, Mapping
@@ -77,15 +78,19 @@ _DNS_TEXT = ("name or service not known", "temporary failure in name resolution"
              "name resolution", "unknown mysql server host")
 _REFUSED_TEXT = ("connection refused", "errno 111", "connect call failed", "econnrefused")
 _TIMEOUT_TEXT = ("timed out", "timeout")
+# OpenSSL's reason, as drivers that wrap the error into their own text still show it.
+_TLS_VERIFY = re.compile(r"certificate verify failed: (.+?)\s*(?:\(_ssl\.c|['\"]|$)")
 
 
 def failure_reason(exc: BaseException) -> str:
     """Why a store did not answer, as one short phrase: ``connection refused``, ``DNS …``,
-    ``authentication failed``, ``no answer (timeout)``, or the error's first line."""
+    ``authentication failed``, ``no answer (timeout)``, ``TLS: …``, or the error's first line."""
     chain = list(_chain(exc))
     texts = " | ".join(f"{type(e).__name__}: {e}" for e in chain).lower()
     if any(isinstance(e, socket.gaierror) for e in chain) or any(t in texts for t in _DNS_TEXT):
         return "DNS: the host name does not resolve"
+    if verify := _TLS_VERIFY.search(texts):
+        return f"TLS: the server's certificate did not verify ({verify.group(1)}); check the CA"
     if any(t in texts for t in _AUTH_TEXT):
         return "authentication failed (check the user and password)"
     if any(isinstance(e, ConnectionRefusedError) for e in chain) or any(

@@ -52,6 +52,11 @@ def _raised(exc: BaseException, wrapper: type[Exception] = RuntimeError) -> Base
         (RuntimeError("nats: 'Authorization Violation'"), "authentication failed"),
         (RuntimeError("(2003, \"Can't connect to MySQL server ([Errno 111] Connect call "
                       "failed)\")"), "connection refused"),
+        (RuntimeError("(2003, \"Can't connect to MySQL server on '10.0.0.5' ([SSL: "
+                      "CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local "
+                      "issuer certificate (_ssl.c:1006)\")"),
+         "TLS: the server's certificate did not verify (unable to get local issuer "
+         "certificate); check the CA"),
         (ValueError("something else entirely"), "ValueError: something else entirely"),
     ],
 )
