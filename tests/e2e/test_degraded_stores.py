@@ -45,6 +45,7 @@ from domain.resources import AutomationSpec, Phase
 from entrypoints import settings
 from entrypoints.bootstrap import embedded_platform
 from tests.contract.mongo_fixture import StandIn
+from tests.e2e.conftest import NatsServer, nats_binary
 from tests.e2e.test_dispatch_processes import (
     LEASE_SECONDS,
     Processes,
@@ -55,7 +56,6 @@ from tests.e2e.test_dispatch_processes import (
     worker_args,
 )
 from tests.e2e.test_journey import PASSWORD, User, mariadb_database
-from tests.e2e.test_reliability import NatsServer, nats_binary
 from tests.support import port_open, require_service
 
 pytestmark = pytest.mark.e2e
