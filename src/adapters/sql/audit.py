@@ -16,7 +16,7 @@ from sqlalchemy.sql import Executable
 
 from adapters.sql import mapping as m
 from adapters.sql import tables as t
-from adapters.sql.engine import SQLITE_BEGIN, is_sqlite, store_name, translate_errors
+from adapters.sql.engine import connect, store_name, translate_errors
 from adapters.sql.mapping import MAX_PAGE, check_limit
 from domain.audit import AuditEvent, chain
 from domain.errors import Conflict, Unavailable
@@ -58,10 +58,9 @@ class SqlAuditLog:
 
     async def append(self, event: AuditEvent) -> AuditEvent:
         with translate_errors(self._store):
-            async with self._engine.connect() as conn:
-                if is_sqlite(self._engine):
-                    # BEGIN IMMEDIATE: the one SQLite writer holds the chain until commit.
-                    conn = await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            # On SQLite the one writer (BEGIN IMMEDIATE, through this process's write gate)
+            # holds the chain until commit.
+            async with connect(self._engine, write=True) as conn:
                 linked = await append_on(conn.execute, event, self._store)
                 await conn.commit()
         return linked
@@ -129,8 +128,10 @@ class SqlAuditOutbox:
 
     async def _write(self, stmt: Executable) -> CursorResult[Any]:
         with translate_errors(self._store):
-            async with self._engine.begin() as conn:
-                return await conn.execute(stmt)
+            async with connect(self._engine, write=True) as conn:
+                result = await conn.execute(stmt)
+                await conn.commit()
+                return result
 
 
 class SqlAuditChain:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sql import tables as t
-from adapters.sql.engine import SQLITE_BEGIN, is_sqlite, store_name, translate_errors
+from adapters.sql.engine import connect, store_name, translate_errors
 from domain.chat_links import ChatLink, ChatPlatform
 from domain.errors import NotFound
 from domain.ports import ChatLinkRepository
@@ -24,9 +24,7 @@ class SqlChatLinkRepository:
     @asynccontextmanager
     async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
         with translate_errors(self._store):
-            async with self._engine.connect() as conn:
-                if write and is_sqlite(self._engine):
-                    conn = await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            async with connect(self._engine, write=write) as conn:
                 yield conn
 
     async def save(self, link: ChatLink) -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import attrs
 from sqlalchemy import event, exc
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from domain.errors import Conflict, Unavailable
 
@@ -64,6 +66,74 @@ def create_engine(
                 kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "ssl": options.tls}
         return create_async_engine(u, **kwargs)
     raise ValueError(f"unsupported database URL scheme {u.drivername!r}")
+
+
+class WriteGate:
+    """Serialises one process's SQLite write transactions on one engine.
+
+    SQLite has one writer. Without the gate, this process's connections race for the write
+    lock and the losers sleep in SQLite's busy handler (sleeps grow to 100 ms) even when the
+    lock is free again a millisecond later; with it, they queue on an asyncio lock and start
+    the moment it is released. Other processes still meet at the busy handler.
+    """
+
+    def __init__(self, store: str) -> None:
+        self._store = store
+        self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _current(self) -> asyncio.Lock:
+        # A lock belongs to one event loop; an engine may outlive a loop (tests).
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._loop is not loop:
+            self._lock, self._loop = asyncio.Lock(), loop
+        return self._lock
+
+    async def acquire(self) -> asyncio.Lock:
+        """Wait for the gate as long as SQLite would wait for its lock; return it, held."""
+        lock = self._current()
+        try:
+            async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_MS / 1000):
+                await lock.acquire()
+        except TimeoutError:
+            raise Unavailable(
+                f"{self._store} is unavailable: another writer held it for "
+                f"{SQLITE_BUSY_TIMEOUT_MS / 1000:.0f} s"
+            ) from None
+        return lock
+
+
+# Per engine, weakly, so a disposed and dropped engine takes its gate along.
+_gates: weakref.WeakKeyDictionary[Engine, WriteGate] = weakref.WeakKeyDictionary()
+
+
+def write_gate(engine: AsyncEngine) -> WriteGate | None:
+    """The engine's gate on SQLite; None elsewhere (MySQL locks rows, not the database)."""
+    if not is_sqlite(engine):
+        return None
+    gate = _gates.get(engine.sync_engine)
+    if gate is None:
+        gate = _gates[engine.sync_engine] = WriteGate(store_name(engine.url))
+    return gate
+
+
+@asynccontextmanager
+async def connect(engine: AsyncEngine, *, write: bool) -> AsyncIterator[AsyncConnection]:
+    """``engine.connect()``; for a write on SQLite, through the gate and with BEGIN IMMEDIATE.
+
+    A writer that reads first must hold the write lock from the start: a deferred transaction
+    that upgrades later fails with SQLITE_BUSY instead of waiting its turn.
+    """
+    gate = write_gate(engine) if write else None
+    lock = await gate.acquire() if gate is not None else None
+    try:
+        async with engine.connect() as conn:
+            if lock is not None:
+                conn = await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            yield conn
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sql import tables as t
-from adapters.sql.engine import SQLITE_BEGIN, is_sqlite, store_name, translate_errors
+from adapters.sql.engine import connect, is_sqlite, store_name, translate_errors
 from domain.ports import Queue, QueueMessage
 
 DEFAULT_ACK_WAIT_SECONDS = 30.0
@@ -128,12 +128,9 @@ class SqlQueue:
     @asynccontextmanager
     async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
         with translate_errors(self._store):
-            async with self._engine.connect() as conn:
-                if write and self._sqlite:
-                    # Take the write lock at BEGIN: a read-then-write transaction that upgrades
-                    # later fails with SQLITE_BUSY instead of waiting its turn.
-                    await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-                elif not self._sqlite:
+            # On SQLite a write takes the write lock at BEGIN, through this process's gate.
+            async with connect(self._engine, write=write) as conn:
+                if not self._sqlite:
                     # No gap locks: a claim's locking read must not hold up publishes.
                     await conn.execution_options(isolation_level="READ COMMITTED")
                 async with conn.begin():

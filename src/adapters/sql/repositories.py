@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -16,7 +17,7 @@ from sqlalchemy.sql import Executable
 from adapters.sql import mapping as m
 from adapters.sql import tables as t
 from adapters.sql.audit import SqlAuditChain, SqlAuditOutboxWriter
-from adapters.sql.engine import SQLITE_BEGIN, is_sqlite, store_name, translate_errors
+from adapters.sql.engine import SQLITE_BEGIN, store_name, translate_errors, write_gate
 from adapters.sql.mapping import MAX_PAGE, check_limit
 from domain.approvals import Approval, ApprovalSettings, ApprovalStatus, StoredPolicy
 from domain.automations import Run, RunStatus
@@ -69,12 +70,18 @@ def unit_of_work_factory(engine: AsyncEngine, *, audit_outbox: bool = False
 
 
 class SqlUnitOfWork:
-    """One database transaction; leaving without ``commit`` rolls it back."""
+    """One database transaction; leaving without ``commit`` rolls it back.
+
+    On SQLite the transaction holds this process's write gate from its first statement until
+    it ends (see ``WriteGate``), as it holds SQLite's write lock.
+    """
 
     def __init__(self, engine: AsyncEngine, *, audit_outbox: bool = False) -> None:
         self._engine = engine
         self.store = store_name(engine.url)
         self._conn: AsyncConnection | None = None
+        self._gate = write_gate(engine)
+        self._held: asyncio.Lock | None = None
         self.users: UserRepository = SqlUserRepository(self)
         self.orgs: OrgRepository = SqlOrgRepository(self)
         self.roles: RoleRepository = SqlRoleRepository(self)
@@ -97,7 +104,7 @@ class SqlUnitOfWork:
             raise RuntimeError("this unit of work is already open")
         with translate_errors(self.store):
             conn = await self._engine.connect()
-            if is_sqlite(self._engine):
+            if self._gate is not None:
                 # Units of work mostly read then write: on SQLite they take the write lock at
                 # BEGIN, so they queue behind each other instead of failing on upgrade.
                 conn = await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
@@ -117,14 +124,27 @@ class SqlUnitOfWork:
             # A unit leaving on an error keeps that error; the lost connection is secondary.
             if exc_value is None:
                 raise
+        finally:
+            self._let_go()
 
     async def commit(self) -> None:
-        with translate_errors(self.store):
-            await self.connection.commit()
+        try:
+            with translate_errors(self.store):
+                await self.connection.commit()
+        finally:
+            self._let_go()
 
     async def rollback(self) -> None:
-        with translate_errors(self.store):
-            await self.connection.rollback()
+        try:
+            with translate_errors(self.store):
+                await self.connection.rollback()
+        finally:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.release()
 
     @property
     def connection(self) -> AsyncConnection:
@@ -135,11 +155,15 @@ class SqlUnitOfWork:
     async def execute(self, stmt: Executable, params: Sequence[Mapping[str, Any]] | None = None,
                       *, conflict: str | None = None) -> CursorResult[Any]:
         """Run ``stmt`` in the transaction; an integrity error becomes ``Conflict(conflict)``."""
+        conn = self.connection
+        if self._gate is not None and self._held is None:
+            # The first statement begins the transaction (and the next one after a commit).
+            self._held = await self._gate.acquire()
         try:
             with translate_errors(self.store):
                 if params is None:
-                    return await self.connection.execute(stmt)
-                return await self.connection.execute(stmt, params)
+                    return await conn.execute(stmt)
+                return await conn.execute(stmt, params)
         except Conflict as e:
             if conflict is None:
                 raise
