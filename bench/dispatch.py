@@ -83,7 +83,7 @@ from domain.services.dispatch import run_topic
 from domain.services.platform import Caller, Platform
 from domain.users import User
 from entrypoints import settings as settings_module
-from entrypoints.bootstrap import _embedded_stores, _queues, coordination
+from entrypoints.bootstrap import _embedded_stores, _queues, coordination, enqueuing
 from entrypoints.embedded_worker import InProcessCoordinatorClient, PublishSignal
 from entrypoints.settings import Settings
 from entrypoints.version import VERSION
@@ -243,6 +243,7 @@ class Backend:
     open_queues: QueuesFactory
     detail: str = ""
     principal: tuple[Caller, str, str] | None = None  # caller, org code, org id
+    sql_queue: bool = False  # the run queues are the SQL queue on the platform's database
 
 
 async def principal(p: Platform) -> tuple[Caller, str, str]:
@@ -315,7 +316,15 @@ async def opsicle(
         caller, code, org_id = backend.principal
         signal_ = PublishSignal()
         queues = await backend.open_queues(engine, [run_topic(org_id)], stack)
-        c = await stack.enter_async_context(coordination(p, signal_.wrap(queues)))
+        # As standalone: on the SQL queue, units of work enqueue their messages themselves.
+        direct, enqueued = (p, False)
+        if backend.sql_queue:
+            direct, enqueued = enqueuing(p, engine, backend.settings)
+        c = await stack.enter_async_context(
+            coordination(
+                direct, signal_.wrap(queues), on_queued=signal_.notify, enqueued=enqueued
+            )
+        )
         # The controller's use cases run on the platform whose commits wake the outbox relay,
         # as in standalone; --poll-only gives them the plain one (the relay polls every 50 ms).
         base = p if poll_only else c.platform
@@ -406,6 +415,7 @@ async def embedded_backend() -> AsyncIterator[Backend]:
             bench_settings(folder, None),
             sql_queues,
             f"SQLite {sqlite3.sqlite_version} file in {folder}",
+            sql_queue=True,
         )
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from adapters.resources_yaml import parse_text
 from domain.errors import FieldError, Invalid
 from domain.resources import ApprovalPolicy, AutomationTemplate, Kind
 
 
+# A stored template version never changes, and every run of it reads it again: the parsed,
+# immutable result is kept for the texts seen last (errors are not kept).
+@lru_cache(maxsize=64)
 def read_template(text: str, source: str) -> AutomationTemplate:
     """The one AutomationTemplate in ``text``; ``Invalid`` names the file, line and field."""
     docs = parse_text(text, source, expected=(Kind.AUTOMATION_TEMPLATE,))

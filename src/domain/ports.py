@@ -387,6 +387,10 @@ class RunRepository(Protocol):
         """How many runs there are in each status, over every org (absent: none)."""
         ...
 
+    async def queued_orgs(self, limit: int = 100) -> builtins.list[str]:
+        """Ids of orgs that have queued runs, at most ``limit`` of them, in no set order."""
+        ...
+
     async def list(
         self, flt: RunFilter, *, limit: int = 50, cursor: str | None = None
     ) -> Page[Run]:

@@ -9,7 +9,7 @@ import hmac
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
 import attrs
@@ -321,11 +321,17 @@ async def coordination(
     relay_interval: float = RELAY_INTERVAL,
     reap_interval: float | None = None,
     loop_clock: Clock | None = None,
+    on_queued: Callable[[], None] | None = None,
+    enqueued: bool = False,
 ) -> AsyncIterator[Coordination]:
     """Dispatch over ``platform`` with its outbox relay and lease reaper running.
 
-    On exit, in order: endpoints stop taking work (held claims are answered), then the loops
-    finish their iteration (or are cancelled after a grace period).
+    ``on_queued`` is called after a unit of work of the returned platform commits a queue
+    message. ``enqueued`` says the platform's outbox puts messages on the queue itself (see
+    ``enqueuing``): its commits do not wake the relay, which then only polls for what other
+    processes left in the outbox. On exit, in order: endpoints stop taking work (held claims
+    are answered), then the loops finish their iteration (or are cancelled after a grace
+    period).
     """
     from domain.services import dispatch
     from entrypoints.loops import service_loop, stop_tasks
@@ -333,7 +339,14 @@ async def coordination(
 
     # A run queued in this process is published at once; the poll finds the other processes'.
     announced = asyncio.Event()
-    platform = attrs.evolve(platform, uow=waking(platform.uow, announced.set))
+
+    def queued() -> None:
+        if not enqueued:
+            announced.set()
+        if on_queued is not None:
+            on_queued()
+
+    platform = attrs.evolve(platform, uow=waking(platform.uow, queued))
     d = Dispatch(
         platform.uow, platform.clock, platform.ids, queues, platform.logs, lease_seconds,
         audit=platform.audit,
@@ -395,6 +408,38 @@ async def coordination(
         await stop_tasks(tasks, grace=5.0)
 
 
+def enqueuing(
+    platform: Platform, engine: AsyncEngine, settings: Settings
+) -> tuple[Platform, bool]:
+    """``platform`` whose units of work put queue messages straight on the SQL queue when
+    the run queues are that queue (no ``nats-url``): no relay hop between commit and claim.
+    The flag says whether they do (``coordination``'s ``enqueued``)."""
+    if settings["nats-url"]:
+        return platform, False
+    # Audit events go where ``_audit`` sends them: the audit outbox when MongoDB holds the log.
+    units = unit_of_work_factory(engine, audit_outbox=bool(settings["mongo-url"]), enqueue=True)
+    return attrs.evolve(platform, uow=units), True
+
+
+def _coordinating(
+    settings: Settings,
+    platform: Platform,
+    engine: AsyncEngine,
+    queues: Callable[[str], Queue],
+    on_queued: Callable[[], None] | None = None,
+) -> AbstractAsyncContextManager[Coordination]:
+    """``coordination`` as the coordinator and standalone roles run it: the lease from the
+    settings and, on the SQL queue, units of work that enqueue their messages themselves."""
+    direct, enqueued = enqueuing(platform, engine, settings)
+    return coordination(
+        direct,
+        queues,
+        lease_seconds=float(settings["lease-seconds"]),
+        on_queued=on_queued,
+        enqueued=enqueued,
+    )
+
+
 def _queues(engine: AsyncEngine) -> Callable[[str], Queue]:
     from adapters.sql.queue import sql_queue
 
@@ -454,7 +499,7 @@ async def coordinator(settings: Settings) -> AsyncIterator[Role]:
     async with (
         _embedded_stores(settings) as (platform, checks, engine, _),
         _run_queues(settings, engine, "coordinator") as (queues, queue_checks),
-        coordination(platform, queues, lease_seconds=float(settings["lease-seconds"])) as c,
+        _coordinating(settings, platform, engine, queues) as c,
         webhook_delivery(c.platform, timeout_seconds=float(settings["webhook-timeout"])),
     ):
         checks = [*checks, *queue_checks]
@@ -484,11 +529,7 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
     async with (
         _embedded_stores(settings) as (platform, checks, engine, keys),
         _run_queues(settings, engine, "standalone") as (queues, queue_checks),
-        coordination(
-            platform,
-            signal.wrap(queues),
-            lease_seconds=float(settings["lease-seconds"]),
-        ) as c,
+        _coordinating(settings, platform, engine, signal.wrap(queues), signal.notify) as c,
         webhook_delivery(c.platform, timeout_seconds=float(settings["webhook-timeout"])),
     ):
         checks = [*checks, *queue_checks]

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from domain.automations import PhaseResult, RunStatus
 from domain.errors import NotFound
 from domain.grants import GrantVerifier
-from domain.ports import Claim, Delivery, Queue, QueueMessage, RunFilter, Sealer
+from domain.ports import Claim, Delivery, Queue, QueueMessage, Sealer
 from domain.services import dispatch
 from domain.services.dispatch import Dispatch, WorkerIdentity
 from domain.services.handover import claim_for_worker
@@ -115,8 +115,7 @@ class InProcessCoordinatorClient:
 
     async def _queued_orgs(self) -> list[str]:
         async with self._d.uow() as uow:
-            page = await uow.runs.list(RunFilter(statuses=(RunStatus.QUEUED,)), limit=QUEUED_SCAN)
-        orgs = sorted({r.org_id for r in page.items if r.org_id})
+            orgs = sorted(await uow.runs.queued_orgs(limit=QUEUED_SCAN))
         # Start with a different org each time, so one busy org cannot starve the others.
         self._turn += 1
         if orgs:

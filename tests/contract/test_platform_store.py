@@ -999,6 +999,22 @@ async def test_queued_ahead_counts_earlier_queued_runs_of_the_same_org(
     assert await uow.runs.queued_ahead(last) == 2
 
 
+async def test_queued_orgs_names_each_org_with_queued_runs_once(uow: UnitOfWork) -> None:
+    busy, idle, other = uid("org"), uid("org"), uid("org")
+    for run in (b.run(org_id=busy, created=1), b.run(org_id=busy, created=2),
+                b.run(org_id=other, created=3),
+                b.run(org_id=idle, created=0, status=RunStatus.RUNNING, attempts=1),
+                b.run(org_id=idle, created=0, status=RunStatus.SUCCEEDED)):
+        await uow.runs.add(run)
+    found = await uow.runs.queued_orgs(limit=1000)
+    # The store may hold other tests' runs: only these orgs are looked at.
+    assert sorted(o for o in found if o in (busy, idle, other)) == sorted([busy, other])
+    assert len(found) == len(set(found))
+    assert len(await uow.runs.queued_orgs(limit=1)) == 1
+    with pytest.raises(Invalid):
+        await uow.runs.queued_orgs(limit=0)
+
+
 async def _page_through(uow: UnitOfWork, flt: RunFilter, limit: int) -> list[str]:
     ids: list[str] = []
     cursor: str | None = None

@@ -717,6 +717,12 @@ class InMemoryRunRepository(_Repository):
         return sum(1 for r in self._s.runs.values() if r.org_id == run.org_id
                    and r.status is RunStatus.QUEUED and (r.created_at, r.id) < key)
 
+    async def queued_orgs(self, limit: int = 100) -> builtins.list[str]:
+        check_limit(limit)
+        found = {r.org_id for r in self._s.runs.values()
+                 if r.status is RunStatus.QUEUED and r.org_id is not None}
+        return sorted(found)[:limit]
+
     async def list(self, flt: RunFilter, *, limit: int = 50, cursor: str | None = None
                    ) -> Page[Run]:
         def wanted(r: Run) -> bool:

@@ -138,9 +138,7 @@ class SqlQueue:
 
     async def publish(self, message: QueueMessage) -> None:
         now = _now()
-        row = {"topic": self.topic, "id": message.id, "body": message.body,
-               "created_at": now, "available_at": now, "delivered": False, "attempt": 0,
-               "acked_at": None}
+        row = _row(self.topic, message, now)
         stmt: sa.Insert
         if self._sqlite:
             stmt = sqlite.insert(t.queue_messages).values(row).on_conflict_do_nothing()
@@ -154,11 +152,15 @@ class SqlQueue:
                 q.topic == self.topic, q.id == message.id,
                 q.acked_at < now - self._dedupe_window))
             await conn.execute(stmt)
-            if self._next_purge is None or now >= self._next_purge:
-                self._next_purge = now + self._dedupe_window / 2
-                await conn.execute(sa.delete(t.queue_messages).where(
-                    q.topic == self.topic, q.acked_at < now - self._dedupe_window))
+            await self._purge(conn, now)
         await self._signal.notify()
+
+    async def _purge(self, conn: AsyncConnection, now: datetime) -> None:
+        """Drop the tombstones older than the dedupe window, every half window."""
+        if self._next_purge is None or now >= self._next_purge:
+            self._next_purge = now + self._dedupe_window / 2
+            await conn.execute(sa.delete(t.queue_messages).where(
+                q.topic == self.topic, q.acked_at < now - self._dedupe_window))
 
     async def pull(self, timeout_seconds: float) -> SqlDelivery | None:
         loop = asyncio.get_running_loop()
@@ -235,8 +237,27 @@ class SqlQueue:
                 .where(q.seq == seq, q.attempt == attempt, q.delivered == sa.true(),
                        q.acked_at.is_(None))
                 .values(values))
+            if acked:
+                # Acks purge too: messages enqueued in a unit of work never pass publish.
+                await self._purge(conn, now)
         if not acked and result.rowcount:
             await self._signal.notify()
+
+
+def _row(topic: str, message: QueueMessage, now: datetime) -> dict[str, object]:
+    return {"topic": topic, "id": message.id, "body": message.body, "created_at": now,
+            "available_at": now, "delivered": False, "attempt": 0, "acked_at": None}
+
+
+def enqueue_statement(topic: str, message: QueueMessage) -> sa.Insert:
+    """The insert that puts ``message`` on the queue of ``topic``, for a caller's transaction
+    on the queue's database; after the commit, ``enqueued`` wakes this process's pulls."""
+    return sa.insert(t.queue_messages).values(_row(topic, message, _now()))
+
+
+async def enqueued(engine: AsyncEngine, topic: str) -> None:
+    """Wake this process's pulls of ``topic`` on ``engine`` after ``enqueue_statement``."""
+    await _signal(engine, topic).notify()
 
 
 def sql_queue(engine: AsyncEngine, topic: str, *,

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import CursorResult, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
@@ -19,6 +20,7 @@ from adapters.sql import tables as t
 from adapters.sql.audit import SqlAuditChain, SqlAuditOutboxWriter
 from adapters.sql.engine import SQLITE_BEGIN, store_name, translate_errors, write_gate
 from adapters.sql.mapping import MAX_PAGE, check_limit
+from adapters.sql.queue import enqueue_statement, enqueued
 from domain.approvals import Approval, ApprovalSettings, ApprovalStatus, StoredPolicy
 from domain.automations import Run, RunStatus
 from domain.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
@@ -36,6 +38,7 @@ from domain.ports import (
     OutboxRepository,
     Page,
     PolicyRepository,
+    QueueMessage,
     RoleRepository,
     RunFilter,
     RunRepository,
@@ -59,14 +62,16 @@ from domain.webhooks import DeliveryStatus, WebhookDelivery
 from domain.workers import Worker
 
 
-def unit_of_work_factory(engine: AsyncEngine, *, audit_outbox: bool = False
-                         ) -> UnitOfWorkFactory:
+def unit_of_work_factory(engine: AsyncEngine, *, audit_outbox: bool = False,
+                         enqueue: bool = False) -> UnitOfWorkFactory:
     """Units of work over ``engine``, typed as the port (mypy checks the adapter against it).
 
     Their audit events are chained into the SQL audit log in the unit's transaction, or with
-    ``audit_outbox`` (the audit log is another store) wait in the audit outbox.
+    ``audit_outbox`` (the audit log is another store) wait in the audit outbox. ``enqueue``:
+    the run queues are the SQL queue on this same database (``adapters.sql.queue``), so the
+    outbox puts each message straight onto its queue in the unit's transaction.
     """
-    return lambda: SqlUnitOfWork(engine, audit_outbox=audit_outbox)
+    return lambda: SqlUnitOfWork(engine, audit_outbox=audit_outbox, enqueue=enqueue)
 
 
 class SqlUnitOfWork:
@@ -76,12 +81,15 @@ class SqlUnitOfWork:
     it ends (see ``WriteGate``), as it holds SQLite's write lock.
     """
 
-    def __init__(self, engine: AsyncEngine, *, audit_outbox: bool = False) -> None:
+    def __init__(self, engine: AsyncEngine, *, audit_outbox: bool = False,
+                 enqueue: bool = False) -> None:
         self._engine = engine
         self.store = store_name(engine.url)
         self._conn: AsyncConnection | None = None
         self._gate = write_gate(engine)
         self._held: asyncio.Lock | None = None
+        # Topics this transaction put messages on, to wake their pulls once it commits.
+        self.enqueued: set[str] = set()
         self.users: UserRepository = SqlUserRepository(self)
         self.orgs: OrgRepository = SqlOrgRepository(self)
         self.roles: RoleRepository = SqlRoleRepository(self)
@@ -89,7 +97,8 @@ class SqlUnitOfWork:
         self.mfa: MfaRepository = SqlMfaRepository(self)
         self.codes: CodeRepository = SqlCodeRepository(self)
         self.invitations: InvitationRepository = SqlInvitationRepository(self)
-        self.outbox: OutboxRepository = SqlOutboxRepository(self)
+        self.outbox: OutboxRepository = (
+            SqlEnqueuingOutboxRepository(self) if enqueue else SqlOutboxRepository(self))
         self.templates: TemplateRepository = SqlTemplateRepository(self)
         self.runs: RunRepository = SqlRunRepository(self)
         self.workers: WorkerRepository = SqlWorkerRepository(self)
@@ -133,6 +142,9 @@ class SqlUnitOfWork:
                 await self.connection.commit()
         finally:
             self._let_go()
+        topics, self.enqueued = self.enqueued, set()
+        for topic in sorted(topics):
+            await enqueued(self._engine, topic)
 
     async def rollback(self) -> None:
         try:
@@ -145,6 +157,11 @@ class SqlUnitOfWork:
         held, self._held = self._held, None
         if held is not None:
             held.release()
+        self.enqueued = set()
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
 
     @property
     def connection(self) -> AsyncConnection:
@@ -719,6 +736,18 @@ class SqlOutboxRepository(_Repository):
                 .values(published_at=at))
 
 
+class SqlEnqueuingOutboxRepository(SqlOutboxRepository):
+    """The outbox where the run queues live in this database: ``add`` puts the message on its
+    queue in the caller's transaction, so it is delivered the moment the change commits and
+    no relay has to publish it. ``pending`` still lists what other processes left for it."""
+
+    async def add(self, message: OutboxMessage) -> None:
+        await self._uow.execute(
+            enqueue_statement(message.topic, QueueMessage(message.id, message.body)),
+            conflict=f"queue message {message.id} already exists")
+        self._uow.enqueued.add(message.topic)
+
+
 class SqlRunRepository(_Repository):
     async def add(self, run: Run) -> None:
         await self._uow.execute(sa.insert(t.runs).values(m.run_row(run)),
@@ -779,6 +808,14 @@ class SqlRunRepository(_Repository):
                           sa.and_(c.created_at == run.created_at, c.id < run.id))))
         return int(result.scalar_one())
 
+    async def queued_orgs(self, limit: int = 100) -> builtins.list[str]:
+        check_limit(limit)
+        c = t.runs.c
+        rows = await self._uow.execute(
+            sa.select(c.org_id).where(c.status == RunStatus.QUEUED.value, c.org_id.is_not(None))
+            .distinct().limit(limit))
+        return [str(org_id) for (org_id,) in rows]
+
     async def list(self, flt: RunFilter, *, limit: int = 50, cursor: str | None = None
                    ) -> Page[Run]:
         check_limit(limit)
@@ -824,13 +861,16 @@ def newest_first(stmt: sa.Select[Any], c: Any, cursor: str | None, limit: int
 
 class SqlWorkerRepository(_Repository):
     async def save(self, worker: Worker) -> None:
-        c = t.workers.c
+        # One upsert: every claim and heartbeat saves its worker.
         row = m.worker_row(worker)
-        if await self._uow.exists(sa.select(c.id).where(c.id == worker.id)):
-            await self._uow.execute(sa.update(t.workers).where(c.id == worker.id).values(row))
+        changes = {k: v for k, v in row.items() if k != "id"}
+        stmt: sa.Insert
+        if self._uow.dialect == "sqlite":
+            stmt = sqlite.insert(t.workers).values(row).on_conflict_do_update(
+                index_elements=[t.workers.c.id], set_=changes)
         else:
-            await self._uow.execute(sa.insert(t.workers).values(row),
-                                    conflict=f"worker {worker.id} was saved concurrently")
+            stmt = mysql.insert(t.workers).values(row).on_duplicate_key_update(changes)
+        await self._uow.execute(stmt, conflict=f"worker {worker.id} could not be saved")
 
     async def get(self, worker_id: str) -> Worker:
         return m.worker_of(await self._uow.one(

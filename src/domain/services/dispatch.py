@@ -79,9 +79,13 @@ class WorkerIdentity:
 
 @attrs.frozen
 class Lease:
+    """A claimed run. ``approval_requested`` says the run has an approval request although it
+    carries no grant (read in the claim's transaction): such a run must not be handed out."""
+
     run: Run
     fencing_token: int
     lease_seconds: float
+    approval_requested: bool = False
 
 
 async def announce(uow: UnitOfWork, ids: IdGenerator, run: Run, at: datetime) -> None:
@@ -112,26 +116,35 @@ async def relay_outbox(d: Dispatch, limit: int = 100) -> int:
 async def claim_next(
     d: Dispatch, worker: WorkerIdentity, wait_seconds: float, busy: int = 0
 ) -> Lease | None:
-    """Hold the next queued run of the worker's org, waiting up to ``wait_seconds``."""
+    """Hold the next queued run of the worker's org, waiting up to ``wait_seconds``.
+
+    The worker's registry entry is written by every call: in the claim's own transaction when
+    a run is ready at once, else before the wait.
+    """
     queue = d.queues(run_topic(worker.org_id))
-    await _seen(d, worker, busy=busy)
-    # The wait starts after the registry write, and the queue is looked at at least once: a
-    # short wait must not run out on a slow store before anything was pulled.
-    deadline = d.clock.monotonic() + max(0.0, wait_seconds)
+    delivery = await queue.pull(0.0)
+    deadline: float | None = None
     while True:
-        delivery = await queue.pull(max(0.0, deadline - d.clock.monotonic()))
         if delivery is None:
-            return None
-        lease = await _take(d, worker, delivery.message.body)
+            if deadline is None:
+                await _seen(d, worker, busy=busy)
+                # The wait starts after the registry write, and the queue is looked at at
+                # least once more: a short wait must not run out on a slow store.
+                deadline = d.clock.monotonic() + max(0.0, wait_seconds)
+            delivery = await queue.pull(max(0.0, deadline - d.clock.monotonic()))
+            if delivery is None:
+                return None
+        lease = await _take(d, worker, delivery.message.body, busy)
         # Acked whatever happened: a run that was not queued any more needs no delivery.
         await delivery.ack()
         if lease is not None:
             return lease
-        if d.clock.monotonic() >= deadline:
+        delivery = None
+        if deadline is not None and d.clock.monotonic() >= deadline:
             return None
 
 
-async def _take(d: Dispatch, worker: WorkerIdentity, body: bytes) -> Lease | None:
+async def _take(d: Dispatch, worker: WorkerIdentity, body: bytes, busy: int) -> Lease | None:
     try:
         run_id = str(json.loads(body)["runId"])
     except (ValueError, KeyError, TypeError):
@@ -149,8 +162,10 @@ async def _take(d: Dispatch, worker: WorkerIdentity, body: bytes) -> Lease | Non
             await uow.runs.update(held, expected=RunStatus.QUEUED, expected_attempts=run.attempts)
         except Conflict:
             return None
+        await uow.workers.save(_registry_entry(d, worker, busy))
+        stripped = not held.grant and await _has_approval(uow, held.id)
         await uow.commit()
-    return Lease(held, held.attempts, d.lease_seconds)
+    return Lease(held, held.attempts, d.lease_seconds, approval_requested=stripped)
 
 
 async def heartbeat(
@@ -205,14 +220,14 @@ async def complete(
             ),
         )
     async with d.uow() as uow:
-        run = await uow.runs.get(run_id)
+        run = await _of_org(uow, worker, run_id)
         if (
             run.status is status
             and run.worker_id == worker.worker_id
             and run.attempts == fencing_token
         ):
             return run
-        run = await _held(uow, worker, run_id, fencing_token)
+        check_lease(run, worker.worker_id, fencing_token)
         for result in phases:
             run = record_phase(run, result)
         ended, _ = transition(run, status, d.clock.now(), reason)
@@ -285,19 +300,32 @@ async def reap(d: Dispatch, limit: int = 100) -> int:
     return handled
 
 
-async def _held(uow: UnitOfWork, worker: WorkerIdentity, run_id: str, fencing_token: int) -> Run:
+async def _of_org(uow: UnitOfWork, worker: WorkerIdentity, run_id: str) -> Run:
     try:
         run = await uow.runs.get(run_id)
     except NotFound:
         raise NotFound(f"run {run_id} does not exist") from None
     if run.org_id != worker.org_id:
         raise NotFound(f"run {run_id} does not exist")
+    return run
+
+
+async def _held(uow: UnitOfWork, worker: WorkerIdentity, run_id: str, fencing_token: int) -> Run:
+    run = await _of_org(uow, worker, run_id)
     check_lease(run, worker.worker_id, fencing_token)
     return run
 
 
-async def _seen(d: Dispatch, worker: WorkerIdentity, busy: int) -> None:
-    seen = Worker(
+async def _has_approval(uow: UnitOfWork, run_id: str) -> bool:
+    try:
+        await uow.approvals.of_run(run_id)
+    except NotFound:
+        return False
+    return True
+
+
+def _registry_entry(d: Dispatch, worker: WorkerIdentity, busy: int) -> Worker:
+    return Worker(
         id=worker.worker_id,
         org_id=worker.org_id,
         name=worker.name or worker.worker_id,
@@ -307,6 +335,10 @@ async def _seen(d: Dispatch, worker: WorkerIdentity, busy: int) -> None:
         labels=dict(worker.labels),
         runs_in_progress=busy,
     )
+
+
+async def _seen(d: Dispatch, worker: WorkerIdentity, busy: int) -> None:
+    seen = _registry_entry(d, worker, busy)
     try:
         await _save_worker(d, seen)
     except Conflict:

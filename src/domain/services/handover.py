@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import attrs
 
-from domain.automations import Run, RunStatus
-from domain.errors import Invalid, NotFound
+from domain.automations import RunStatus
+from domain.errors import Invalid
 from domain.ports import Sealer
 from domain.resources import VariableValue, env_name
 from domain.services import dispatch
@@ -67,19 +67,6 @@ def heartbeat_interval(lease_seconds: float) -> float:
 MISSING_GRANT = "the run needed approval but carries no approval grant: refused to hand it out"
 
 
-async def _check_grant_present(d: Dispatch, run: Run) -> None:
-    """Raise ``Invalid`` when ``run`` has an approval request but no grant: the grant was
-    stripped, so no worker (pinned keys or not) may be handed the run."""
-    if run.grant:
-        return
-    async with d.uow() as uow:
-        try:
-            await uow.approvals.of_run(run.id)
-        except NotFound:
-            return
-    raise Invalid(MISSING_GRANT)
-
-
 async def claim_for_worker(
     d: Dispatch, sealer: Sealer, worker: WorkerIdentity, wait_seconds: float, busy: int = 0
 ) -> Handover | None:
@@ -96,7 +83,9 @@ async def claim_for_worker(
         if lease is None:
             return None
         try:
-            await _check_grant_present(d, lease.run)
+            if lease.approval_requested:
+                # The grant was stripped: no worker (pinned keys or not) may be handed the run.
+                raise Invalid(MISSING_GRANT)
             secrets = open_secrets(sealer, lease.run.sealed_secrets)
         except Invalid as exc:
             await dispatch.complete(
@@ -106,5 +95,6 @@ async def claim_for_worker(
                 return None
             continue
         env, secret_env = environment_of(lease.run.variables, secrets)
-        offset = await d.logs.size(lease.run.id)
+        # Only an earlier attempt can have written to the log: a first one starts at 0.
+        offset = 0 if lease.fencing_token == 1 else await d.logs.size(lease.run.id)
         return Handover(lease, env, secret_env, offset, heartbeat_interval(lease.lease_seconds))

@@ -10,7 +10,7 @@ from typing import Protocol
 import attrs
 
 from domain.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
-from domain.permissions import Action, Resource
+from domain.permissions import Action, Resource, decide
 from domain.ports import Email, UnitOfWork
 from domain.resources import AutomationTemplate
 from domain.services.authorization import (
@@ -18,7 +18,7 @@ from domain.services.authorization import (
     Pending,
     Refused,
     authorize,
-    decision_for,
+    roles_of,
     unit_of_work,
     user_of,
 )
@@ -190,10 +190,6 @@ def hidden(message: str, code: str, pending: Pending) -> Hidden:
     return exc
 
 
-async def _org_allows(uow: UnitOfWork, org_id: str, user_id: str, action: Action) -> bool:
-    return bool(await decision_for(uow, org_id, user_id, action, Resource.TEMPLATES))
-
-
 # ---------------------------------------------------------------- templates
 
 
@@ -278,9 +274,10 @@ async def submit_template(
 
 
 async def _rights_in_org(uow: UnitOfWork, org_id: str, user_id: str) -> TemplateRight:
+    roles = await roles_of(uow, org_id, user_id)  # read once, asked once per right
     rights = TemplateRight(0)
     for right, action in ORG_ACTION.items():
-        if await _org_allows(uow, org_id, user_id, action):
+        if decide(roles, action, Resource.TEMPLATES):
             rights |= right
     return rights
 
