@@ -222,8 +222,14 @@ class CountingClient:
     async def report_phase(self, claim: Claim, result: PhaseResult) -> None:
         await self._inner.report_phase(claim, result)
 
-    async def complete(self, claim: Claim, status: RunStatus, reason: str = "") -> None:
-        await self._inner.complete(claim, status, reason)
+    async def complete(
+        self,
+        claim: Claim,
+        status: RunStatus,
+        reason: str = "",
+        phases: Sequence[PhaseResult] = (),
+    ) -> None:
+        await self._inner.complete(claim, status, reason, phases)
         self.ended[status] += 1
         self._changed.set()
 

@@ -926,9 +926,16 @@ class CoordinatorClient(Protocol):
 
     async def report_phase(self, claim: Claim, result: PhaseResult) -> None: ...
 
-    async def complete(self, claim: Claim, status: RunStatus, reason: str = "") -> None:
-        """End the run with a final status; a repeat of the same completion is accepted.
-        Raises ``Conflict`` when the lease was lost."""
+    async def complete(
+        self,
+        claim: Claim,
+        status: RunStatus,
+        reason: str = "",
+        phases: Sequence[PhaseResult] = (),
+    ) -> None:
+        """End the run with a final status, recording first the phase results in ``phases``
+        (ones not reported yet) in the same step; a repeat of the same completion is
+        accepted. Raises ``Conflict`` when the lease was lost."""
         ...
 
     async def release(self, claim: Claim) -> None:

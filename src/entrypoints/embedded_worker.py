@@ -15,7 +15,7 @@ import contextlib
 import logging
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from domain.automations import PhaseResult, RunStatus
@@ -173,9 +173,15 @@ class InProcessCoordinatorClient:
             self._d, self._worker(claim), claim.run.id, claim.fencing_token, result
         )
 
-    async def complete(self, claim: Claim, status: RunStatus, reason: str = "") -> None:
+    async def complete(
+        self,
+        claim: Claim,
+        status: RunStatus,
+        reason: str = "",
+        phases: Sequence[PhaseResult] = (),
+    ) -> None:
         await dispatch.complete(
-            self._d, self._worker(claim), claim.run.id, claim.fencing_token, status, reason
+            self._d, self._worker(claim), claim.run.id, claim.fencing_token, status, reason, phases
         )
         self._held.pop(claim.run.id, None)
 

@@ -130,6 +130,53 @@ class LogStats:
     peak_buffer: int
 
 
+class PhaseReports:
+    """A run's phase reports, sent in order in the background so no phase waits for one.
+
+    ``settle`` ends the sending: it waits for the report in flight and hands back those not
+    sent yet, which travel with the run's completion (one request, one store transaction).
+    A lost lease stops the sending and calls ``lost``.
+    """
+
+    def __init__(
+        self, send: Callable[[PhaseResult], Awaitable[None]], lost: Callable[[], None]
+    ) -> None:
+        self._send = send
+        self._lost = lost
+        self._pending: deque[PhaseResult] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._settled = False
+
+    def put(self, result: PhaseResult) -> None:
+        self._pending.append(result)
+        if not self._settled and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._pending and not self._settled:
+            try:
+                await self._send(self._pending[0])
+            except LeaseLost:
+                self._lost()
+                return
+            self._pending.popleft()
+
+    async def settle(self) -> list[PhaseResult]:
+        self._settled = True
+        if self._task is not None:
+            await self._task
+        unsent = list(self._pending)
+        self._pending.clear()
+        return unsent
+
+    async def cancel(self) -> None:
+        self._settled = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
 @attrs.define
 class _Held:
     """A run this worker executes: its claim and the flags that steer it."""
@@ -255,25 +302,35 @@ class PullWorker:
         workdir = Path(
             tempfile.mkdtemp(prefix=f"opsicle-run-{run_id}-", dir=self.options.work_root)
         )
+
+        async def report(result: PhaseResult) -> None:
+            await self._call(held, lambda: self.client.report_phase(claim, result))
+
+        reports = PhaseReports(report, lambda: held.lose("the lease was lost"))
         helpers = [
             asyncio.create_task(self._heartbeats(held)),
             asyncio.create_task(self._flushes(held, uploader)),
         ]
         log.info("run %s (%s): claimed, attempt %d", run_id, claim.run.name, claim.fencing_token)
         try:
-            status, reason = await self._run(held, uploader, workdir)
+            status, reason = await self._run(held, uploader, workdir, reports)
+            unsent = await reports.settle()
             if held.lost.is_set():
                 self.outcomes["lease_lost"] += 1
                 return
             # Heartbeats go on until the end is reported: the lease must outlive a slow report.
             await uploader.flush()
             if held.hand_back and status is RunStatus.CANCELLED:
+                for result in unsent:
+                    await report(result)
                 await self._call(held, lambda: self.client.release(claim))
                 held.done.set()
                 self.outcomes["handed_back"] += 1
                 log.info("run %s: handed back", run_id)
             else:
-                await self._call(held, lambda: self.client.complete(claim, status, reason))
+                await self._call(
+                    held, lambda: self.client.complete(claim, status, reason, unsent)
+                )
                 held.done.set()
                 self.outcomes[status.value] += 1
                 log.info("run %s: %s%s", run_id, status.value, f" ({reason})" if reason else "")
@@ -282,6 +339,7 @@ class PullWorker:
             self.outcomes["lease_lost"] += 1
         finally:
             held.done.set()
+            await reports.cancel()
             for task in helpers:
                 task.cancel()
             for task in helpers:
@@ -294,7 +352,7 @@ class PullWorker:
             )
 
     async def _run(
-        self, held: _Held, uploader: LogUploader, workdir: Path
+        self, held: _Held, uploader: LogUploader, workdir: Path, reports: PhaseReports
     ) -> tuple[RunStatus, str]:
         claim = held.claim
         spec = claim.run.spec
@@ -329,10 +387,9 @@ class PullWorker:
                 if isinstance(event, PhaseOutput):
                     await uploader.write(log_record(event))
                 elif isinstance(event, PhaseStarted):
-                    started = PhaseResult(event.phase.name, PhaseStatus.RUNNING, None, event.at)
-                    await self._call(held, lambda: self.client.report_phase(claim, started))
+                    reports.put(PhaseResult(event.phase.name, PhaseStatus.RUNNING, None, event.at))
                 elif isinstance(event, PhaseFinished):
-                    await self._call(held, lambda: self.client.report_phase(claim, event.result))
+                    reports.put(event.result)
             except LeaseLost:
                 held.lose("the lease was lost")
 

@@ -11,11 +11,11 @@ from adapters.memory.clock import FakeClock
 from adapters.memory.coordinator import InMemoryCoordinator
 from adapters.memory.runner import InMemoryRunner, Script
 from adapters.system import SystemClock, UlidIdGenerator
-from domain.automations import PhaseStatus, Run, RunStatus, new_run
+from domain.automations import PhaseResult, PhaseStatus, Run, RunStatus, new_run
 from domain.errors import Unauthenticated, Unavailable
 from domain.ports import Claim
 from domain.resources import AutomationSpec, Phase
-from entrypoints.worker import CHUNK_BYTES, PullWorker, WorkerOptions
+from entrypoints.worker import CHUNK_BYTES, LeaseLost, PhaseReports, PullWorker, WorkerOptions
 
 CLOCK = SystemClock()
 IDS = UlidIdGenerator(CLOCK)
@@ -75,6 +75,45 @@ async def test_a_run_is_executed_logged_reported_and_completed() -> None:
         ("test", PhaseStatus.SUCCEEDED),
     ]
     assert runner.jobs[0].env == {"TOKEN": "s3cret", "WHO": "ops"}
+
+
+async def test_phase_reports_go_in_order_and_the_unsent_ones_are_handed_back() -> None:
+    sent: list[PhaseResult] = []
+    go_on = asyncio.Event()
+
+    async def send(result: PhaseResult) -> None:
+        await go_on.wait()
+        sent.append(result)
+
+    reports = PhaseReports(send, lambda: None)
+    started = PhaseResult("a", PhaseStatus.RUNNING)
+    finished = PhaseResult("a", PhaseStatus.SUCCEEDED, 0)
+    next_one = PhaseResult("b", PhaseStatus.RUNNING)
+    reports.put(started)
+    reports.put(finished)
+    await asyncio.sleep(0)  # the first report is in flight
+    reports.put(next_one)
+    go_on.set()
+    # The report in flight completes; the others are for the completion to carry.
+    assert await reports.settle() == [finished, next_one]
+    assert sent == [started]
+    reports.put(PhaseResult("b", PhaseStatus.SUCCEEDED, 0))
+    await asyncio.sleep(0)
+    assert sent == [started]  # settled: nothing more is sent
+
+
+async def test_a_lost_lease_stops_the_phase_reports() -> None:
+    lost: list[str] = []
+
+    async def send(result: PhaseResult) -> None:
+        raise LeaseLost
+
+    reports = PhaseReports(send, lambda: lost.append("lost"))
+    reports.put(PhaseResult("a", PhaseStatus.RUNNING))
+    reports.put(PhaseResult("a", PhaseStatus.SUCCEEDED, 0))
+    await asyncio.sleep(0)  # the first report is tried
+    unsent = await reports.settle()
+    assert lost == ["lost"] and len(unsent) == 2
 
 
 class Lines(Sequence[str]):

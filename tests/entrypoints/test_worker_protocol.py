@@ -179,6 +179,24 @@ async def test_writes_need_the_current_fencing_token(stack: Stack) -> None:
     await client.aclose()
 
 
+async def test_a_completion_records_the_phase_results_it_carries(stack: Stack) -> None:
+    run = await queue_run(stack)
+    client = stack.client()
+    claim = await client.claim(5)
+    assert claim is not None
+    started = stack.clock.now()
+    finished = PhaseResult("one", PhaseStatus.SUCCEEDED, 0, started, stack.clock.now())
+    stale = attrs.evolve(claim, fencing_token=claim.fencing_token + 1)
+    with pytest.raises(Conflict):
+        await client.complete(stale, RunStatus.SUCCEEDED, phases=[finished])
+    assert (await stored(stack, run.id)).phases[0].status is PhaseStatus.PENDING
+    await client.complete(claim, RunStatus.SUCCEEDED, phases=[finished])
+    ended = await stored(stack, run.id)
+    assert ended.status is RunStatus.SUCCEEDED
+    assert ended.phases[0] == finished
+    await client.aclose()
+
+
 async def test_log_chunks_are_offset_addressed_and_idempotent(stack: Stack) -> None:
     run = await queue_run(stack)
     client = stack.client()

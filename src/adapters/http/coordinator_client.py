@@ -160,8 +160,14 @@ class HttpCoordinatorClient:
         )
         await self._fenced(claim, "POST", "phases", json=to_json(body))
 
-    async def complete(self, claim: Claim, status: RunStatus, reason: str = "") -> None:
-        body = Completion(claim.fencing_token, status, reason)
+    async def complete(
+        self,
+        claim: Claim,
+        status: RunStatus,
+        reason: str = "",
+        phases: Sequence[PhaseResult] = (),
+    ) -> None:
+        body = Completion(claim.fencing_token, status, reason, tuple(phases))
         await self._fenced(claim, "POST", "complete", json=to_json(body))
         self._busy.discard(claim.run.id)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -158,7 +158,8 @@ class InMemoryCoordinator:
         self._runs[claim.run.id] = record_phase(self.run(claim.run.id), result)
         self._phase_reports.setdefault(claim.run.id, []).append(result)
 
-    async def complete(self, claim: Claim, status: RunStatus, reason: str = "") -> None:
+    async def complete(self, claim: Claim, status: RunStatus, reason: str = "",
+                       phases: Sequence[PhaseResult] = ()) -> None:
         lease = self._leases.get(claim.run.id)
         if lease is not None and lease.completed is not None \
                 and lease.fencing_token == claim.fencing_token:
@@ -169,6 +170,8 @@ class InMemoryCoordinator:
         lease = self._current(claim)
         if not status.terminal:
             raise Invalid(f"a run completes with a final status, not {status.value}")
+        for result in phases:
+            await self.report_phase(claim, result)
         self._runs[claim.run.id], _ = transition(self.run(claim.run.id), status,
                                                  self._clock.now(), reason)
         self._reasons[claim.run.id] = reason

@@ -108,9 +108,12 @@ class PhaseReport:
 
 @attrs.frozen
 class Completion:
+    """``phases``: results the worker had not reported yet, recorded before the run ends."""
+
     fencing_token: int
     status: RunStatus
     reason: str = ""
+    phases: tuple[PhaseResult, ...] = ()
 
 
 @attrs.frozen

@@ -189,7 +189,13 @@ def register(api: Api, p: Platform, d: Dispatch, stopping: asyncio.Event) -> Non
     async def complete(call: Call) -> RunState:
         body: Completion = call.body
         run = await dispatch.complete(
-            d, worker_of(call), call.path["run"], body.fencing_token, body.status, body.reason
+            d,
+            worker_of(call),
+            call.path["run"],
+            body.fencing_token,
+            body.status,
+            body.reason,
+            body.phases,
         )
         return RunState(run.id, run.status, run.reason)
 
