@@ -35,10 +35,12 @@ ACTION_ALIASES: dict[str, Action] = {
 
 @attrs.frozen
 class Access:
-    """What an authorised request resolved to: the org and the caller's membership in it."""
+    """What an authorised request resolved to: the org, the caller's membership in it, and
+    the caller's roles there when they were read (None when membership was enough)."""
 
     org: Organisation
     member: Membership
+    roles: tuple[Role, ...] | None = None
 
 
 def action_named(name: str) -> Action:
@@ -169,15 +171,35 @@ async def authorize(
                 caller, verb, resource.value if resource else "org", org_ref, None, "not a member"
             ),
         ) from None
+    access = Access(org, member)
     if action is not None and resource is not None:
-        decision = decide(await roles_of(uow, org.id, user_id), action, resource)
-        if not decision:
-            raise Refused(
-                f"you may not {action_label(action)} {resource.value} in {org.code}: "
-                f"{decision.reason}",
-                Pending(caller, verb, resource.value, "", org.id, decision.reason),
-            )
-    return Access(org, member)
+        access = await permit(uow, caller, access, action, resource, verb=verb)
+    return access
+
+
+async def permit(
+    uow: UnitOfWork,
+    caller: Caller,
+    access: Access,
+    action: Action,
+    resource: Resource,
+    *,
+    verb: str,
+) -> Access:
+    """``authorize``'s role check for a member whose ``access`` is resolved already; the
+    returned access holds the roles (read in this unit of work, once)."""
+    roles = access.roles
+    if roles is None:
+        roles = tuple(await roles_of(uow, access.org.id, access.member.user_id))
+        access = attrs.evolve(access, roles=roles)
+    decision = decide(roles, action, resource)
+    if not decision:
+        raise Refused(
+            f"you may not {action_label(action)} {resource.value} in {access.org.code}: "
+            f"{decision.reason}",
+            Pending(caller, verb, resource.value, "", access.org.id, decision.reason),
+        )
+    return access
 
 
 async def decision_for(

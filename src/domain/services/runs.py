@@ -95,7 +95,14 @@ async def create_run(
             p, uow, caller, org_ref, Action.CREATE, Resource.AUTOMATIONS, verb="run.create"
         )
         found = await resolve_template(
-            p, uow, caller, template_ref, access.org.id, TemplateRight.EXECUTE, verb="run.create"
+            p,
+            uow,
+            caller,
+            template_ref,
+            access.org.id,
+            TemplateRight.EXECUTE,
+            verb="run.create",
+            access=access,
         )
         template = found.template
         if template.org_id is not None and template.org_id != access.org.id:

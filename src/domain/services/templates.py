@@ -10,14 +10,16 @@ from typing import Protocol
 import attrs
 
 from domain.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
-from domain.permissions import Action, Resource, decide
+from domain.permissions import Action, Resource, Role, decide
 from domain.ports import Email, UnitOfWork
 from domain.resources import AutomationTemplate
 from domain.services.authorization import (
+    Access,
     Hidden,
     Pending,
     Refused,
     authorize,
+    permit,
     roles_of,
     unit_of_work,
     user_of,
@@ -120,14 +122,20 @@ async def resolve_template(
     right: TemplateRight,
     *,
     verb: str,
+    access: Access | None = None,
 ) -> Found:
     """The template named ``ref`` (id or name), if the caller holds ``right`` on it.
 
     With ``org_ref`` a name is looked up among the org's templates first, then among the
     caller's personal ones; without it, among personal ones only (an id finds either kind).
-    A template the caller may not see answers ``NotFound`` like a missing one.
+    A template the caller may not see answers ``NotFound`` like a missing one. ``access`` is
+    the caller's access to an org the caller authorised in this unit of work already: what
+    it holds is not read again.
     """
     user_id = user_of(caller)
+
+    def known(org_id: str) -> Access | None:
+        return access if access is not None and access.org.id == org_id else None
 
     def missing(resource_id: str, reason: str) -> Hidden:
         # Audited when the unit of work closes, like every refusal (see ``unit_of_work``).
@@ -141,7 +149,7 @@ async def resolve_template(
     with contextlib.suppress(NotFound):
         template = await uow.templates.get(ref)
     if template is None and org_ref is not None:
-        org = await authorize(p, uow, caller, org_ref, None, None, verb=verb)
+        org = known(org_ref) or await authorize(p, uow, caller, org_ref, None, None, verb=verb)
         with contextlib.suppress(NotFound):
             template = await uow.templates.by_name(ref, org_id=org.org.id)
     if template is None:
@@ -164,11 +172,14 @@ async def resolve_template(
                 "org templates follow the org's roles; they are not shared user by user",
                 errors=(FieldError("template", "is an org template; manage access with roles"),),
             )
-        try:
-            await authorize(p, uow, caller, template.org_id, action, Resource.TEMPLATES, verb=verb)
-        except Hidden as exc:
-            raise missing(template.id, exc.pending.reason) from None
-        return Found(template, await _rights_in_org(uow, template.org_id, user_id))
+        member = known(template.org_id)
+        if member is None:
+            try:
+                member = await authorize(p, uow, caller, template.org_id, None, None, verb=verb)
+            except Hidden as exc:
+                raise missing(template.id, exc.pending.reason) from None
+        member = await permit(uow, caller, member, action, Resource.TEMPLATES, verb=verb)
+        return Found(template, _rights_of(member.roles or ()))
     try:
         grant = await uow.templates.grant_of(template.id, user_id)
     except NotFound:
@@ -274,7 +285,10 @@ async def submit_template(
 
 
 async def _rights_in_org(uow: UnitOfWork, org_id: str, user_id: str) -> TemplateRight:
-    roles = await roles_of(uow, org_id, user_id)  # read once, asked once per right
+    return _rights_of(await roles_of(uow, org_id, user_id))
+
+
+def _rights_of(roles: Sequence[Role]) -> TemplateRight:
     rights = TemplateRight(0)
     for right, action in ORG_ACTION.items():
         if decide(roles, action, Resource.TEMPLATES):
