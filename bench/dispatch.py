@@ -2,13 +2,15 @@
 
 Run: uv run python bench/dispatch.py [--runs N] [--latency-runs N] [--workers 1,2,4]
          [--skip nats,celery,bwrap] [--poll-only] [--limit SECONDS]
-(about 4 minutes with the defaults; ``--poll-only`` shows the figures without the outbox
-relay's wake-up on commit, i.e. with the relay's 50 ms poll alone.)
+(about 4 minutes with the defaults; ``--poll-only`` shows the figures with runs created on
+the plain platform: no wake-up on commit and, embedded, no enqueueing in the creating
+transaction, i.e. with the outbox relay's 50 ms poll alone.)
 
 Method. Opsicle is driven in this one process, composed as ``opsicle start standalone``
-composes itself (``entrypoints.bootstrap``): the platform on its stores, ``coordination``
-(outbox relay + lease reaper) over the run queues wrapped by the embedded worker's publish
-signal, and a ``PullWorker`` with ``concurrency=K`` slots on the ``InProcessCoordinatorClient``.
+composes itself (``entrypoints.bootstrap``): the platform on its stores (embedded: its units of
+work put queue messages straight on the SQL queue, ``enqueuing``), ``coordination`` (outbox
+relay + lease reaper) over the run queues wrapped by the embedded worker's publish signal,
+and a ``PullWorker`` with ``concurrency=K`` slots on the ``InProcessCoordinatorClient``.
 Runs are created through the controller's use case ``runs.create_run`` (authorization,
 template resolution, the run and its outbox message in one transaction, the audit record)
 as a member of an org, from an org template with one phase whose command is `true`. Two
@@ -30,7 +32,10 @@ that polling loops are met at random phases, after a warm-up. Throughput is N ru
 back to back by one producer while K worker slots execute them: N / (time from the first
 create to the last completion reported by the worker), every run checked to have succeeded;
 a figure that takes longer than ``--limit`` is cut off and says so. The producer's own rate
-is printed beside it: when the two are close, run creation is what limits the figure.
+is printed beside it: when the two are close, run creation is what limits the figure. Beside
+each throughput figure, per run: this process's CPU time (``time.process_time``: every
+thread, aiosqlite's included; not the phases' processes) and the SQL statements and
+transactions the engine sent, figures the host's load skews less than rates and latencies.
 
 Celery 5 with a Redis broker and result backend (a unique key prefix, removed at the end)
 runs the same command, ``subprocess.run(["true"])`` inside a task, in a worker started as a
@@ -269,6 +274,28 @@ async def principal(p: Platform) -> tuple[Caller, str, str]:
     return caller, code, org.id
 
 
+class StatementCounter:
+    """Counts the SQL statements (and the transactions among them) an engine sends: a
+    figure of the work per run that the host's load does not skew."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.statements = 0
+        self.transactions = 0
+        self._engine = engine.sync_engine
+        sa.event.listen(self._engine, "before_cursor_execute", self._seen)
+        sa.event.listen(self._engine, "begin", self._begun)
+
+    def _seen(self, *args: Any) -> None:
+        self.statements += 1
+
+    def _begun(self, *args: Any) -> None:
+        self.transactions += 1
+
+    def remove(self) -> None:
+        sa.event.remove(self._engine, "before_cursor_execute", self._seen)
+        sa.event.remove(self._engine, "begin", self._begun)
+
+
 @dataclass
 class Harness:
     controller: Platform
@@ -276,6 +303,7 @@ class Harness:
     org_code: str
     client: CountingClient
     stamps: Stamps
+    counter: StatementCounter
 
     async def submit(self) -> tuple[str, float]:
         """Create a run as the controller does; its id and when its creation committed."""
@@ -336,6 +364,8 @@ async def opsicle(
         base = p if poll_only else c.platform
         controller = attrs.evolve(base, uow=lambda: CommitStamp(base.uow()))
         stamps = Stamps()
+        counter = StatementCounter(engine)
+        stack.callback(counter.remove)
         chosen = choose(backend.settings)
 
         async def runner_for(spec: AutomationSpec) -> RunnerPort:
@@ -354,7 +384,7 @@ async def opsicle(
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
         try:
-            yield Harness(controller, caller, code, client, stamps)
+            yield Harness(controller, caller, code, client, stamps, counter)
         finally:
             stop.set()
             await task
@@ -374,10 +404,25 @@ async def latency(h: Harness, count: int, rng: random.Random) -> tuple[list[floa
     return to_spawn, to_exit
 
 
-async def throughput(h: Harness, count: int, limit: float) -> tuple[float, float, str]:
-    """Runs/s end to end, runs/s the producer alone managed to create, and a note when the
-    runs did not all end within ``limit`` seconds (the rate is then of those that did)."""
+@dataclass
+class Rate:
+    """A throughput figure: runs/s end to end, runs/s the producer alone created, and per run
+    the CPU time of this process (all its threads; not the phases' processes) and the SQL
+    statements and transactions; ``note`` says when the runs did not all end in time."""
+
+    rate: float
+    created: float
+    cpu_ms: float
+    statements: float
+    transactions: float
+    note: str
+
+
+async def throughput(h: Harness, count: int, limit: float) -> Rate:
+    """Runs ``count`` runs back to back; the rate is of those that ended within ``limit``."""
     base = h.client.done
+    statements, transactions = h.counter.statements, h.counter.transactions
+    cpu = time.process_time()
     started = time.perf_counter()
     created = 0.0
     made = 0
@@ -396,8 +441,17 @@ async def throughput(h: Harness, count: int, limit: float) -> tuple[float, float
     except TimeoutError:
         note = f"; CUT OFF after {limit:.0f} s: {h.client.done - base} of {count} runs ended"
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     created = created or elapsed
-    return (h.client.done - base) / elapsed, made / created, note
+    ended = max(1, h.client.done - base)
+    return Rate(
+        (h.client.done - base) / elapsed,
+        made / created,
+        cpu * 1000 / ended,
+        (h.counter.statements - statements) / ended,
+        (h.counter.transactions - transactions) / ended,
+        note,
+    )
 
 
 def bench_settings(folder: str, database_url: str | None) -> Settings:
@@ -611,8 +665,10 @@ async def bench_opsicle(args: argparse.Namespace, rng: random.Random) -> dict[st
                     )
             for k in args.workers:
                 async with opsicle(backend, k, unsandboxed, poll_only=args.poll_only) as h:
-                    rate, created, note = await throughput(h, args.runs, args.limit)
-                    figures["rates"][k] = (rate, created, dict(h.client.ended), note)
+                    figures["rates"][k] = (
+                        await throughput(h, args.runs, args.limit),
+                        dict(h.client.ended),
+                    )
             results[backend.name] = (backend.detail, figures)
     return results
 
@@ -672,8 +728,9 @@ def main() -> None:
     )
     wakeup = "off (--poll-only)" if args.poll_only else "on"
     print(
-        "# settings: lease 30 s, outbox relay poll 50 ms (jittered ±20%), relay wake-up on "
-        f"commit {wakeup}, embedded worker fallback poll 1 s, process runner"
+        "# settings: lease 30 s, outbox relay poll 50 ms (jittered ±20%), wake-up on commit "
+        f"{wakeup} (embedded: runs enqueued in their creating transaction; NATS: the relay is "
+        "woken), embedded worker fallback poll 1 s, process runner"
     )
     for name, (detail, figures) in opsicle_figures.items():
         print(f"\n## Opsicle, {name}: {detail}")
@@ -683,10 +740,14 @@ def main() -> None:
             print(ms_line("accepted → runner starts the process", spawn))
             print(ms_line("accepted → the process has exited", exited))
         print("  throughput, unsandboxed, end to end (first create → last completion):")
-        for k, (rate, created, ended, note) in figures["rates"].items():
+        for k, (r, ended) in figures["rates"].items():
             print(
-                f"  K={k}: {rate:7.1f} runs/s  (the producer alone created {created:6.1f} "
-                f"runs/s; runs ended: {fmt_ended(ended)}{note})"
+                f"  K={k}: {r.rate:7.1f} runs/s  (the producer alone created {r.created:6.1f} "
+                f"runs/s; runs ended: {fmt_ended(ended)}{r.note})"
+            )
+            print(
+                f"        per run: {r.cpu_ms:5.1f} ms CPU in this process, "
+                f"{r.statements:5.1f} SQL statements in {r.transactions:4.1f} transactions"
             )
     print(f"\n## Celery + Redis: {celery_detail}")
     for fig in celery_figures:
@@ -703,9 +764,9 @@ def main() -> None:
         print("\n## Opsicle / Celery")
         by_k = {f.concurrency: f for f in celery_figures}
         for name, (_, figures) in opsicle_figures.items():
-            for k, (rate, _, _, _) in figures["rates"].items():
+            for k, (r, _) in figures["rates"].items():
                 if k in by_k and by_k[k].rate:
-                    print(f"  {name}, K={k}: throughput ratio {rate / by_k[k].rate:5.2f}")
+                    print(f"  {name}, K={k}: throughput ratio {r.rate / by_k[k].rate:5.2f}")
             first = celery_figures[0]
             label, (_, spawn, _, _) = next(iter(figures["latency"].items()))
             if first.to_start:

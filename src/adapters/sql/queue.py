@@ -165,9 +165,11 @@ class SqlQueue:
     async def pull(self, timeout_seconds: float) -> SqlDelivery | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout_seconds, 0.0)
+        # A pull that will not wait is asked when work is expected: no plain look first.
+        look_first = timeout_seconds > 0
         while True:
             seen = self._signal.version
-            delivery = await self._claim()
+            delivery = await self._claim(look_first=look_first)
             if delivery is not None:
                 return delivery
             remaining = deadline - loop.time()
@@ -187,14 +189,16 @@ class SqlQueue:
                 .where(q.topic == self.topic, q.acked_at.is_(None), q.available_at <= now)
                 .order_by(q.available_at, q.seq).limit(1))
 
-    async def _claim(self) -> SqlDelivery | None:
+    async def _claim(self, *, look_first: bool) -> SqlDelivery | None:
         now = _now()
         if self._sqlite:
-            # A plain read first: an idle poll must not take SQLite's one write lock.
-            async with self._transaction(write=False) as conn:
-                if (await conn.execute(self._ready(now))).first() is None:
-                    return None
-            return await self._claim_sqlite(_now())
+            if look_first:
+                # A plain read first: an idle poll must not take SQLite's one write lock.
+                async with self._transaction(write=False) as conn:
+                    if (await conn.execute(self._ready(now))).first() is None:
+                        return None
+                now = _now()
+            return await self._claim_sqlite(now)
         return await self._claim_mysql(now)
 
     async def _claim_sqlite(self, now: datetime) -> SqlDelivery | None:
