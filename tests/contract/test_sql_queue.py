@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sql.engine import create_engine
 from adapters.sql.queue import SqlQueue
+from adapters.sql.repositories import unit_of_work_factory
+from domain.outbox import OutboxMessage
 from domain.ports import Delivery, QueueMessage
 
 # Each engine stands for one process: its own pool, and no in-process wake-up from another.
@@ -134,6 +137,33 @@ async def test_an_acked_id_is_accepted_again_once_the_dedupe_window_passed(
     await queue.publish(sent)
     delivery = await pull(queue)
     assert (delivery.message, delivery.attempt) == (sent, 1)
+
+
+async def test_an_enqueuing_unit_of_work_puts_its_message_on_the_queue_as_it_commits(
+        engines: EngineFactory) -> None:
+    engine = engines()
+    name = topic()
+    queue = SqlQueue(engine, name)
+    units = unit_of_work_factory(engine, enqueue=True)
+    dropped = message()
+    async with units() as uow:
+        await uow.outbox.add(OutboxMessage(dropped.id, name, dropped.body, datetime.now(UTC)))
+        await uow.rollback()
+    assert await queue.depth() == 0
+    # A pull already waiting is woken by the commit, long before its next look at the table.
+    waiting = asyncio.create_task(queue.pull(5.0))
+    sent = message()
+    async with units() as uow:
+        await uow.outbox.add(OutboxMessage(sent.id, name, sent.body, datetime.now(UTC)))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # not visible before the commit
+        await uow.commit()
+        # Nothing is left for a relay to publish.
+        assert sent.id not in [m.id for m in await uow.outbox.pending(1000)]
+    delivery = await asyncio.wait_for(waiting, 2.0)
+    assert delivery is not None and (delivery.message, delivery.attempt) == (sent, 1)
+    await delivery.ack()
+    assert await queue.depth() == 0
 
 
 def test_a_queue_needs_a_topic_and_a_positive_ack_wait() -> None:

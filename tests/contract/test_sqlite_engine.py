@@ -1,0 +1,76 @@
+"""What the SQLite engine adds: this process's writers queue at a gate, and its driver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.sql import engine as engine_module
+from adapters.sql import tables as t
+from adapters.sql.engine import connect, create_engine
+from adapters.sql.repositories import SqlUnitOfWork
+from domain.errors import NotFound, Unavailable
+
+
+@pytest.fixture
+async def engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
+    made = create_engine(sqlite_url)
+    try:
+        yield made
+    finally:
+        await made.dispose()
+
+
+async def _touch(uow: SqlUnitOfWork) -> None:
+    """A first statement: the transaction begins and holds the write gate."""
+    with pytest.raises(NotFound):
+        await uow.users.get("nobody")
+
+
+async def test_a_second_writer_waits_at_the_gate_until_the_first_commits(
+        engine: AsyncEngine) -> None:
+    async with SqlUnitOfWork(engine) as first:
+        await _touch(first)
+
+        async def second() -> None:
+            async with SqlUnitOfWork(engine) as uow:
+                await _touch(uow)
+                await uow.commit()
+
+        waiting = asyncio.create_task(second())
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await first.commit()
+        await asyncio.wait_for(waiting, 5.0)
+
+
+async def test_a_writer_kept_waiting_as_long_as_sqlite_would_wait_is_told_the_store_is_busy(
+        engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    async with SqlUnitOfWork(engine) as first:
+        await _touch(first)
+        with pytest.raises(Unavailable, match="another writer held it"):
+            async with connect(engine, write=True) as conn:
+                await conn.execute(sa.select(1))
+    # Readers never wait at the gate, and the gate is free again once the holder has gone.
+    async with connect(engine, write=False) as conn:
+        assert (await conn.execute(sa.select(1))).scalar_one() == 1
+    async with SqlUnitOfWork(engine) as uow:
+        await _touch(uow)
+
+
+async def test_the_driver_reports_counts_keys_and_returned_rows(engine: AsyncEngine) -> None:
+    head = t.audit_chain_head.c
+    async with connect(engine, write=True) as conn:
+        result = await conn.execute(
+            sa.update(t.audit_chain_head).where(head.id == 1).values(last_seq=head.last_seq))
+        assert result.rowcount == 1
+        returned = await conn.execute(
+            sa.update(t.audit_chain_head).where(head.id == 1).values(last_seq=head.last_seq)
+            .returning(head.id))
+        assert returned.all() == [(1,)]
+        await conn.rollback()
