@@ -26,6 +26,7 @@ HEAD_ID = 1
 FORWARDER_ID = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BATCH = 500
+_INSERT = sa.insert(t.audit_events)
 
 Execute = Any  # ``AsyncConnection.execute`` or a unit of work's ``execute``
 
@@ -44,7 +45,8 @@ async def append_on(execute: Execute, event: AuditEvent, store: str) -> AuditEve
     if row is None:
         raise Unavailable(f"{store} has no audit chain head: run the migrations")
     linked = chain(event, row.last_hash)
-    result = await execute(sa.insert(t.audit_events).values(m.audit_row(linked)))
+    # The row as parameters of a statement built once: cheaper than values(row).
+    result = await execute(_INSERT, m.audit_row(linked))
     seq = result.inserted_primary_key[0] if result.inserted_primary_key else 0
     await execute(sa.update(t.audit_chain_head).where(head.id == HEAD_ID)
                   .values(last_hash=linked.hash, last_seq=seq))

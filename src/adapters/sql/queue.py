@@ -253,10 +253,14 @@ def _row(topic: str, message: QueueMessage, now: datetime) -> dict[str, object]:
             "available_at": now, "delivered": False, "attempt": 0, "acked_at": None}
 
 
-def enqueue_statement(topic: str, message: QueueMessage) -> sa.Insert:
-    """The insert that puts ``message`` on the queue of ``topic``, for a caller's transaction
-    on the queue's database; after the commit, ``enqueued`` wakes this process's pulls."""
-    return sa.insert(t.queue_messages).values(_row(topic, message, _now()))
+_INSERT = sa.insert(t.queue_messages)
+
+
+def enqueue_statement(topic: str, message: QueueMessage) -> tuple[sa.Insert, dict[str, object]]:
+    """The insert (and its row) that puts ``message`` on the queue of ``topic``, for a caller's
+    transaction on the queue's database; after the commit, ``enqueued`` wakes this process's
+    pulls."""
+    return _INSERT, _row(topic, message, _now())
 
 
 async def enqueued(engine: AsyncEngine, topic: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -169,7 +170,8 @@ class SqlUnitOfWork:
             raise RuntimeError("use the unit of work inside 'async with'")
         return self._conn
 
-    async def execute(self, stmt: Executable, params: Sequence[Mapping[str, Any]] | None = None,
+    async def execute(self, stmt: Executable,
+                      params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
                       *, conflict: str | None = None) -> CursorResult[Any]:
         """Run ``stmt`` in the transaction; an integrity error becomes ``Conflict(conflict)``."""
         conn = self.connection
@@ -742,15 +744,30 @@ class SqlEnqueuingOutboxRepository(SqlOutboxRepository):
     no relay has to publish it. ``pending`` still lists what other processes left for it."""
 
     async def add(self, message: OutboxMessage) -> None:
-        await self._uow.execute(
-            enqueue_statement(message.topic, QueueMessage(message.id, message.body)),
-            conflict=f"queue message {message.id} already exists")
+        stmt, row = enqueue_statement(message.topic, QueueMessage(message.id, message.body))
+        await self._uow.execute(stmt, row, conflict=f"queue message {message.id} already exists")
         self._uow.enqueued.add(message.topic)
+
+
+@functools.cache
+def _run_update(status: bool, attempts: bool) -> sa.Update:
+    """The run update of this shape, built once: the row and the keys come as parameters
+    (building a statement with a row's values costs more than running it)."""
+    c = t.runs.c
+    stmt = sa.update(t.runs).where(c.id == sa.bindparam("key_id"))
+    if status:
+        stmt = stmt.where(c.status == sa.bindparam("key_status"))
+    if attempts:
+        stmt = stmt.where(c.attempts == sa.bindparam("key_attempts"))
+    return stmt
+
+
+_RUN_INSERT = sa.insert(t.runs)
 
 
 class SqlRunRepository(_Repository):
     async def add(self, run: Run) -> None:
-        await self._uow.execute(sa.insert(t.runs).values(m.run_row(run)),
+        await self._uow.execute(_RUN_INSERT, m.run_row(run),
                                 conflict=f"run {run.id} already exists")
 
     async def get(self, run_id: str) -> Run:
@@ -760,15 +777,16 @@ class SqlRunRepository(_Repository):
     async def update(self, run: Run, *, expected: RunStatus | None = None,
                      expected_attempts: int | None = None) -> None:
         c = t.runs.c
-        stmt = sa.update(t.runs).where(c.id == run.id).values(m.run_row(run))
         # The checks and the write are one statement: of two writers expecting the same
         # status and attempts, the second matches no row (it waits for the first's lock and
         # then sees its commit), so two claims of one run can never both win.
+        stmt = _run_update(expected is not None, expected_attempts is not None)
+        params = {**m.run_row(run), "key_id": run.id}
         if expected is not None:
-            stmt = stmt.where(c.status == expected.value)
+            params["key_status"] = expected.value
         if expected_attempts is not None:
-            stmt = stmt.where(c.attempts == expected_attempts)
-        if (await self._uow.execute(stmt)).rowcount:
+            params["key_attempts"] = expected_attempts
+        if (await self._uow.execute(stmt, params)).rowcount:
             return
         # A locking read sees the latest commit (a plain one would see this transaction's
         # snapshot on MySQL), so the message names what actually won.
@@ -859,18 +877,23 @@ def newest_first(stmt: sa.Select[Any], c: Any, cursor: str | None, limit: int
     return stmt.order_by(c.created_at.desc(), c.id.desc()).limit(limit + 1)
 
 
+@functools.cache
+def _worker_upsert(dialect: str) -> sa.Insert:
+    """Insert a worker's row, or update every column but the id: built once per dialect."""
+    names = [c.name for c in t.workers.c if c.name != "id"]
+    if dialect == "sqlite":
+        lite = sqlite.insert(t.workers)
+        return lite.on_conflict_do_update(index_elements=[t.workers.c.id],
+                                          set_={n: lite.excluded[n] for n in names})
+    my = mysql.insert(t.workers)
+    return my.on_duplicate_key_update({n: my.inserted[n] for n in names})
+
+
 class SqlWorkerRepository(_Repository):
     async def save(self, worker: Worker) -> None:
         # One upsert: every claim and heartbeat saves its worker.
-        row = m.worker_row(worker)
-        changes = {k: v for k, v in row.items() if k != "id"}
-        stmt: sa.Insert
-        if self._uow.dialect == "sqlite":
-            stmt = sqlite.insert(t.workers).values(row).on_conflict_do_update(
-                index_elements=[t.workers.c.id], set_=changes)
-        else:
-            stmt = mysql.insert(t.workers).values(row).on_duplicate_key_update(changes)
-        await self._uow.execute(stmt, conflict=f"worker {worker.id} could not be saved")
+        await self._uow.execute(_worker_upsert(self._uow.dialect), m.worker_row(worker),
+                                conflict=f"worker {worker.id} could not be saved")
 
     async def get(self, worker_id: str) -> Worker:
         return m.worker_of(await self._uow.one(
