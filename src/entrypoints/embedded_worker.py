@@ -103,6 +103,9 @@ class InProcessCoordinatorClient:
         self._labels = tuple(sorted((labels or {}).items()))
         self._held: dict[str, WorkerIdentity] = {}
         self._turn = 0
+        # One slot looks for work at a time: a publish wakes every idle slot, and the others
+        # then find the run taken with one query instead of each trying every org's queue.
+        self._looking = asyncio.Lock()
 
     def _identity(self, org_id: str) -> WorkerIdentity:
         return WorkerIdentity(
@@ -128,28 +131,35 @@ class InProcessCoordinatorClient:
         deadline = loop.time() + max(wait_seconds, 0.0)
         while True:
             seen = self._signal.count
-            for org_id in await self._queued_orgs():
-                worker = self._identity(org_id)
-                handover = await claim_for_worker(
-                    self._d, self._sealer, worker, 0.01, busy=len(self._held)
-                )
-                if handover is not None:
-                    run = handover.lease.run
-                    self._held[run.id] = worker
-                    return Claim(
-                        run=run,
-                        lease_id=f"{run.id}/{handover.lease.fencing_token}",
-                        fencing_token=handover.lease.fencing_token,
-                        lease_seconds=handover.lease.lease_seconds,
-                        env=dict(handover.env),
-                        secret_env=handover.secret_env,
-                        heartbeat_seconds=handover.heartbeat_seconds,
-                        log_offset=handover.log_offset,
-                    )
+            async with self._looking:
+                claim = await self._claim_any()
+            if claim is not None:
+                return claim
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
             await self._signal.wait(seen, min(remaining, POLL_SECONDS))
+
+    async def _claim_any(self) -> Claim | None:
+        for org_id in await self._queued_orgs():
+            worker = self._identity(org_id)
+            handover = await claim_for_worker(
+                self._d, self._sealer, worker, 0.01, busy=len(self._held)
+            )
+            if handover is not None:
+                run = handover.lease.run
+                self._held[run.id] = worker
+                return Claim(
+                    run=run,
+                    lease_id=f"{run.id}/{handover.lease.fencing_token}",
+                    fencing_token=handover.lease.fencing_token,
+                    lease_seconds=handover.lease.lease_seconds,
+                    env=dict(handover.env),
+                    secret_env=handover.secret_env,
+                    heartbeat_seconds=handover.heartbeat_seconds,
+                    log_offset=handover.log_offset,
+                )
+        return None
 
     def _worker(self, claim: Claim) -> WorkerIdentity:
         try:
