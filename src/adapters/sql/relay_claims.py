@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sql import tables as t
-from adapters.sql.engine import SQLITE_BEGIN, is_sqlite, store_name, translate_errors
+from adapters.sql.engine import connect, store_name, translate_errors
 from domain.approvals import ChatClaim
 from domain.ports import RelayClaims
 
@@ -23,9 +23,8 @@ class SqlRelayClaims:
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
         with translate_errors(self._store):
-            async with self._engine.connect() as conn:
-                if is_sqlite(self._engine):
-                    conn = await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            # On SQLite: BEGIN IMMEDIATE, through this process's write gate.
+            async with connect(self._engine, write=True) as conn:
                 yield conn
 
     async def claim(
