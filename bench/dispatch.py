@@ -345,6 +345,10 @@ async def opsicle(
 ) -> AsyncIterator[Harness]:
     async with AsyncExitStack() as stack:
         p, _, engine = await stack.enter_async_context(_embedded_stores(backend.settings))
+        # Listening starts before anything runs on the engine and stops after it all stopped:
+        # SQLAlchemy's event lists must not change while a listener awaits (BEGIN does).
+        counter = StatementCounter(engine)
+        stack.callback(counter.remove)
         if backend.principal is None:
             backend.principal = await principal(p)
         caller, code, org_id = backend.principal
@@ -364,8 +368,6 @@ async def opsicle(
         base = p if poll_only else c.platform
         controller = attrs.evolve(base, uow=lambda: CommitStamp(base.uow()))
         stamps = Stamps()
-        counter = StatementCounter(engine)
-        stack.callback(counter.remove)
         chosen = choose(backend.settings)
 
         async def runner_for(spec: AutomationSpec) -> RunnerPort:
