@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sql import tables as t
-from adapters.sql.engine import SQLITE_BEGIN, is_sqlite, store_name, translate_errors
+from adapters.sql.engine import connect, store_name, translate_errors
 from domain.grants import StoredGrantKey
 from domain.ports import GrantKeyRepository
 
@@ -40,11 +40,9 @@ class SqlGrantKeyRepository:
     @asynccontextmanager
     async def _connect(self, *, writing: bool = True) -> AsyncIterator[AsyncConnection]:
         with translate_errors(self._store):
-            async with self._engine.connect() as conn:
-                # Reading takes no write lock on SQLite: roles read the ring to sign inside
-                # a unit of work that holds it already.
-                if writing and is_sqlite(self._engine):
-                    conn = await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            # Reading takes no write lock on SQLite (nor this process's write gate): roles read
+            # the ring to sign inside a unit of work that holds it already.
+            async with connect(self._engine, write=writing) as conn:
                 yield conn
 
     async def _read(self, conn: AsyncConnection) -> list[StoredGrantKey]:
