@@ -344,7 +344,7 @@ async def opsicle(
     backend: Backend, concurrency: int, choose: RunnerChoice, *, poll_only: bool = False
 ) -> AsyncIterator[Harness]:
     async with AsyncExitStack() as stack:
-        p, _, engine = await stack.enter_async_context(_embedded_stores(backend.settings))
+        p, _, engine, _ = await stack.enter_async_context(_embedded_stores(backend.settings))
         # Listening starts before anything runs on the engine and stops after it all stopped:
         # SQLAlchemy's event lists must not change while a listener awaits (BEGIN does).
         counter = StatementCounter(engine)
