@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sql.engine import create_engine
-from adapters.sql.queue import SqlQueue
+from adapters.sql.queue import SqlQueue, _signal
 from adapters.sql.repositories import unit_of_work_factory
 from domain.outbox import OutboxMessage
 from domain.ports import Delivery, QueueMessage
@@ -157,7 +157,10 @@ async def test_an_enqueuing_unit_of_work_puts_its_message_on_the_queue_as_it_com
         await uow.outbox.add(OutboxMessage(sent.id, name, sent.body, datetime.now(UTC)))
         await asyncio.sleep(0.1)
         assert not waiting.done()  # not visible before the commit
+        seen = _signal(engine, name).version
         await uow.commit()
+        # The commit itself wakes this process's pulls, not only their next poll.
+        assert _signal(engine, name).version > seen
         # Nothing is left for a relay to publish.
         assert sent.id not in [m.id for m in await uow.outbox.pending(1000)]
     delivery = await asyncio.wait_for(waiting, 2.0)

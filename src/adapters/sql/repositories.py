@@ -138,12 +138,13 @@ class SqlUnitOfWork:
             self._let_go()
 
     async def commit(self) -> None:
+        # Taken before ``_let_go`` forgets them: the commit wakes the pulls of these topics.
+        topics = self.enqueued
         try:
             with translate_errors(self.store):
                 await self.connection.commit()
         finally:
             self._let_go()
-        topics, self.enqueued = self.enqueued, set()
         for topic in sorted(topics):
             await enqueued(self._engine, topic)
 
