@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sql import engine as engine_module
+from adapters.sql import sqlite_driver
 from adapters.sql import tables as t
 from adapters.sql.engine import connect, create_engine
 from adapters.sql.repositories import SqlUnitOfWork
@@ -74,3 +78,22 @@ async def test_the_driver_reports_counts_keys_and_returned_rows(engine: AsyncEng
             .returning(head.id))
         assert returned.all() == [(1,)]
         await conn.rollback()
+
+
+def test_a_connection_that_fails_to_open_ends_its_thread_before_the_error_is_raised(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A command that ends on this error closes its event loop at once: the connection's thread
+    # must not be left to answer a closed loop (it would print a traceback).
+    hooked: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: hooked.append(args.exc_value))
+    for _ in range(5):
+        loop = asyncio.new_event_loop()
+        conn = sqlite_driver.connect(tmp_path / "missing" / "opsicle.db")
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+                loop.run_until_complete(conn)
+        finally:
+            loop.close()
+        conn._thread.join(10)
+        assert not conn._thread.is_alive()
+    assert hooked == []

@@ -9,6 +9,7 @@ event loop), a quarter of the hand-offs.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import types
 from collections.abc import Callable, Sequence
@@ -110,6 +111,17 @@ class OneTripConnection(aiosqlite.Connection):
 
     def cursor(self) -> OneTripCursor:  # type: ignore[override]
         return OneTripCursor(self)
+
+    async def _connect(self) -> OneTripConnection:
+        try:
+            await super()._connect()
+        except BaseException:
+            # aiosqlite stops the thread of a connection that failed to open without waiting
+            # for it: should the event loop close first (a command ending on this very
+            # error), the thread answers a closed loop and prints a traceback.
+            await asyncio.to_thread(self._thread.join)
+            raise
+        return self
 
     async def rollback(self) -> None:
         # No trip when no transaction is open, as after every commit (the pool's reset on
