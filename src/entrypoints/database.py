@@ -49,7 +49,8 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
         _invalid("database-tls-ca", f"{ca} holds no PEM certificate ({exc.reason or exc})")
     try:
         if cert:
-            context.load_cert_chain(str(cert), str(key) if key else None)
+            # No passphrase: an encrypted key fails here instead of prompting on a terminal.
+            context.load_cert_chain(str(cert), str(key) if key else None, password=b"")
     except ssl.SSLError as exc:
         _invalid("database-tls-cert", f"{cert} and its key are not a usable certificate and "
                                       f"private key ({exc.reason or exc})")

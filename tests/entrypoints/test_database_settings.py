@@ -119,3 +119,24 @@ def test_verification_can_be_turned_off(tmp_path: Path) -> None:
     unverified = database_options(settings.load(env={**env, "OPSICLE_DATABASE_TLS_VERIFY": "no"}))
     assert unverified.tls is not None and unverified.tls.verify_mode == ssl.CERT_NONE
     assert not unverified.tls.check_hostname
+
+
+def test_a_passphrase_protected_key_is_refused_without_prompting(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.e2e.test_tls import self_signed
+
+    cert, key = self_signed(tmp_path)
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    key.write_bytes(private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase")))
+    env = {**_env(MYSQL, cert), "OPSICLE_DATABASE_TLS_CERT": str(cert),
+           "OPSICLE_DATABASE_TLS_KEY": str(key)}
+    with pytest.raises(Invalid, match=r"^database-tls-cert: .* not a usable certificate"):
+        database_options(settings.load(env=env))
+
+
+def test_a_database_url_of_another_kind_is_refused_naming_what_is_supported() -> None:
+    with pytest.raises(Invalid, match=r"^database-url: the scheme 'postgresql' is not supported"):
+        create_engine("postgresql://opsicle@127.0.0.1/opsicle")

@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from adapters.sql import sqlite_driver
-from domain.errors import Conflict, Unavailable
+from domain.errors import Conflict, Invalid, Unavailable
 
 # SQLite waits this long for another writer before reporting the store unavailable.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -68,7 +68,8 @@ def create_engine(
             if options.tls is not None:
                 kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "ssl": options.tls}
         return create_async_engine(u, **kwargs)
-    raise ValueError(f"unsupported database URL scheme {u.drivername!r}")
+    raise Invalid(f"database-url: the scheme {u.drivername!r} is not supported: expected "
+                  "sqlite+aiosqlite:///PATH or mysql+asyncmy://USER:PASSWORD@HOST:PORT/DATABASE")
 
 
 class WriteGate:
