@@ -852,15 +852,18 @@ class SqlRunRepository(_Repository):
             stmt = stmt.where(c.created_at >= flt.created_after)
         if flt.created_before is not None:
             stmt = stmt.where(c.created_at < flt.created_before)
-        runs = [m.run_of(r) for r in await self._uow.rows(newest_first(stmt, c, cursor, limit))]
-        more = len(runs) > limit
-        runs = runs[:limit]
-        return Page(tuple(runs), created_cursor(runs[-1]) if more else None)
+        rows = await self._uow.rows(newest_first(stmt, c, cursor, limit))
+        return newest_page([m.run_of(r) for r in rows[:limit]], more=len(rows) > limit)
 
 
-def created_cursor(item: Run | Approval | WebhookDelivery) -> str:
-    """The cursor of a newest-first page that ended with ``item``."""
-    return m.encode_cursor(item.created_at.isoformat(), item.id)
+_Listed = TypeVar("_Listed", Run, Approval, WebhookDelivery)
+
+
+def newest_page(items: Sequence[_Listed], *, more: bool) -> Page[_Listed]:
+    """A page of a ``newest_first`` listing; while ``more`` follow, its cursor names its last."""
+    if not (more and items):
+        return Page(tuple(items), None)
+    return Page(tuple(items), m.encode_cursor(items[-1].created_at.isoformat(), items[-1].id))
 
 
 def newest_first(stmt: sa.Select[Any], c: Any, cursor: str | None, limit: int
@@ -989,9 +992,7 @@ class SqlApprovalRepository(_Repository):
             stmt = stmt.where(c.id.in_(sa.select(r.approval_id)
                                        .where(r.user_id == flt.responder_id)))
         rows = await self._uow.rows(newest_first(stmt, c, cursor, limit))
-        more = len(rows) > limit
-        found = await self._with_responders(rows[:limit])
-        return Page(tuple(found), created_cursor(found[-1]) if more and found else None)
+        return newest_page(await self._with_responders(rows[:limit]), more=len(rows) > limit)
 
     async def due(self, at: datetime, limit: int = 100) -> builtins.list[Approval]:
         check_limit(limit)
@@ -1122,8 +1123,7 @@ class SqlWebhookDeliveryRepository(_Repository):
         if flt.status is not None:
             stmt = stmt.where(c.status == flt.status.value)
         rows = await self._uow.rows(newest_first(stmt, c, cursor, limit))
-        found = [m.webhook_of(r) for r in rows[:limit]]
-        return Page(tuple(found), created_cursor(found[-1]) if len(rows) > limit else None)
+        return newest_page([m.webhook_of(r) for r in rows[:limit]], more=len(rows) > limit)
 
     async def update(self, delivery: WebhookDelivery, *, expected: DeliveryStatus) -> None:
         c = t.webhook_deliveries.c
