@@ -147,10 +147,15 @@ class _AuditStores:
     separate_log: AuditLog | None = None
 
 
+def _audit_in_outbox(settings: Settings) -> bool:
+    """Whether audit events wait in the SQL audit outbox: the log is MongoDB."""
+    return bool(settings["mongo-url"])
+
+
 async def _audit(settings: Settings, engine: AsyncEngine, stack: AsyncExitStack) -> _AuditStores:
     """MongoDB when ``mongo-url`` is set, reached through the SQL audit outbox; else the audit
     table in the SQL store, written in each change's own transaction."""
-    if settings["mongo-url"]:
+    if _audit_in_outbox(settings):
         client = mongo_client(str(settings["mongo-url"]))
         stack.push_async_callback(client.close)
         log = mongo_audit_log(client, str(settings["mongo-database"]))
@@ -416,8 +421,7 @@ def enqueuing(
     The flag says whether they do (``coordination``'s ``enqueued``)."""
     if settings["nats-url"]:
         return platform, False
-    # Audit events go where ``_audit`` sends them: the audit outbox when MongoDB holds the log.
-    units = unit_of_work_factory(engine, audit_outbox=bool(settings["mongo-url"]), enqueue=True)
+    units = unit_of_work_factory(engine, audit_outbox=_audit_in_outbox(settings), enqueue=True)
     return attrs.evolve(platform, uow=units), True
 
 
