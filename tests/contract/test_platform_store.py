@@ -638,6 +638,24 @@ async def test_retire_uses_up_every_unused_code_of_that_user_and_purpose(
     await uow.codes.retire(uid("usr"), CodePurpose.VERIFY_EMAIL, at(23))
 
 
+async def test_codes_issued_to_many_accounts_at_once_all_commit(
+        uow_factory: UnitOfWorkFactory) -> None:
+    """Issuing retires the account's older codes, then adds one: accounts signing up together
+    must not deadlock each other (on InnoDB, gap locks of the retiring update would)."""
+    async with uow_factory() as uow:
+        users = [await _user(uow) for _ in range(8)]
+        await uow.commit()
+
+    async def issue(user_id: str) -> None:
+        async with uow_factory() as uow:
+            await uow.codes.retire(user_id, CodePurpose.VERIFY_EMAIL, at(1))
+            await asyncio.sleep(0.01)
+            await uow.codes.add(b.code(user_id, created=1))
+            await uow.commit()
+
+    await asyncio.gather(*(issue(u) for u in users))
+
+
 # ---------------------------------------------------------------- invitations
 
 

@@ -61,6 +61,10 @@ def create_engine(
     if u.get_backend_name() in {"mysql", "mariadb"}:
         if "charset" not in u.query:
             u = u.update_query_dict({"charset": "utf8mb4"})
+        # No gap locks: under REPEATABLE READ, transactions that update or delete rows that
+        # are not there lock the gap between index entries, and two of them then inserting
+        # into that gap deadlock each other (accounts signing up at once did).
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
         kwargs.setdefault("pool_pre_ping", True)
         kwargs.setdefault("pool_recycle", 3600)
         if options is not None:

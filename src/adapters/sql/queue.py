@@ -129,12 +129,8 @@ class SqlQueue:
     async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
         with translate_errors(self._store):
             # On SQLite a write takes the write lock at BEGIN, through this process's gate.
-            async with connect(self._engine, write=write) as conn:
-                if not self._sqlite:
-                    # No gap locks: a claim's locking read must not hold up publishes.
-                    await conn.execution_options(isolation_level="READ COMMITTED")
-                async with conn.begin():
-                    yield conn
+            async with connect(self._engine, write=write) as conn, conn.begin():
+                yield conn
 
     async def publish(self, message: QueueMessage) -> None:
         now = _now()
