@@ -97,3 +97,39 @@ def test_a_connection_that_fails_to_open_ends_its_thread_before_the_error_is_rai
         conn._thread.join(10)
         assert not conn._thread.is_alive()
     assert hooked == []
+
+
+async def test_statements_run_in_the_event_loops_thread(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        raw.sqlite.create_function("thread_id", 0, threading.get_ident)
+        ran_in = (await conn.execute(sa.text("SELECT thread_id()"))).scalar_one()
+    assert ran_in == threading.get_ident()
+
+
+async def test_a_lock_held_by_another_process_is_waited_for_off_the_event_loop(
+        engine: AsyncEngine, sqlite_url: str) -> None:
+    # Another process's writer: a plain connection of its own, holding the write lock.
+    other = sqlite3.connect(sqlite_url.split("///", 1)[1], isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        async with SqlUnitOfWork(engine) as uow:
+            touched = asyncio.create_task(_touch(uow))
+            await asyncio.sleep(0.3)
+            assert not touched.done()  # waiting for the lock ...
+            assert ticks >= 10  # ... while the event loop goes on
+            other.execute("COMMIT")
+            await asyncio.wait_for(touched, 5.0)
+            await uow.commit()
+    finally:
+        ticker.cancel()
+        other.close()

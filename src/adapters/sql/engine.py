@@ -18,7 +18,7 @@ from adapters.sql import sqlite_driver
 from domain.errors import Conflict, Invalid, Unavailable
 
 # SQLite waits this long for another writer before reporting the store unavailable.
-SQLITE_BUSY_TIMEOUT_MS = 10_000
+SQLITE_BUSY_TIMEOUT_MS = sqlite_driver.BUSY_TIMEOUT_MS
 # Execution option naming the BEGIN statement SQLite uses (IMMEDIATE takes the write lock).
 SQLITE_BEGIN = "opsicle_sqlite_begin"
 
@@ -53,7 +53,8 @@ def create_engine(
     """An engine for ``sqlite+aiosqlite:///path`` or ``mysql+asyncmy://…``; the caller disposes."""
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
-        # One thread hand-off per statement instead of four (see ``sqlite_driver``).
+        # Statements in the event loop's thread, waits for locks on the connection's own
+        # thread (see ``sqlite_driver``).
         kwargs.setdefault("module", sqlite_driver.dbapi())
         engine = create_async_engine(u, **kwargs)
         _configure_sqlite(engine)
@@ -152,7 +153,6 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
