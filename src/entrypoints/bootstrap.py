@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -326,17 +326,17 @@ async def coordination(
     relay_interval: float = RELAY_INTERVAL,
     reap_interval: float | None = None,
     loop_clock: Clock | None = None,
-    on_queued: Callable[[], None] | None = None,
+    on_queued: Callable[[Collection[str]], None] | None = None,
     enqueued: bool = False,
 ) -> AsyncIterator[Coordination]:
     """Dispatch over ``platform`` with its outbox relay and lease reaper running.
 
-    ``on_queued`` is called after a unit of work of the returned platform commits a queue
-    message. ``enqueued`` says the platform's outbox puts messages on the queue itself (see
-    ``enqueuing``): its commits do not wake the relay, which then only polls for what other
-    processes left in the outbox. On exit, in order: endpoints stop taking work (held claims
-    are answered), then the loops finish their iteration (or are cancelled after a grace
-    period).
+    ``on_queued`` is called with their topics after a unit of work of the returned platform
+    commits queue messages. ``enqueued`` says the platform's outbox puts messages on the queue
+    itself (see ``enqueuing``): its commits do not wake the relay, which then only polls for
+    what other processes left in the outbox. On exit, in order: endpoints stop taking work
+    (held claims are answered), then the loops finish their iteration (or are cancelled after
+    a grace period).
     """
     from domain.services import dispatch
     from entrypoints.loops import service_loop, stop_tasks
@@ -345,11 +345,11 @@ async def coordination(
     # A run queued in this process is published at once; the poll finds the other processes'.
     announced = asyncio.Event()
 
-    def queued() -> None:
+    def queued(topics: Collection[str]) -> None:
         if not enqueued:
             announced.set()
         if on_queued is not None:
-            on_queued()
+            on_queued(topics)
 
     platform = attrs.evolve(platform, uow=waking(platform.uow, queued))
     d = Dispatch(
@@ -430,7 +430,7 @@ def _coordinating(
     platform: Platform,
     engine: AsyncEngine,
     queues: Callable[[str], Queue],
-    on_queued: Callable[[], None] | None = None,
+    on_queued: Callable[[Collection[str]], None] | None = None,
 ) -> AbstractAsyncContextManager[Coordination]:
     """``coordination`` as the coordinator and standalone roles run it: the lease from the
     settings and, on the SQL queue, units of work that enqueue their messages themselves."""

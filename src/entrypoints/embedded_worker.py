@@ -15,7 +15,8 @@ import contextlib
 import logging
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 
 from domain.automations import PhaseResult, RunStatus
@@ -23,7 +24,7 @@ from domain.errors import NotFound
 from domain.grants import GrantVerifier
 from domain.ports import Claim, Delivery, Queue, QueueMessage, Sealer
 from domain.services import dispatch
-from domain.services.dispatch import Dispatch, WorkerIdentity
+from domain.services.dispatch import Dispatch, WorkerIdentity, run_topic, topic_org
 from domain.services.handover import claim_for_worker
 from domain.services.platform import Platform
 from entrypoints.settings import Settings
@@ -36,19 +37,37 @@ QUEUED_SCAN = 200
 
 
 class PublishSignal:
-    """Wakes the embedded worker when this process publishes to any run queue."""
+    """Wakes the embedded worker when this process publishes to a run queue, and counts the
+    messages this process published to each queue that the worker has not taken yet."""
 
     def __init__(self) -> None:
         self._count = 0
         self._changed = asyncio.Event()
+        self._untaken: Counter[str] = Counter()
 
     @property
     def count(self) -> int:
         return self._count
 
-    def notify(self) -> None:
+    def notify(self, topics: Collection[str]) -> None:
         self._count += 1
+        self._untaken.update(topics)
         self._changed.set()
+
+    def untaken(self) -> set[str]:
+        """The topics this process published messages to that were not taken yet."""
+        return set(self._untaken)
+
+    def taken(self, topic: str) -> None:
+        self._untaken[topic] -= 1
+        if self._untaken[topic] <= 0:
+            del self._untaken[topic]
+
+    def found_empty(self, topic: str, seen: int) -> None:
+        """``topic``'s queue was empty: forget it, unless something was published since
+        ``count`` was ``seen``."""
+        if self._count == seen:
+            self._untaken.pop(topic, None)
 
     async def wait(self, seen: int, seconds: float) -> None:
         """Return once something was published after ``seen``, or after ``seconds``."""
@@ -61,19 +80,20 @@ class PublishSignal:
 
     def wrap(self, queues: Callable[[str], Queue]) -> Callable[[str], Queue]:
         def queue(topic: str) -> Queue:
-            return _Notifying(queues(topic), self)
+            return _Notifying(queues(topic), self, topic)
 
         return queue
 
 
 class _Notifying:
-    def __init__(self, inner: Queue, signal: PublishSignal) -> None:
+    def __init__(self, inner: Queue, signal: PublishSignal, topic: str) -> None:
         self._inner = inner
         self._signal = signal
+        self._topic = topic
 
     async def publish(self, message: QueueMessage) -> None:
         await self._inner.publish(message)
-        self._signal.notify()
+        self._signal.notify((self._topic,))
 
     async def pull(self, timeout_seconds: float) -> Delivery | None:
         return await self._inner.pull(timeout_seconds)
@@ -103,6 +123,10 @@ class InProcessCoordinatorClient:
         self._labels = tuple(sorted((labels or {}).items()))
         self._held: dict[str, WorkerIdentity] = {}
         self._turn = 0
+        # Orgs the runs table had queued runs of, until their queue is found empty, and when
+        # it was last scanned for them (loop time).
+        self._found: set[str] = set()
+        self._scanned: float | None = None
         # One slot looks for work at a time: a publish wakes every idle slot, and the others
         # then find the run taken with one query instead of each trying every org's queue.
         self._looking = asyncio.Lock()
@@ -116,9 +140,17 @@ class InProcessCoordinatorClient:
             labels=self._labels,
         )
 
-    async def _queued_orgs(self) -> list[str]:
-        async with self._d.uow() as uow:
-            orgs = sorted(await uow.runs.queued_orgs(limit=QUEUED_SCAN))
+    async def _candidates(self) -> list[str]:
+        """The orgs that may have runs queued: those this process published runs of that were
+        not taken yet, and those the runs table has queued runs of (published by other
+        processes, or before a restart), scanned for at most once per ``POLL_SECONDS``."""
+        now = asyncio.get_running_loop().time()
+        if self._scanned is None or now - self._scanned >= POLL_SECONDS:
+            self._scanned = now
+            async with self._d.uow() as uow:
+                self._found.update(await uow.runs.queued_orgs(limit=QUEUED_SCAN))
+        published = (topic_org(topic) for topic in self._signal.untaken())
+        orgs = sorted(self._found.union(org for org in published if org))
         # Start with a different org each time, so one busy org cannot starve the others.
         self._turn += 1
         if orgs:
@@ -141,12 +173,17 @@ class InProcessCoordinatorClient:
             await self._signal.wait(seen, min(remaining, POLL_SECONDS))
 
     async def _claim_any(self) -> Claim | None:
-        for org_id in await self._queued_orgs():
+        for org_id in await self._candidates():
             worker = self._identity(org_id)
+            seen = self._signal.count
             handover = await claim_for_worker(
                 self._d, self._sealer, worker, 0.01, busy=len(self._held)
             )
-            if handover is not None:
+            if handover is None:
+                self._found.discard(org_id)
+                self._signal.found_empty(run_topic(org_id), seen)
+            else:
+                self._signal.taken(run_topic(org_id))
                 run = handover.lease.run
                 self._held[run.id] = worker
                 return Claim(

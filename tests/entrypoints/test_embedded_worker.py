@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from adapters.memory.queue import InMemoryQueue
 from adapters.memory.runner import InMemoryRunner, Script
 from adapters.system import SystemClock
 from domain.automations import RunStatus, new_run
 from domain.orgs import Organisation
-from domain.ports import Queue
+from domain.ports import Queue, QueueMessage
 from domain.resources import AutomationSpec, Phase
-from domain.services.dispatch import announce
+from domain.services.dispatch import announce, run_topic
 from domain.services.handover import seal_secrets
 from entrypoints.bootstrap import coordination, memory_platform
 from entrypoints.embedded_worker import InProcessCoordinatorClient, PublishSignal
@@ -68,3 +69,69 @@ async def test_the_embedded_worker_serves_every_org() -> None:
     assert {r.worker_id for r in ended} == {"embedded.org-a", "embedded.org-b"}
     logs = [await p.logs.read(r.id) for r in runs]
     assert b"org org-a secret ***" in logs[0] and b"org org-b secret ***" in logs[1]
+
+
+def test_the_publish_signal_counts_the_messages_not_taken_yet_per_queue() -> None:
+    signal = PublishSignal()
+    signal.notify(["runs.a"])
+    signal.notify(["runs.a", "runs.b"])
+    assert signal.untaken() == {"runs.a", "runs.b"} and signal.count == 2
+    signal.taken("runs.a")
+    assert signal.untaken() == {"runs.a", "runs.b"}
+    signal.taken("runs.a")
+    assert signal.untaken() == {"runs.b"}
+    # Found empty while nothing else was published: forgotten.
+    signal.found_empty("runs.b", signal.count)
+    assert signal.untaken() == set()
+    # Published to again after the look began: kept.
+    seen = signal.count
+    signal.notify(["runs.b"])
+    signal.found_empty("runs.b", seen)
+    assert signal.untaken() == {"runs.b"}
+
+
+async def test_runs_another_process_queued_are_found_by_scanning_the_runs_table() -> None:
+    clock = SystemClock()
+    p, _ = memory_platform(clock)
+    queues: dict[str, Queue] = {}
+
+    def queue(topic: str) -> Queue:
+        return queues.setdefault(topic, InMemoryQueue())
+
+    signal = PublishSignal()
+    spec = AutomationSpec(phases=(Phase("say", "busybox", ("true",)),))
+    runner = InMemoryRunner({"say": Script(lines=("hello",))})
+
+    async def runner_for(spec: AutomationSpec) -> InMemoryRunner:
+        return runner
+
+    async with coordination(p, signal.wrap(queue), lease_seconds=2) as c:
+        client = InProcessCoordinatorClient(
+            c.dispatch, p.sealer, signal, name="standalone", worker_id="embedded"
+        )
+        worker = PullWorker(client, runner_for, clock, WorkerOptions(concurrency=1))
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.sleep(0.1)  # the worker has scanned once and waits
+        runs = []
+        async with p.uow() as uow:
+            await uow.orgs.add(Organisation("org-c", "org-c", "org-c", clock.now()))
+            for _ in range(3):
+                run, _ = new_run(p.ids.new_id(), spec, clock.now(), org_id="org-c")
+                await uow.runs.add(run)
+                runs.append(run)
+            await uow.commit()
+        # Published past this process's signal, as another process would.
+        for run in runs:
+            body = json.dumps({"runId": run.id, "attempt": run.attempts}).encode()
+            await queue(run_topic("org-c")).publish(QueueMessage(p.ids.new_id(), body))
+        assert signal.untaken() == set()
+        for _ in range(200):
+            async with p.uow() as uow:
+                ended = [await uow.runs.get(r.id) for r in runs]
+            if all(r.status.terminal for r in ended):
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert [r.status for r in ended] == [RunStatus.SUCCEEDED] * 3

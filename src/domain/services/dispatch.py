@@ -47,8 +47,16 @@ log = logging.getLogger(__name__)
 FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED)
 
 
+RUN_TOPIC_PREFIX = "runs."
+
+
 def run_topic(org_id: str) -> str:
-    return f"runs.{org_id}"
+    return f"{RUN_TOPIC_PREFIX}{org_id}"
+
+
+def topic_org(topic: str) -> str | None:
+    """The org whose runs ``topic`` carries; None for any other topic."""
+    return topic.removeprefix(RUN_TOPIC_PREFIX) if topic.startswith(RUN_TOPIC_PREFIX) else None
 
 
 @attrs.frozen
