@@ -49,6 +49,8 @@ T = TypeVar("T")
 PEM_PUBLIC_KEY = re.compile(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.DOTALL)
 CHUNK_BYTES = 64 * 1024
 FLUSH_SECONDS = 0.5
+# How long a phase's start waits to be reported, in case the phase ends meanwhile.
+START_REPORT_HOLD_SECONDS = 0.05
 CLAIM_WAIT_SECONDS = 30.0
 
 RunnerFactory = Callable[[AutomationSpec], Awaitable[Runner]]
@@ -133,29 +135,51 @@ class LogStats:
 class PhaseReports:
     """A run's phase reports, sent in order in the background so no phase waits for one.
 
-    ``settle`` ends the sending: it waits for the report in flight and hands back those not
-    sent yet, which travel with the run's completion (one request, one store transaction).
-    A lost lease stops the sending and calls ``lost``.
+    A phase's start is held back for ``hold`` seconds: a phase that ends meanwhile is reported
+    once, ended (short phases then cost one report, not two). ``settle`` ends the sending: it
+    waits for the report in flight and hands back those not sent yet, which travel with the
+    run's completion (one request, one store transaction). A lost lease stops the sending and
+    calls ``lost``.
     """
 
     def __init__(
-        self, send: Callable[[PhaseResult], Awaitable[None]], lost: Callable[[], None]
+        self,
+        send: Callable[[PhaseResult], Awaitable[None]],
+        lost: Callable[[], None],
+        hold: float = START_REPORT_HOLD_SECONDS,
     ) -> None:
         self._send = send
         self._lost = lost
+        self._hold = hold
         self._pending: deque[PhaseResult] = deque()
+        self._more = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._settled = False
 
     def put(self, result: PhaseResult) -> None:
         self._pending.append(result)
+        self._more.set()
         if not self._settled and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
+        held = False
         while self._pending and not self._settled:
+            head = self._pending[0]
+            if head.status is PhaseStatus.RUNNING:
+                if len(self._pending) > 1 and self._pending[1].name == head.name:
+                    self._pending.popleft()  # the phase ended: its end says it all
+                    continue
+                if not held:
+                    held = True
+                    self._more.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._hold):
+                            await self._more.wait()
+                    continue
+            held = False
             try:
-                await self._send(self._pending[0])
+                await self._send(head)
             except LeaseLost:
                 self._lost()
                 return
@@ -163,6 +187,7 @@ class PhaseReports:
 
     async def settle(self) -> list[PhaseResult]:
         self._settled = True
+        self._more.set()
         if self._task is not None:
             await self._task
         unsent = list(self._pending)
