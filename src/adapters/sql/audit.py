@@ -27,6 +27,10 @@ FORWARDER_ID = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BATCH = 500
 _INSERT = sa.insert(t.audit_events)
+# Statements built once: the values come as parameters (cheaper than building each time).
+_HEAD = (sa.select(t.audit_chain_head.c.last_hash)
+         .where(t.audit_chain_head.c.id == HEAD_ID).with_for_update())
+_MOVE_HEAD = sa.update(t.audit_chain_head).where(t.audit_chain_head.c.id == HEAD_ID)
 
 Execute = Any  # ``AsyncConnection.execute`` or a unit of work's ``execute``
 
@@ -39,17 +43,13 @@ async def append_on(execute: Execute, event: AuditEvent, store: str) -> AuditEve
     """
     # The digest covers ``at`` as text, so fix it to the UTC form the store reads back.
     event = attrs.evolve(event, at=event.at.astimezone(UTC))
-    head = t.audit_chain_head.c
-    row = (await execute(
-        sa.select(head.last_hash).where(head.id == HEAD_ID).with_for_update())).first()
+    row = (await execute(_HEAD)).first()
     if row is None:
         raise Unavailable(f"{store} has no audit chain head: run the migrations")
     linked = chain(event, row.last_hash)
-    # The row as parameters of a statement built once: cheaper than values(row).
     result = await execute(_INSERT, m.audit_row(linked))
     seq = result.inserted_primary_key[0] if result.inserted_primary_key else 0
-    await execute(sa.update(t.audit_chain_head).where(head.id == HEAD_ID)
-                  .values(last_hash=linked.hash, last_seq=seq))
+    await execute(_MOVE_HEAD, {"last_hash": linked.hash, "last_seq": seq})
     return linked
 
 

@@ -180,10 +180,9 @@ class SqlQueue:
                                         .where(q.topic == self.topic, q.acked_at.is_(None)))
             return int(result.scalar_one())
 
-    def _ready(self, now: datetime) -> sa.Select[tuple[int, str, bytes, int]]:
-        return (sa.select(q.seq, q.id, q.body, q.attempt)
-                .where(q.topic == self.topic, q.acked_at.is_(None), q.available_at <= now)
-                .order_by(q.available_at, q.seq).limit(1))
+    def _ready(self, now: datetime) -> dict[str, object]:
+        """The parameters of ``_READY`` and ``_TAKE_READY``."""
+        return {"key_topic": self.topic, "key_now": now}
 
     async def _claim(self, *, look_first: bool) -> SqlDelivery | None:
         now = _now()
@@ -191,21 +190,17 @@ class SqlQueue:
             if look_first:
                 # A plain read first: an idle poll must not take SQLite's one write lock.
                 async with self._transaction(write=False) as conn:
-                    if (await conn.execute(self._ready(now))).first() is None:
+                    if (await conn.execute(_READY, self._ready(now))).first() is None:
                         return None
                 now = _now()
             return await self._claim_sqlite(now)
         return await self._claim_mysql(now)
 
     async def _claim_sqlite(self, now: datetime) -> SqlDelivery | None:
-        oldest = self._ready(now).with_only_columns(q.seq).scalar_subquery()
         # One conditional UPDATE under the write lock: two pulls never take the same row.
-        stmt = (sa.update(t.queue_messages).where(q.seq == oldest)
-                .values(attempt=q.attempt + 1, delivered=True,
-                        available_at=now + self._ack_wait)
-                .returning(q.seq, q.id, q.body, q.attempt))
         async with self._transaction(write=True) as conn:
-            row = (await conn.execute(stmt)).first()
+            row = (await conn.execute(
+                _TAKE_READY, {**self._ready(now), "until": now + self._ack_wait})).first()
         if row is None:
             return None
         return SqlDelivery(self, row.seq, QueueMessage(row.id, bytes(row.body)), row.attempt)
@@ -214,7 +209,7 @@ class SqlQueue:
         async with self._transaction(write=True) as conn:
             # SKIP LOCKED: concurrent pulls pass over a row another pull is claiming.
             row = (await conn.execute(
-                self._ready(now).with_for_update(skip_locked=True))).first()
+                _READY.with_for_update(skip_locked=True), self._ready(now))).first()
             if row is None:
                 return None
             attempt = row.attempt + 1
@@ -226,17 +221,13 @@ class SqlQueue:
     async def _settle(self, seq: int, attempt: int, *, acked: bool,
                       delay_seconds: float) -> None:
         now = _now()
-        values: dict[str, object] = {"delivered": False}
+        values: dict[str, object] = {"delivered": False, "key_seq": seq, "key_attempt": attempt}
         if acked:
             values["acked_at"] = now
         else:
             values["available_at"] = now + timedelta(seconds=max(delay_seconds, 0.0))
         async with self._transaction(write=True) as conn:
-            result = await conn.execute(
-                sa.update(t.queue_messages)
-                .where(q.seq == seq, q.attempt == attempt, q.delivered == sa.true(),
-                       q.acked_at.is_(None))
-                .values(values))
+            result = await conn.execute(_SETTLE, values)
             if acked:
                 # Acks purge too: messages enqueued in a unit of work never pass publish.
                 await self._purge(conn, now)
@@ -250,6 +241,19 @@ def _row(topic: str, message: QueueMessage, now: datetime) -> dict[str, object]:
 
 
 _INSERT = sa.insert(t.queue_messages)
+# Statements built once, their values as parameters (cheaper than building each time).
+_READY = (sa.select(q.seq, q.id, q.body, q.attempt)
+          .where(q.topic == sa.bindparam("key_topic"), q.acked_at.is_(None),
+                 q.available_at <= sa.bindparam("key_now"))
+          .order_by(q.available_at, q.seq).limit(1))
+_TAKE_READY = (sa.update(t.queue_messages)
+               .where(q.seq == _READY.with_only_columns(q.seq).scalar_subquery())
+               .values(attempt=q.attempt + 1, delivered=True, available_at=sa.bindparam("until"))
+               .returning(q.seq, q.id, q.body, q.attempt))
+# The values to set come with the keys: ``delivered`` and ``acked_at`` or ``available_at``.
+_SETTLE = sa.update(t.queue_messages).where(
+    q.seq == sa.bindparam("key_seq"), q.attempt == sa.bindparam("key_attempt"),
+    q.delivered == sa.true(), q.acked_at.is_(None))
 
 
 def enqueue_statement(topic: str, message: QueueMessage) -> tuple[sa.Insert, dict[str, object]]:

@@ -189,11 +189,13 @@ class SqlUnitOfWork:
                 raise
             raise Conflict(conflict) from e.__cause__
 
-    async def rows(self, stmt: Executable) -> builtins.list[RowMapping]:
-        return builtins.list((await self.execute(stmt)).mappings().all())
+    async def rows(self, stmt: Executable, params: Mapping[str, Any] | None = None
+                   ) -> builtins.list[RowMapping]:
+        return builtins.list((await self.execute(stmt, params)).mappings().all())
 
-    async def one(self, stmt: Executable, missing: str) -> RowMapping:
-        row = (await self.execute(stmt)).mappings().first()
+    async def one(self, stmt: Executable, missing: str,
+                  params: Mapping[str, Any] | None = None) -> RowMapping:
+        row = (await self.execute(stmt, params)).mappings().first()
         if row is None:
             raise NotFound(missing)
         return row
@@ -205,6 +207,13 @@ class SqlUnitOfWork:
 class _Repository:
     def __init__(self, uow: SqlUnitOfWork) -> None:
         self._uow = uow
+
+
+@functools.cache
+def _where(table: sa.Table, *columns: str) -> sa.Select[Any]:
+    """``SELECT * FROM table WHERE column = :column AND ...``, built once per shape: the
+    values come as parameters (building a statement costs more than running it)."""
+    return sa.select(table).where(*(table.c[name] == sa.bindparam(name) for name in columns))
 
 
 class SqlUserRepository(_Repository):
@@ -236,12 +245,12 @@ class SqlOrgRepository(_Repository):
 
     async def get(self, org_id: str) -> Organisation:
         return m.org_of(await self._uow.one(
-            sa.select(t.orgs).where(t.orgs.c.id == org_id), f"organisation {org_id} not found"))
+            _where(t.orgs, "id"), f"organisation {org_id} not found", {"id": org_id}))
 
     async def by_code(self, code: str) -> Organisation:
         return m.org_of(await self._uow.one(
-            sa.select(t.orgs).where(t.orgs.c.code_key == code.lower()),
-            f"no organisation has code {code}"))
+            _where(t.orgs, "code_key"), f"no organisation has code {code}",
+            {"code_key": code.lower()}))
 
     async def delete(self, org_id: str) -> None:
         # Members, roles (with grants and assignments), tokens (with their role assignments)
@@ -265,9 +274,9 @@ class SqlOrgRepository(_Repository):
 
     async def member(self, org_id: str, user_id: str) -> Membership:
         return m.membership_of(await self._uow.one(
-            sa.select(t.memberships).where(t.memberships.c.org_id == org_id,
-                                           t.memberships.c.user_id == user_id),
-            f"user {user_id} is not a member of organisation {org_id}"))
+            _where(t.memberships, "org_id", "user_id"),
+            f"user {user_id} is not a member of organisation {org_id}",
+            {"org_id": org_id, "user_id": user_id}))
 
     async def update_member(self, membership: Membership) -> None:
         c = t.memberships.c
@@ -292,6 +301,16 @@ class SqlOrgRepository(_Repository):
         return [m.membership_of(r) for r in rows]
 
 
+_ROLES_OF_MEMBER = (
+    sa.select(t.roles).join(t.role_assignments, t.role_assignments.c.role_id == t.roles.c.id)
+    .where(t.role_assignments.c.org_id == sa.bindparam("org_id"),
+           t.role_assignments.c.user_id == sa.bindparam("user_id"))
+    .order_by(t.roles.c.name, t.roles.c.id))
+_GRANTS_OF_ROLES = (
+    sa.select(t.role_grants).where(t.role_grants.c.role_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(t.role_grants.c.resource))
+
+
 class SqlRoleRepository(_Repository):
     async def add(self, role: Role) -> None:
         await self._uow.orgs.get(role.org_id)
@@ -309,9 +328,7 @@ class SqlRoleRepository(_Repository):
             return []
         ids = [r["id"] for r in rows]
         grants: dict[str, list[RowMapping]] = {i: [] for i in ids}
-        for g in await self._uow.rows(
-                sa.select(t.role_grants).where(t.role_grants.c.role_id.in_(ids))
-                .order_by(t.role_grants.c.resource)):
+        for g in await self._uow.rows(_GRANTS_OF_ROLES, {"ids": ids}):
             grants[g["role_id"]].append(g)
         return [m.role_of(r, grants[r["id"]]) for r in rows]
 
@@ -357,11 +374,8 @@ class SqlRoleRepository(_Repository):
             a.org_id == org_id, a.user_id == user_id, a.role_id == role_id))
 
     async def of_member(self, org_id: str, user_id: str) -> list[Role]:
-        a = t.role_assignments.c
         return await self._with_grants(await self._uow.rows(
-            sa.select(t.roles).join(t.role_assignments, a.role_id == t.roles.c.id)
-            .where(a.org_id == org_id, a.user_id == user_id)
-            .order_by(t.roles.c.name, t.roles.c.id)))
+            _ROLES_OF_MEMBER, {"org_id": org_id, "user_id": user_id}))
 
     async def assign_token(self, token_id: str, role_id: str) -> None:
         token = await self._uow.tokens.get(token_id)
@@ -603,16 +617,13 @@ class SqlTemplateRepository(_Repository):
 
     async def get(self, template_id: str) -> Template:
         return m.template_of(await self._uow.one(
-            sa.select(t.templates).where(t.templates.c.id == template_id),
-            f"template {template_id} not found"))
+            _where(t.templates, "id"), f"template {template_id} not found", {"id": template_id}))
 
     async def by_name(self, name: str, *, org_id: str | None = None,
                       owner_id: str | None = None) -> Template:
-        c = t.templates.c
         return m.template_of(await self._uow.one(
-            sa.select(t.templates).where(c.owner_key == m.owner_key(org_id, owner_id),
-                                         c.name == name),
-            f"template {name!r} not found"))
+            _where(t.templates, "owner_key", "name"), f"template {name!r} not found",
+            {"owner_key": m.owner_key(org_id, owner_id), "name": name}))
 
     async def update(self, template: Template) -> None:
         result = await self._uow.execute(
@@ -645,11 +656,10 @@ class SqlTemplateRepository(_Repository):
         return [m.version_of(r) for r in rows]
 
     async def version(self, template_id: str, version: int) -> TemplateVersion:
-        c = t.template_versions.c
         return m.version_of(await self._uow.one(
-            sa.select(t.template_versions).where(c.template_id == template_id,
-                                                 c.version == version),
-            f"template {template_id} has no version {version}"))
+            _where(t.template_versions, "template_id", "version"),
+            f"template {template_id} has no version {version}",
+            {"template_id": template_id, "version": version}))
 
     async def grant(self, grant: TemplateGrant) -> None:
         await self.get(grant.template_id)
@@ -766,6 +776,13 @@ def _run_update(status: bool, attempts: bool) -> sa.Update:
 _RUN_INSERT = sa.insert(t.runs)
 
 
+_QUEUED_AHEAD = sa.select(sa.func.count()).select_from(t.runs).where(
+    t.runs.c.org_id == sa.bindparam("org_id"), t.runs.c.status == sa.bindparam("status"),
+    sa.or_(t.runs.c.created_at < sa.bindparam("created_at"),
+           sa.and_(t.runs.c.created_at == sa.bindparam("created_at"),
+                   t.runs.c.id < sa.bindparam("id"))))
+
+
 class SqlRunRepository(_Repository):
     async def add(self, run: Run) -> None:
         await self._uow.execute(_RUN_INSERT, m.run_row(run),
@@ -773,7 +790,7 @@ class SqlRunRepository(_Repository):
 
     async def get(self, run_id: str) -> Run:
         return m.run_of(await self._uow.one(
-            sa.select(t.runs).where(t.runs.c.id == run_id), f"run {run_id} not found"))
+            _where(t.runs, "id"), f"run {run_id} not found", {"id": run_id}))
 
     async def update(self, run: Run, *, expected: RunStatus | None = None,
                      expected_attempts: int | None = None) -> None:
@@ -818,13 +835,11 @@ class SqlRunRepository(_Repository):
         return {RunStatus(row["status"]): int(row["runs"]) for row in result.mappings().all()}
 
     async def queued_ahead(self, run: Run) -> int:
-        c = t.runs.c
-        result = await self._uow.execute(
-            sa.select(sa.func.count()).select_from(t.runs)
-            .where(c.org_id == run.org_id if run.org_id is not None else c.org_id.is_(None),
-                   c.status == RunStatus.QUEUED.value,
-                   sa.or_(c.created_at < run.created_at,
-                          sa.and_(c.created_at == run.created_at, c.id < run.id))))
+        if run.org_id is None:
+            return 0  # only runs of an org are queued
+        result = await self._uow.execute(_QUEUED_AHEAD, {
+            "org_id": run.org_id, "status": RunStatus.QUEUED.value,
+            "created_at": run.created_at, "id": run.id})
         return int(result.scalar_one())
 
     async def queued_orgs(self, limit: int = 100) -> builtins.list[str]:
@@ -901,13 +916,12 @@ class SqlWorkerRepository(_Repository):
 
     async def get(self, worker_id: str) -> Worker:
         return m.worker_of(await self._uow.one(
-            sa.select(t.workers).where(t.workers.c.id == worker_id),
-            f"worker {worker_id} not found"))
+            _where(t.workers, "id"), f"worker {worker_id} not found", {"id": worker_id}))
 
     async def of_org(self, org_id: str) -> builtins.list[Worker]:
         c = t.workers.c
         rows = await self._uow.rows(
-            sa.select(t.workers).where(c.org_id == org_id).order_by(c.name, c.id))
+            _where(t.workers, "org_id").order_by(c.name, c.id), {"org_id": org_id})
         return [m.worker_of(r) for r in rows]
 
 
@@ -950,8 +964,8 @@ class SqlApprovalRepository(_Repository):
         return (await self._with_responders([row]))[0]
 
     async def of_run(self, run_id: str) -> Approval:
-        row = await self._uow.one(sa.select(t.approvals).where(t.approvals.c.run_id == run_id),
-                                  f"run {run_id} has no approval request")
+        row = await self._uow.one(_where(t.approvals, "run_id"),
+                                  f"run {run_id} has no approval request", {"run_id": run_id})
         return (await self._with_responders([row]))[0]
 
     async def update(self, approval: Approval, *, expected: ApprovalStatus | None = None) -> None:
@@ -1043,9 +1057,8 @@ class SqlPolicyRepository(_Repository):
         return [m.policy_of(r) for r in rows]
 
     async def settings(self, org_id: str) -> ApprovalSettings:
-        c = t.org_approval_settings.c
         row = (await self._uow.execute(
-            sa.select(t.org_approval_settings).where(c.org_id == org_id))).mappings().first()
+            _where(t.org_approval_settings, "org_id"), {"org_id": org_id})).mappings().first()
         return ApprovalSettings(org_id=org_id) if row is None else m.settings_of(row)
 
     async def save_settings(self, settings: ApprovalSettings) -> None:
