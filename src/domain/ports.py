@@ -532,6 +532,11 @@ class WebhookDeliveryRepository(Protocol):
         ``Conflict`` otherwise (someone changed it first), ``NotFound`` when there is none."""
         ...
 
+    async def purge(self, finished_before: datetime, limit: int = 500) -> int:
+        """Delete at most ``limit`` finished deliveries (delivered or given up) that finished
+        before ``finished_before``; return how many were deleted."""
+        ...
+
 
 class UnitOfWork(Protocol):
     """One transaction over the platform data: commit makes every change visible at once."""
@@ -773,6 +778,11 @@ class RelayClaims(Protocol):
 
     async def release(self, approval_id: str, channel: str, owner: str) -> None:
         """Give the claim up if ``owner`` holds it; nothing happens otherwise."""
+        ...
+
+    async def purge(self, ended_before: datetime, limit: int = 500) -> int:
+        """Delete at most ``limit`` claims whose lease ended before ``ended_before`` and whose
+        approval is no longer pending (nothing will claim them again); return how many."""
         ...
 
 

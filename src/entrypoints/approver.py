@@ -33,6 +33,7 @@ from domain.services.approvals import (
 )
 from domain.services.chat_links import link_chat
 from domain.services.platform import Caller, Platform, record
+from entrypoints.loops import Purge
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -125,6 +126,7 @@ class ChatDesk:
 
 
 DECIDED = (ApprovalStatus.APPROVED, ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED)
+CLAIM_PURGE_BATCH = 500
 
 
 def process_owner() -> str:
@@ -150,6 +152,8 @@ class ChatRelay:
 
     Decided requests are looked for from ``lookback`` before the first sweep, then from the
     previous sweep less ``overlap`` (clocks of other processes, commits that came late).
+    Claims left behind (by a process that stopped, or an act that failed) are purged in
+    bounded batches once their lease ended ``forget_after`` ago and their request is decided.
     """
 
     p: Platform
@@ -163,6 +167,10 @@ class ChatRelay:
     since: datetime | None = None
     # Refusals logged already (approval, channel, message): each is said once, not per sweep.
     told: set[tuple[str, str, str]] = attrs.field(factory=set, repr=False)
+    forget_after: timedelta = timedelta(days=1)
+    purge: Purge = attrs.field(init=False, repr=False, default=attrs.Factory(
+        lambda self: Purge(self._purge_claims, self.p.clock, CLAIM_PURGE_BATCH),
+        takes_self=True))
 
     async def sweep(self) -> None:
         started = self.p.clock.now()
@@ -181,6 +189,10 @@ class ChatRelay:
                 if channel_state(approval, channel.name) == ANNOUNCED:
                     await self._claimed(channel, approval, run, ANNOUNCED, self._conclude)
         self.since = max(since, started - self.overlap)
+        await self.purge()
+
+    async def _purge_claims(self) -> int:
+        return await self.claims.purge(self.p.clock.now() - self.forget_after, CLAIM_PURGE_BATCH)
 
     async def _approvals(self, flt: ApprovalFilter) -> list[tuple[Approval, Run]]:
         found: list[tuple[Approval, Run]] = []

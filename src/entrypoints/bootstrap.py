@@ -493,18 +493,27 @@ async def _run_queues(
         yield queues, [check]
 
 
+def _webhook_delivery(settings: Settings, platform: Platform) -> AbstractAsyncContextManager[None]:
+    """The webhook delivery loop as the settings tune it."""
+    from datetime import timedelta
+
+    from entrypoints.webhook_delivery import webhook_delivery
+
+    return webhook_delivery(platform, timeout_seconds=float(settings["webhook-timeout"]),
+                            retention=timedelta(days=int(settings["webhook-retention-days"])))
+
+
 @asynccontextmanager
 async def coordinator(settings: Settings) -> AsyncIterator[Role]:
     """The coordinator role on embedded stores: the worker API, outbox relay, lease reaper."""
     from entrypoints.http.common import lease_expiries
     from entrypoints.http.coordinator import create_app
-    from entrypoints.webhook_delivery import webhook_delivery
 
     async with (
         _embedded_stores(settings) as (platform, checks, engine, _),
         _run_queues(settings, engine, "coordinator") as (queues, queue_checks),
         _coordinating(settings, platform, engine, queues) as c,
-        webhook_delivery(c.platform, timeout_seconds=float(settings["webhook-timeout"])),
+        _webhook_delivery(settings, c.platform),
     ):
         checks = [*checks, *queue_checks]
         app = create_app(
@@ -527,14 +536,13 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
     from entrypoints.http.common import build_app, lease_expiries
     from entrypoints.http.controller import controller_routes
     from entrypoints.http.coordinator import coordinator_routes
-    from entrypoints.webhook_delivery import webhook_delivery
 
     signal = PublishSignal()
     async with (
         _embedded_stores(settings) as (platform, checks, engine, keys),
         _run_queues(settings, engine, "standalone") as (queues, queue_checks),
         _coordinating(settings, platform, engine, signal.wrap(queues), signal.notify) as c,
-        webhook_delivery(c.platform, timeout_seconds=float(settings["webhook-timeout"])),
+        _webhook_delivery(settings, c.platform),
     ):
         checks = [*checks, *queue_checks]
         routes = [
@@ -561,11 +569,10 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
 async def controller(settings: Settings) -> AsyncIterator[Role]:
     """The controller role."""
     from entrypoints.http.controller import create_app
-    from entrypoints.webhook_delivery import webhook_delivery
 
     async with (
         embedded_platform(settings) as (platform, checks),
-        webhook_delivery(platform, timeout_seconds=float(settings["webhook-timeout"])),
+        _webhook_delivery(settings, platform),
     ):
         yield Role("controller", create_app(platform, checks))
 

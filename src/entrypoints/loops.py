@@ -7,6 +7,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 
 import attrs
 
@@ -55,6 +56,26 @@ class Backoff:
 
 def jittered(interval: float, rng: random.Random, spread: float = 0.2) -> float:
     return interval * rng.uniform(1 - spread, 1 + spread)
+
+
+@attrs.define
+class Purge:
+    """Housekeeping for a loop's pass: one bounded batch of ``step`` (which returns how many
+    rows it deleted, at most ``batch``) each pass while batches come back full, then none
+    until ``every`` has passed."""
+
+    step: Callable[[], Awaitable[int]]
+    clock: Clock
+    batch: int
+    every: timedelta = timedelta(hours=1)
+    due: datetime | None = None
+
+    async def __call__(self) -> None:
+        now = self.clock.now()
+        if self.due is not None and now < self.due:
+            return
+        if await self.step() < self.batch:
+            self.due = now + self.every
 
 
 async def service_loop(

@@ -81,6 +81,8 @@ DEFAULTS: dict[str, Any] = {
     "approver-keys": None,
     # How long one webhook delivery attempt waits for the receiver's answer.
     "webhook-timeout": 10.0,
+    # How many days delivered and given-up webhook deliveries are kept before they are purged.
+    "webhook-retention-days": 30,
 }
 SECRET = frozenset({"secret-key", "token", "nats-password", "smtp-password",
                     "telegram-bot-token", "slack-bot-token", "slack-signing-secret",
@@ -92,6 +94,7 @@ BOOLEANS = frozenset({"migrate", "database-tls-verify"})
 INTEGERS: dict[str, tuple[int, int]] = {
     "database-pool-size": (1, 1000),
     "database-max-overflow": (0, 1000),
+    "webhook-retention-days": (1, 3650),
 }
 # Numbers of seconds where 0 makes no sense (a timeout of 0 fails every request).
 POSITIVE = frozenset({"webhook-timeout"})

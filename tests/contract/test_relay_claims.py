@@ -9,13 +9,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.memory.relay_claims import in_memory_relay_claims
 from adapters.sql.relay_claims import sql_relay_claims
-from domain.ports import RelayClaims
+from domain.approvals import ApprovalStatus
+from domain.ports import RelayClaims, UnitOfWorkFactory
 from tests.contract.builders import at, uid
+from tests.contract.test_approval_store import approval
 
 
 @pytest.fixture
-def claims(sql_engine: AsyncEngine | None) -> RelayClaims:
-    return in_memory_relay_claims() if sql_engine is None else sql_relay_claims(sql_engine)
+def claims(sql_engine: AsyncEngine | None, uow_factory: UnitOfWorkFactory) -> RelayClaims:
+    if sql_engine is None:
+        return in_memory_relay_claims(uow_factory)
+    return sql_relay_claims(sql_engine)
 
 
 async def test_one_owner_holds_a_claim_until_it_expires_then_another_takes_it_over(
@@ -62,3 +66,36 @@ async def test_of_owners_claiming_at_once_exactly_one_wins(claims: RelayClaims) 
         for n in range(5)))
     taken = [c for c in late if c is not None]
     assert len(taken) == 1 and taken[0].taken_over
+
+
+async def test_purge_deletes_long_expired_claims_of_decided_requests_in_bounded_batches(
+    claims: RelayClaims, uow_factory: UnitOfWorkFactory
+) -> None:
+    # Far in the past: the suites share a database, and this purges only what ended before.
+    past = -10_000_000.0
+    decided = [approval(status=ApprovalStatus.APPROVED, decided_at=at(past)) for _ in range(2)]
+    pending = approval()
+    async with uow_factory() as uow:
+        for a in (*decided, pending):
+            await uow.approvals.add(a)
+        await uow.commit()
+    gone = uid("apr")  # a request the store does not have: nothing will claim it again
+    for a in (*decided, pending):
+        assert await claims.claim(a.id, "slack", "one", now=at(past), until=at(past + 60))
+    assert await claims.claim(gone, "slack", "one", now=at(past), until=at(past + 60))
+    recent = await claims.claim(decided[0].id, "telegram", "one", now=at(past),
+                                until=at(past + 500))
+    assert recent is not None
+
+    assert await claims.purge(at(past + 100), limit=2) == 2
+    assert await claims.purge(at(past + 100)) == 1
+    assert await claims.purge(at(past + 100)) == 0
+    # Purged claims are free, so the next owner is not told it took one over; the pending
+    # request's and the unexpired one are kept.
+    for key in (decided[0].id, decided[1].id, gone):
+        taken = await claims.claim(key, "slack", "two", now=at(past + 200), until=at(1))
+        assert taken is not None and not taken.taken_over
+    kept = await claims.claim(pending.id, "slack", "two", now=at(past + 200), until=at(1))
+    assert kept is not None and kept.taken_over
+    assert await claims.claim(decided[0].id, "telegram", "two", now=at(past + 200),
+                              until=at(1)) is None

@@ -190,3 +190,34 @@ async def test_update_stores_only_over_the_expected_status(
             await uow.webhooks.update(delivery(), expected=DeliveryStatus.FAILED)
     [due] = await claim(uow_factory, 100, "tok-2", [d])
     assert (due.attempts, due.status) == (0, DeliveryStatus.PENDING)
+
+
+async def test_purge_deletes_deliveries_finished_before_a_time_in_bounded_batches(
+        uow_factory: UnitOfWorkFactory) -> None:
+    # Far in the past: the suites share a database, and this purges only what finished before.
+    past = -10_000_000.0
+    old = [delivery(status=status, finished_at=at(past + i), created_at=at(past))
+           for i, status in enumerate((DeliveryStatus.DELIVERED, DeliveryStatus.FAILED,
+                                       DeliveryStatus.DELIVERED))]
+    recent = delivery(status=DeliveryStatus.DELIVERED, finished_at=at(past + 100),
+                      created_at=at(past))
+    pending = delivery(created_at=at(past), due=past)
+    await add(uow_factory, *old, recent, pending)
+    async with uow_factory() as uow:
+        assert await uow.webhooks.purge(at(past + 50), limit=2) == 2
+        # Not committed: nothing was deleted.
+    async with uow_factory() as uow:
+        assert await uow.webhooks.purge(at(past + 50), limit=2) == 2
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert await uow.webhooks.purge(at(past + 50), limit=2) == 1
+        assert await uow.webhooks.purge(at(past + 50)) == 0
+        await uow.commit()
+    async with uow_factory() as uow:
+        for d in old:
+            with pytest.raises(NotFound):
+                await uow.webhooks.get(d.id)
+        assert await uow.webhooks.get(recent.id) == recent
+        assert await uow.webhooks.get(pending.id) == pending
+        with pytest.raises(Invalid):
+            await uow.webhooks.purge(at(past), limit=0)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from domain.errors import Invalid
 from entrypoints import settings
 from entrypoints.main import run
 
@@ -77,6 +78,20 @@ def test_webhook_timeout_comes_from_a_flag_the_environment_or_the_config_file(
     for role in ("controller", "coordinator", "standalone"):
         assert run(["start", role, "--help"]) == 0
         assert "--webhook-timeout" in capsys.readouterr().out
+
+
+def test_webhook_retention_is_a_whole_number_of_days_from_the_environment_or_the_file(
+    tmp_path: Path,
+) -> None:
+    none = {"XDG_CONFIG_HOME": str(tmp_path / "none")}
+    assert settings.load(None, none)["webhook-retention-days"] == 30
+    config = tmp_path / "config.yaml"
+    config.write_text("webhook-retention-days: 7\n")
+    assert settings.load(config, none)["webhook-retention-days"] == 7
+    env = {**none, "OPSICLE_WEBHOOK_RETENTION_DAYS": "0"}
+    with pytest.raises(Invalid, match=r"expected a whole number from 1 to 3650, got '0' "
+                                      r"\(environment OPSICLE_WEBHOOK_RETENTION_DAYS\)"):
+        settings.load(config, env)
 
 
 def test_migrate_is_a_boolean_setting_from_any_source(

@@ -26,7 +26,7 @@ from adapters.system import SystemClock
 from adapters.template_reader import read_policy
 from domain.services import approvals
 from domain.services.platform import Platform
-from domain.services.webhooks import deliver_due
+from domain.services.webhooks import deliver_due, purge_finished
 from domain.webhooks import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -278,3 +278,23 @@ async def test_the_loop_sender_gives_up_waiting_after_webhook_timeout(
         await quiet.wait_closed()
     assert (d.status, d.attempts, d.last_status) == (DeliveryStatus.PENDING, 1, None)
     assert "no answer within the timeout of 0.2 s" in d.last_error
+
+
+async def test_the_loop_purges_deliveries_finished_longer_ago_than_the_retention(
+        w: World, clock: FakeClock) -> None:
+    async with webhook_receiver() as receiver:
+        await hooked(w, f"{receiver.url}/hook")
+        aid = await decide(w)
+        await _deliver_with_loop(w.p, receiver)
+    [d] = await deliveries(w.p, aid)
+    assert d.status is DeliveryStatus.DELIVERED
+    clock.advance(timedelta(days=3).total_seconds())
+    assert await purge_finished(w.p, timedelta(days=3)) == 0  # not older than that yet
+    clock.advance(1)
+    async with webhook_delivery(w.p, interval=0.05, loop_clock=SystemClock(),
+                                retention=timedelta(days=3)):
+        for _ in range(1000):
+            if not await deliveries(w.p, aid):
+                break
+            await asyncio.sleep(0.01)
+    assert await deliveries(w.p, aid) == []

@@ -40,7 +40,7 @@ async def test_the_relay_posts_once_and_concludes_what_was_decided_elsewhere() -
         first, second = await w.run(), await w.run()
         assert "Linked" in r.tg.sent("sendMessage")[-1]["text"]  # nothing posted yet
 
-        claims = in_memory_relay_claims()
+        claims = in_memory_relay_claims(w.p.uow)
         await ChatRelay(w.p, [r.tg_channel], claims).sweep()
         posted = [m for m in r.tg.sent("sendMessage") if "Approval requested" in m["text"]]
         assert len(posted) == 2
@@ -85,7 +85,7 @@ async def test_two_relays_on_one_store_post_each_approval_once_per_chat() -> Non
         await w.setup(POLICY)
         for _ in range(3):
             await w.run()
-        claims = in_memory_relay_claims()
+        claims = in_memory_relay_claims(w.p.uow)
         bot, web = r.poller._bot, r.slack_channel._web
 
         def relay() -> ChatRelay:  # an approver process of its own: channels remember nothing
@@ -108,7 +108,7 @@ async def test_a_claim_left_by_a_stopped_relay_is_taken_over_and_slack_adopts_it
         await w.setup(POLICY)
         started = await w.run()
         approval_id = await w.approval_id(started.run.id)
-        claims = in_memory_relay_claims()
+        claims = in_memory_relay_claims(w.p.uow)
         web = r.slack_channel._web
         # A process claimed, posted to Slack, and stopped before recording where.
         now = w.clock.now()
@@ -142,7 +142,7 @@ async def test_a_relay_announces_with_recover_only_after_taking_a_claim_over() -
         await w.setup(POLICY)
         taken, fresh = await w.run(), await w.run()
         taken_id = await w.approval_id(taken.run.id)
-        claims = in_memory_relay_claims()
+        claims = in_memory_relay_claims(w.p.uow)
         now = w.clock.now()
         assert await claims.claim(taken_id, "memory", "stopped", now=now,
                                   until=now + timedelta(seconds=30))
@@ -173,7 +173,7 @@ async def test_a_refusal_is_logged_once_and_forgotten_once_its_request_is_decide
         w.p = attrs.evolve(w.p, approval_channels=())
         await w.setup(POLICY)
         approval_id = await w.approval_id((await w.run()).run.id)
-        relay = ChatRelay(w.p, [RefusingChannel()], in_memory_relay_claims())
+        relay = ChatRelay(w.p, [RefusingChannel()], in_memory_relay_claims(w.p.uow))
         with caplog.at_level(logging.ERROR, logger="opsicle.approver"):
             await relay.sweep()
             await relay.sweep()
@@ -182,3 +182,30 @@ async def test_a_refusal_is_logged_once_and_forgotten_once_its_request_is_decide
         await approvals.respond_to(w.p, w.bob, approval_id, Verdict.REJECT)
         await relay.sweep()
         assert relay.told == set()
+
+
+async def test_claims_left_on_decided_requests_are_purged_a_day_after_their_lease_ended(
+) -> None:
+    async with rig() as r:
+        w = r.w
+        w.p = attrs.evolve(w.p, approval_channels=())
+        await w.setup(POLICY)
+        decided = await w.approval_id((await w.run()).run.id)
+        pending = await w.approval_id((await w.run()).run.id)
+        claims = in_memory_relay_claims(w.p.uow)
+        now = w.clock.now()
+        # Left by a process that stopped, on a chat this relay does not serve.
+        for approval_id in (decided, pending):
+            assert await claims.claim(approval_id, "telegram", "stopped", now=now,
+                                      until=now + timedelta(seconds=30))
+        await approvals.respond_to(w.p, w.bob, decided, Verdict.REJECT)
+        relay = ChatRelay(w.p, [InMemoryApprovalChannel()], claims)
+        w.clock.advance(30)
+        await relay.sweep()
+        w.clock.advance(timedelta(days=1, seconds=1).total_seconds())
+        await relay.sweep()
+        later = w.clock.now()
+        gone = await claims.claim(decided, "telegram", "next", now=later, until=later)
+        kept = await claims.claim(pending, "telegram", "next", now=later, until=later)
+        assert gone is not None and not gone.taken_over
+        assert kept is not None and kept.taken_over

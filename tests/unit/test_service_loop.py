@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import timedelta
 
 import pytest
 
 from adapters.memory.clock import FakeClock
 from domain.errors import Unavailable
-from entrypoints.loops import Backoff, service_loop
+from entrypoints.loops import Backoff, Purge, service_loop
 
 
 async def _pauses(error: Exception, interval: float) -> list[float]:
@@ -45,3 +46,21 @@ async def test_an_unavailable_store_backs_off_exponentially() -> None:
 async def test_an_error_never_pauses_less_than_the_interval() -> None:
     pauses = await _pauses(RuntimeError("boom"), interval=30.0)
     assert all(p >= 24.0 for p in pauses)
+
+
+async def test_a_purge_goes_on_each_pass_while_batches_are_full_then_waits() -> None:
+    clock, found = FakeClock(), [10, 10, 3, 10]
+
+    async def step() -> int:
+        return found.pop(0)
+
+    purge = Purge(step, clock, batch=10, every=timedelta(hours=1))
+    for _ in range(3):
+        await purge()  # full, full, then short
+    assert found == [10]
+    clock.advance(3599)
+    await purge()
+    assert found == [10]  # not due yet
+    clock.advance(1)
+    await purge()
+    assert found == []

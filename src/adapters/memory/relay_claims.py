@@ -6,12 +6,16 @@ from datetime import datetime
 
 import attrs
 
-from domain.approvals import ChatClaim
-from domain.ports import RelayClaims
+from domain.approvals import ApprovalStatus, ChatClaim
+from domain.errors import NotFound
+from domain.ports import RelayClaims, UnitOfWorkFactory
 
 
 class InMemoryRelayClaims:
-    def __init__(self) -> None:
+    """Claims beside the platform store ``uow`` opens, whose approvals ``purge`` reads."""
+
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
         self._claims: dict[tuple[str, str], ChatClaim] = {}
 
     async def claim(
@@ -34,6 +38,24 @@ class InMemoryRelayClaims:
         if held is not None and held.owner == owner:
             del self._claims[(approval_id, channel)]
 
+    async def purge(self, ended_before: datetime, limit: int = 500) -> int:
+        stale: list[tuple[str, str]] = []
+        async with self._uow() as uow:
+            for key, held in list(self._claims.items()):
+                if len(stale) == limit:
+                    break
+                if held.until >= ended_before:
+                    continue
+                try:
+                    status = (await uow.approvals.get(held.approval_id)).status
+                except NotFound:
+                    status = None
+                if status is not ApprovalStatus.PENDING:
+                    stale.append(key)
+        for key in stale:
+            del self._claims[key]
+        return len(stale)
 
-def in_memory_relay_claims() -> RelayClaims:
-    return InMemoryRelayClaims()
+
+def in_memory_relay_claims(uow: UnitOfWorkFactory) -> RelayClaims:
+    return InMemoryRelayClaims(uow)

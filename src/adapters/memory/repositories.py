@@ -880,3 +880,12 @@ class InMemoryWebhookDeliveryRepository(_Repository):
             raise Conflict(f"webhook delivery {delivery.id} is {stored.status.value}, "
                            f"not {expected.value}", code="delivery_changed")
         self._s.webhooks[delivery.id] = delivery
+
+    async def purge(self, finished_before: datetime, limit: int = 500) -> int:
+        check_limit(limit)
+        old = [d.id for d in self._s.webhooks.values()
+               if d.status is not DeliveryStatus.PENDING and d.finished_at is not None
+               and d.finished_at < finished_before][:limit]
+        for delivery_id in old:
+            del self._s.webhooks[delivery_id]
+        return len(old)

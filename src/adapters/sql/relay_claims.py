@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sql import tables as t
 from adapters.sql.engine import connect, store_name, translate_errors
-from domain.approvals import ChatClaim
+from domain.approvals import ApprovalStatus, ChatClaim
 from domain.ports import RelayClaims
 
 
@@ -72,6 +72,22 @@ class SqlRelayClaims:
             await conn.execute(sa.delete(t.relay_claims).where(
                 c.approval_id == approval_id, c.channel == channel, c.owner == owner))
             await conn.commit()
+
+    async def purge(self, ended_before: datetime, limit: int = 500) -> int:
+        c, a = t.relay_claims.c, t.approvals.c
+        pending = sa.exists().where(a.id == c.approval_id,
+                                    a.status == ApprovalStatus.PENDING.value)
+        stale = (c.until < ended_before, ~pending)
+        async with self._connect() as conn:
+            # Keys first: SQLite has no DELETE … LIMIT.
+            keys = [tuple(r) for r in await conn.execute(
+                sa.select(c.approval_id, c.channel).where(*stale).limit(limit))]
+            purged = 0
+            if keys:
+                purged = (await conn.execute(sa.delete(t.relay_claims).where(
+                    sa.tuple_(c.approval_id, c.channel).in_(keys), *stale))).rowcount
+            await conn.commit()
+        return int(purged)
 
 
 def sql_relay_claims(engine: AsyncEngine) -> RelayClaims:

@@ -1148,3 +1148,15 @@ class SqlWebhookDeliveryRepository(_Repository):
             stored = await self.get(delivery.id)
             raise Conflict(f"webhook delivery {delivery.id} is {stored.status.value}, "
                            f"not {expected.value}", code="delivery_changed")
+
+    async def purge(self, finished_before: datetime, limit: int = 500) -> int:
+        check_limit(limit)
+        c = t.webhook_deliveries.c
+        old = (c.status != DeliveryStatus.PENDING.value, c.finished_at < finished_before)
+        # Ids first: SQLite has no DELETE … LIMIT.
+        ids = [r["id"] for r in await self._uow.rows(sa.select(c.id).where(*old).limit(limit))]
+        if not ids:
+            return 0
+        result = await self._uow.execute(
+            sa.delete(t.webhook_deliveries).where(c.id.in_(ids), *old))
+        return int(result.rowcount)

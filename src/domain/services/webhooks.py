@@ -7,7 +7,8 @@ and records each outcome: 2xx delivered; no answer, 5xx, 408, 425 or 429 tried a
 with exponential backoff and jitter (or after a 429's or 503's Retry-After) until the
 webhook's ``maxAttempts``; any other answer given up at once. Delivered and given-up
 deliveries are audited; secrets never are. Operators list and inspect an org's deliveries and
-put given-up ones back with ``retry_delivery``.
+put given-up ones back with ``retry_delivery``. Finished deliveries are purged once older than
+the retention (``purge_finished``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ DELIVERY_BATCH = 20
 # Longer than a batch of attempts takes (they run side by side, each bounded by the sender's
 # timeout), so a lease only lapses when its sender died.
 LEASE_SECONDS = 120.0
+# Finished deliveries deleted per unit of work, so a purge never holds a long transaction.
+PURGE_BATCH = 500
 
 
 # ---------------------------------------------------------------- secrets
@@ -221,6 +224,16 @@ async def _attempt(
         log.info("webhook delivery %s to %s failed (attempt %d of %d: %s); next try at %s",
                  delivery.id, where, done.attempts, delivery.hook.max_attempts,
                  done.last_error, done.next_attempt_at.isoformat(timespec="seconds"))
+
+
+async def purge_finished(p: Platform, retention: timedelta, *, limit: int = PURGE_BATCH) -> int:
+    """Delete at most ``limit`` deliveries that were delivered or given up more than
+    ``retention`` ago, in one unit of work; return how many. Their outcome stays in the audit
+    log."""
+    async with p.uow() as uow:
+        purged = await uow.webhooks.purge(p.clock.now() - retention, limit)
+        await uow.commit()
+    return purged
 
 
 # ---------------------------------------------------------------- operating
