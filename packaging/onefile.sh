@@ -14,7 +14,9 @@ trap 'rm -rf "$work"' EXIT
 tar -C "$folder" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - . |
   gzip -n -6 > "$work/payload"
 sha=$(sha256sum "$work/payload" | cut -d' ' -f1)
-name="opsicle-$version-${sha:0:16}"
+# The name is a directory name and a sed replacement: any character of the version other than
+# a letter, digit or . _ + - (a '/', '&' or '\' would break either) becomes '_'.
+name="opsicle-$(printf '%s' "$version" | tr -c 'A-Za-z0-9._+-' '_')-${sha:0:16}"
 sed -e "s/@SHA256@/$sha/" -e "s/@NAME@/$name/" -e "s/@HEADER@/$HEADER/" \
   "$launcher" > "$work/header"
 size=$(wc -c < "$work/header")

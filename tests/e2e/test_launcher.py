@@ -153,3 +153,14 @@ def test_each_build_has_its_own_cache_entry(tmp_path: Path) -> None:
     assert start(second, env=cache_env(cache)).stdout == f"ran from {cache / second_name}: \n"
     assert first_name.startswith("opsicle-1.0.0-")
     assert second_name.startswith("opsicle-1.0.1-")
+
+
+def test_a_version_with_slashes_and_sed_specials_makes_a_plain_cache_name(
+    tmp_path: Path,
+) -> None:
+    onefile, name = wrap(tmp_path, version="1.0/rc 1&x\\y")
+    assert name.startswith("opsicle-1.0_rc_1_x_y-")
+    cache = tmp_path / "cache"
+    result = start(onefile, "ok", env=cache_env(cache))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"ran from {cache / name}: ok\n"
