@@ -34,7 +34,7 @@ case $base in
 esac
 dir=$base/$NAME
 
-if [ ! -x "$dir/opsicle" ]; then
+if [ ! -f "$dir/opsicle" ]; then
     mkdir -p "$base" 2>/dev/null && [ -w "$base" ] ||
         fail "cannot unpack into $base: set OPSICLE_CACHE_DIR to a writable directory"
     tmp=$(mktemp -d "$base/$NAME.XXXXXX") || fail "cannot create a directory in $base"
@@ -60,6 +60,9 @@ if [ ! -x "$dir/opsicle" ]; then
         rm -rf "$tmp" # another start published first: its copy is as good
     fi
     trap - EXIT INT TERM
-    [ -x "$dir/opsicle" ] || fail "cannot unpack into $dir"
+    [ -f "$dir/opsicle" ] || fail "cannot unpack into $dir"
 fi
+# Unpacked but not executable: the cache is on a noexec mount (a common /tmp or home setup).
+[ -x "$dir/opsicle" ] ||
+    fail "cannot run $dir/opsicle (is $base mounted noexec?): set OPSICLE_CACHE_DIR to a directory where programs may run"
 exec "$dir/opsicle" "$@"

@@ -22,12 +22,12 @@ HEADER = 8192
 PROGRAM = '#!/bin/sh\necho "ran from ${0%/*}: $*"\n[ "$1" = fail ] && exit 7\nexit 0\n'
 
 
-def wrap(tmp_path: Path, version: str = "9.9.9") -> tuple[Path, str]:
+def wrap(tmp_path: Path, version: str = "9.9.9", mode: int = 0o755) -> tuple[Path, str]:
     """A one-file ``opsicle`` around a stand-in folder, and the name of its cache entry."""
     folder = tmp_path / "folder"
     (folder / "_internal").mkdir(parents=True)
     (folder / "opsicle").write_text(PROGRAM)
-    (folder / "opsicle").chmod(0o755)
+    (folder / "opsicle").chmod(mode)
     # Some bulk, so that unpacking takes long enough for concurrent starts to overlap.
     (folder / "_internal" / "bulk").write_bytes(os.urandom(4 * 1024 * 1024))
     onefile = tmp_path / "opsicle"
@@ -164,3 +164,18 @@ def test_a_version_with_slashes_and_sed_specials_makes_a_plain_cache_name(
     result = start(onefile, "ok", env=cache_env(cache))
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"ran from {cache / name}: ok\n"
+
+
+def test_a_cache_where_programs_cannot_run_names_opsicle_cache_dir(tmp_path: Path) -> None:
+    # Stands in for a noexec mount: the unpacked program exists but cannot be executed
+    # (test -x is false for it, as it is on a noexec mount), for root too.
+    onefile, name = wrap(tmp_path, mode=0o644)
+    cache = tmp_path / "cache"
+    for _ in range(2):  # every start says so, the first after unpacking
+        result = start(onefile, env=cache_env(cache))
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"opsicle: cannot run {cache / name / 'opsicle'} (is {cache} mounted noexec?): "
+            "set OPSICLE_CACHE_DIR to a directory where programs may run\n"
+        )
+        assert len(list(cache.iterdir())) == 2
