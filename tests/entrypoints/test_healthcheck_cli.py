@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -111,3 +113,64 @@ def test_a_worker_without_coordinators_is_told_which_setting_to_give(
     assert result.code == 2
     assert "OPSICLE_COORDINATOR_URL" in result.err
     assert "--coordinator-url" not in result.err  # healthcheck has no such flag
+
+
+# What a stand-in server answers on /readyz: status, headers, body.
+ANSWERS = {
+    "no content": (204, {}, b""),
+    "not ok": (200, {"Content-Type": "application/json"},
+               b'{"status": "unavailable", "checks": {}}'),
+    "not json": (200, {"Content-Type": "text/html"}, b"<html>login</html>"),
+    "redirect": (302, {"Location": "/elsewhere"}, b""),
+    "ok": (200, {"Content-Type": "application/json"}, b'{"status": "ok", "checks": {}}'),
+}
+
+
+@pytest.fixture
+def stand_in() -> Iterator[tuple[int, dict[str, str]]]:
+    """A server on loopback whose /readyz answers ``ANSWERS[chosen["answer"]]`` and whose
+    /elsewhere answers 200 with the ready body."""
+    chosen = {"answer": "ok"}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, headers, body = ANSWERS["ok" if self.path == "/elsewhere"
+                                            else chosen["answer"]]
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], chosen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(("answer", "said"), [
+    ("no content", "answered 204, not 200"),
+    ("not ok", 'answered 200 without "status": "ok": {"status": "unavailable"'),
+    ("not json", 'answered 200 without "status": "ok": <html>login</html>'),
+    ("redirect", "answered 302"),
+])
+def test_the_role_is_ready_only_with_200_and_status_ok(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, stand_in: tuple[int, dict[str, str]],
+    answer: str, said: str,
+) -> None:
+    port, chosen = stand_in
+    monkeypatch.setenv("OPSICLE_LISTEN", f"127.0.0.1:{port}")
+    assert cli("healthcheck", "--ready").code == 0
+    chosen["answer"] = answer
+    result = cli("healthcheck", "--ready")
+    assert result.code == 5
+    [line] = result.err.strip().splitlines()
+    assert line.startswith(f"error: http://127.0.0.1:{port}/readyz {said}"), line

@@ -33,10 +33,13 @@ def healthcheck(
     ] = False,
     timeout: Annotated[float, Parameter(help="Seconds to wait for each answer.")] = 5.0,
 ) -> int:
-    """Exit 0 when the role serving on listen (OPSICLE_LISTEN) answers 200 on /healthz.
+    """Exit 0 when the role serving on listen (OPSICLE_LISTEN) answers 200 on /healthz with
+    {"status": "ok"}.
 
-    Made for container health checks: it needs nothing but this executable. Exit codes: 0
-    every probed URL answered 200, 5 one did not (the message names it and why).
+    Made for container health checks: it needs nothing but this executable. A role's answer
+    (its own, or the coordinators') must be 200 with {"status": "ok"}, a --url's 200;
+    redirects are not followed. Exit codes: 0 every probed URL answered so, 5 one did not
+    (the message names it and why).
     """
     resolved = settings.current.get(settings.load())
     path = "/readyz" if ready else "/healthz"
@@ -57,7 +60,9 @@ def healthcheck(
                                                   "coordinator-url in the config file), or "
                                                   "give --url"),),
         )
-    results = [{"url": u, "status": probe(u, timeout, verify=verify)} for u in urls]
+    # A role (ours or a coordinator) must give its documented answer, not just any 200.
+    results = [{"url": u, "status": probe(u, timeout, verify=verify, role=not url)}
+               for u in urls]
     fmt = resolved["output"]
     if fmt == "text":
         from entrypoints.output import console
@@ -78,12 +83,19 @@ def own_url(resolved: settings.Settings) -> str:
     return f"{scheme}://{LOOPBACK.get(host, host)}:{port}"
 
 
-def probe(url: str, timeout: float, *, verify: bool = True) -> int:
-    """The status of GET ``url`` when it is 200; ``Unavailable`` naming the URL otherwise."""
+def probe(url: str, timeout: float, *, verify: bool = True, role: bool = False) -> int:
+    """The status of GET ``url`` when it is 200 (redirects are not followed) and, for a
+    ``role``'s /healthz or /readyz, its body is ``{"status": "ok", …}``; ``Unavailable``
+    naming the URL otherwise."""
     import http.client
+    import json
     import ssl
     import urllib.error
     import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None  # a 3xx is an answer of its own (HTTPError), not a hop to elsewhere
 
     if not url.startswith(("http://", "https://")):
         raise Invalid(
@@ -100,9 +112,11 @@ def probe(url: str, timeout: float, *, verify: bool = True) -> int:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context),
+                                         NoRedirect)
     try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:  # noqa: S310
-            return int(answer.status)
+        with opener.open(url, timeout=timeout) as answer:
+            status, body = int(answer.status), answer.read(4096)
     except urllib.error.HTTPError as exc:
         body = exc.read(200).decode(errors="replace").strip()
         raise Unavailable(f"{url} answered {exc.code}: {body}") from exc
@@ -116,3 +130,14 @@ def probe(url: str, timeout: float, *, verify: bool = True) -> int:
         ) from exc
     except http.client.HTTPException as exc:  # something answered, but not in HTTP
         raise Unavailable(f"{url} did not answer in HTTP ({type(exc).__name__})") from exc
+    if status != 200:
+        raise Unavailable(f"{url} answered {status}, not 200")
+    if role:
+        try:
+            said = json.loads(body)
+        except ValueError:
+            said = None
+        if not isinstance(said, dict) or said.get("status") != "ok":
+            shown = body[:200].decode(errors="replace").strip()
+            raise Unavailable(f'{url} answered 200 without "status": "ok": {shown}')
+    return status
