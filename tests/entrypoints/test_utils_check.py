@@ -5,6 +5,7 @@ nothing answers."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import socket
 from collections.abc import Iterator
@@ -168,3 +169,38 @@ def test_a_configured_database_behind_the_head_fails_the_check(
     assert reports[0]["backend"] == "MariaDB" or reports[0]["backend"] == "MySQL"
     assert "opsicle run migrations" in err and "--migrate" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_database_file_that_cannot_be_created_under_a_file_fails_the_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    data = blocker / "data"
+    code, reports, err = check(capsys, "database", "--data-dir", str(data))
+    assert code == 5
+    assert reports[0]["ok"] is False
+    assert err.strip() == (
+        f"error: database at sqlite+aiosqlite:///{data / 'opsicle.db'}: "
+        f"{data / 'opsicle.db'} cannot be created: {blocker} is not a directory"
+    )
+
+
+def test_a_database_file_in_a_read_only_directory_fails_the_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root, which writes into a mode 0555 directory anyway")
+        code, reports, err = check(capsys, "--data-dir", str(locked / "data"))
+    finally:
+        locked.chmod(0o755)
+    assert code == 5
+    assert [r["ok"] for r in reports] == [False, False, True, False]  # the cache is in-process
+    assert err.strip().splitlines()[0] == (
+        f"error: database at sqlite+aiosqlite:///{locked / 'data' / 'opsicle.db'}: "
+        f"{locked / 'data' / 'opsicle.db'} cannot be created: the directory {locked} is not "
+        "writable"
+    )
