@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
@@ -30,6 +31,13 @@ MANAGE = ((Action.MANAGE, Resource.ORG_USER),)
 grant_sets = st.dictionaries(
     st.sampled_from(tuple(Resource)), st.builds(Grant, allow=masks, deny=masks), max_size=3
 )
+
+
+@dataclass
+class Model:
+    members: dict[str, set[int]]
+    roles: dict[str, dict[str, dict[Resource, Grant]]]
+    held: set[tuple[str, int, str]]
 
 
 class Permissions(RuleBasedStateMachine):
@@ -83,9 +91,11 @@ class Permissions(RuleBasedStateMachine):
         actor: int,
         needs: tuple[tuple[Action, Resource], ...],
         coro: Coroutine[Any, Any, T],
+        after: Model | None = None,
     ) -> T | None:
         """Run ``actor``'s request; when the model refuses it, expect the service to as well:
-        NotFound for a non-member, Forbidden for a member whose roles do not allow it."""
+        NotFound for a non-member, Forbidden for a member whose roles do not allow it, and
+        Conflict for a change after which (``after``) no member could manage the org."""
         if actor not in self.members[org]:
             with pytest.raises(NotFound):
                 self.run(coro)
@@ -94,7 +104,26 @@ class Permissions(RuleBasedStateMachine):
             with pytest.raises(Forbidden):
                 self.run(coro)
             return None
+        if after is not None and not any(
+            self.expected(org, u, *MANAGE[0], model=after) for u in after.members[org]
+        ):
+            with pytest.raises(Conflict, match="could manage"):
+                self.run(coro)
+            return None
         return self.run(coro)
+
+    def changed(
+        self,
+        members: dict[str, set[int]] | None = None,
+        roles: dict[str, dict[str, dict[Resource, Grant]]] | None = None,
+        held: set[tuple[str, int, str]] | None = None,
+    ) -> Model:
+        """The model as it would be after a change."""
+        return Model(
+            self.members if members is None else members,
+            self.roles if roles is None else roles,
+            self.held if held is None else held,
+        )
 
     # ------------------------------------------------------------ rules
 
@@ -128,6 +157,10 @@ class Permissions(RuleBasedStateMachine):
             actor,
             ((Action.DELETE, Resource.ORG_USER),),
             orgs.remove_member(self.p, self.users[actor], self.codes[org], self.users[user].email),
+            self.changed(
+                members={**self.members, org: self.members[org] - {user}},
+                held={h for h in self.held if h[:2] != (org, user)},
+            ),
         )
         if gone is not None:
             self.members[org].discard(user)
@@ -151,24 +184,30 @@ class Permissions(RuleBasedStateMachine):
     @rule(data=st.data(), actor=actors, grants=grant_sets)
     def change_grants(self, data: st.DataObject, actor: int, grants: dict[Resource, Grant]) -> None:
         org, role_id = data.draw(st.sampled_from(self._custom_roles()))
+        kept = {r: g for r, g in grants.items() if g.allow or g.deny}
         changed = self.act(
             org,
             actor,
             MANAGE,
             roles.set_permissions(self.p, self.users[actor], self.codes[org], role_id, grants),
+            self.changed(roles={**self.roles, org: {**self.roles[org], role_id: kept}}),
         )
         if changed is not None:
-            self.roles[org][role_id] = {r: g for r, g in grants.items() if g.allow or g.deny}
+            self.roles[org][role_id] = kept
 
     @precondition(lambda self: bool(self._custom_roles()))
     @rule(data=st.data(), actor=actors)
     def delete_role(self, data: st.DataObject, actor: int) -> None:
         org, role_id = data.draw(st.sampled_from(self._custom_roles()))
+        left = {r: g for r, g in self.roles[org].items() if r != role_id}
         deleted = self.act(
             org,
             actor,
             MANAGE,
             roles.delete_role(self.p, self.users[actor], self.codes[org], role_id),
+            self.changed(
+                roles={**self.roles, org: left}, held={h for h in self.held if h[2] != role_id}
+            ),
         )
         if deleted is not None:
             del self.roles[org][role_id], self.names[org][role_id]
@@ -185,6 +224,7 @@ class Permissions(RuleBasedStateMachine):
             roles.assign_role(
                 self.p, self.users[actor], self.codes[org], role_id, user=self.users[user].user_id
             ),
+            self.changed(held=self.held | {(org, user, role_id)}),
         )
         if done is not None:
             self.held.add((org, user, role_id))
@@ -205,7 +245,8 @@ class Permissions(RuleBasedStateMachine):
             with pytest.raises(Conflict):
                 self.run(attempt)
             return
-        if self.act(org, actor, MANAGE, attempt) is not None:
+        after = self.changed(held=self.held - {(org, user, role_id)})
+        if self.act(org, actor, MANAGE, attempt, after) is not None:
             self.held.discard((org, user, role_id))
 
     @rule(org=st.sampled_from(ORGS), actor=actors, n=st.integers(0, 10**6))
@@ -252,10 +293,13 @@ class Permissions(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ the model's answer
 
-    def expected(self, org: str, user: int, action: Action, resource: Resource) -> bool:
+    def expected(
+        self, org: str, user: int, action: Action, resource: Resource, model: Model | None = None
+    ) -> bool:
+        model = model or self.changed()
         grants = [
-            self.roles[org][r].get(resource, Grant())
-            for (o, u, r) in self.held
+            model.roles[org][r].get(resource, Grant())
+            for (o, u, r) in model.held
             if (o, u) == (org, user)
         ]
         if any(action & g.deny for g in grants):
