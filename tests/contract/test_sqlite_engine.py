@@ -133,3 +133,30 @@ async def test_a_lock_held_by_another_process_is_waited_for_off_the_event_loop(
     finally:
         ticker.cancel()
         other.close()
+
+
+async def test_the_write_ahead_log_is_checkpointed_every_so_many_commits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_driver, "CHECKPOINT_EVERY", 5)
+    monkeypatch.setattr(sqlite_driver, "_commits", {})
+    path = tmp_path / "wal.db"
+    made = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with connect(made, write=True) as conn:
+            await conn.execute(sa.text("CREATE TABLE big (v BLOB)"))
+            await conn.commit()
+        sizes = []
+        for _ in range(3):
+            async with connect(made, write=True) as conn:
+                await conn.execute(sa.text("INSERT INTO big VALUES (:v)"), {"v": b"x" * 200_000})
+                await conn.commit()
+            sizes.append(path.stat().st_size)
+        # Four commits: the rows are in the write-ahead log, not yet in the file ...
+        assert sizes[-1] == sizes[0] < 200_000
+        async with connect(made, write=True) as conn:
+            await conn.execute(sa.text("INSERT INTO big VALUES (:v)"), {"v": b"x" * 200_000})
+            await conn.commit()
+        # ... until the fifth commit's checkpoint copies them over.
+        assert path.stat().st_size > 800_000
+    finally:
+        await made.dispose()

@@ -4,34 +4,42 @@ SQLAlchemy's aiosqlite adapter makes four calls per statement (open a cursor, ex
 close), and aiosqlite runs each on the connection's own thread: a thread hand-off and an
 event-loop wake-up each, about 0.2 ms of CPU per statement, ten times SQLite's own work for
 a statement that finds a row by key. Here a statement is executed, fetched and closed in one
-call, made right in the event loop's thread: SQLite answers such statements in microseconds,
-and Opsicle's statements are bounded (pages, log reads of at most ``limit`` bytes).
+call, made right in the event loop's thread, and so are commits and rollbacks: SQLite answers
+them in microseconds, and Opsicle's statements are bounded (pages, log reads of at most
+``limit`` bytes).
 
 Two things must never make the event loop wait, and go to the connection's thread instead:
 
-* another process's lock. Connections have no busy timeout (``PRAGMA busy_timeout=0``), so a
-  statement that meets a lock fails at once with SQLITE_BUSY, having changed nothing; it is
-  then run again on the thread with the busy timeout, where SQLite's busy handler waits for
-  the lock as it would have without this module;
-* COMMIT, which may checkpoint the write-ahead log into the database file and sync it to
-  disk. Commits, rollbacks, opening and closing stay on the thread, as aiosqlite has them.
+* another process's lock. Connections have no busy timeout, so a statement that meets a lock
+  fails at once with SQLITE_BUSY, having changed nothing; it is then run again on the thread
+  with the busy timeout, where SQLite's busy handler waits for the lock as it would have
+  without this module;
+* checkpoints, which copy the write-ahead log into the database file and sync it to disk
+  (milliseconds to tens of them). SQLite's own, run by the commit that fills the log, are
+  off (``wal_autocheckpoint=0``); every ``CHECKPOINT_EVERY`` commits to a database, the
+  committing connection runs a passive one on its thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_dbapi
 
 _Outcome = tuple[Any, int, int | None, list[Any]]
+T = TypeVar("T")
 # How long a statement that meets another connection's lock waits for it (on the thread).
 BUSY_TIMEOUT_MS = 10_000
+# Commits to one database between two checkpoints of its write-ahead log.
+CHECKPOINT_EVERY = 200
+_commits: dict[str, int] = {}
 
 
 class OneTripCursor:
@@ -113,11 +121,13 @@ class OneTripCursor:
 class OneTripConnection(aiosqlite.Connection):
     """aiosqlite's connection with ``OneTripCursor`` cursors (everything else unchanged)."""
 
+    database = ""
+
     @property
     def sqlite(self) -> sqlite3.Connection:
         return self._conn
 
-    async def trip(self, work: Callable[[], _Outcome]) -> _Outcome:
+    async def trip(self, work: Callable[[], T]) -> T:
         """Run ``work`` here; should another connection hold the lock it needs, wait for it
         on the connection's thread."""
         try:
@@ -125,9 +135,9 @@ class OneTripConnection(aiosqlite.Connection):
         except sqlite3.OperationalError as e:
             if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
                 raise
-        return cast(_Outcome, await self._execute(self._waiting, work))  # type: ignore[no-untyped-call]
+        return cast(T, await self._execute(self._waiting, work))  # type: ignore[no-untyped-call]
 
-    def _waiting(self, work: Callable[[], _Outcome]) -> _Outcome:
+    def _waiting(self, work: Callable[[], T]) -> T:
         self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         try:
             return work()
@@ -148,11 +158,23 @@ class OneTripConnection(aiosqlite.Connection):
             raise
         return self
 
+    async def commit(self) -> None:
+        if not self._conn.in_transaction:
+            return
+        await self.trip(self._conn.commit)
+        done = _commits.get(self.database, 0) + 1
+        _commits[self.database] = done % CHECKPOINT_EVERY
+        if done >= CHECKPOINT_EVERY:
+            await self._execute(self._checkpoint)  # type: ignore[no-untyped-call]
+
+    def _checkpoint(self) -> None:
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+
     async def rollback(self) -> None:
-        # No trip when no transaction is open, as after every commit (the pool's reset on
-        # return rolls back too). Every trip is awaited, so none is running meanwhile.
+        # Nothing to do when no transaction is open, as after every commit (the pool's reset
+        # on return rolls back too).
         if self._conn.in_transaction:
-            await super().rollback()
+            await self.trip(self._conn.rollback)
 
 
 def connect(database: str | bytes | Path, *, iter_chunk_size: int = 64, **kwargs: Any
@@ -160,15 +182,18 @@ def connect(database: str | bytes | Path, *, iter_chunk_size: int = 64, **kwargs
     """``aiosqlite.connect`` making a ``OneTripConnection``."""
 
     def connector() -> sqlite3.Connection:
-        location = database.decode("utf-8") if isinstance(database, bytes) else str(database)
-        # Used on the connection's own thread only; ``rollback`` reads whether a transaction
-        # is open from the event loop's thread while no trip runs.
+        location = os.fsdecode(database)
+        # Used from the event loop's thread and the connection's own, one at a time: every
+        # trip to the thread is awaited.
         # No busy timeout: a statement meeting a lock must fail at once (see ``trip``).
         db: sqlite3.Connection = sqlite3.connect(
             location, **{**kwargs, "check_same_thread": False, "timeout": 0})
+        db.execute("PRAGMA wal_autocheckpoint=0").close()
         return db
 
-    return OneTripConnection(connector, iter_chunk_size)
+    connection = OneTripConnection(connector, iter_chunk_size)
+    connection.database = os.fsdecode(database)
+    return connection
 
 
 def dbapi() -> AsyncAdapt_aiosqlite_dbapi:
