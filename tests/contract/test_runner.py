@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import tracemalloc
@@ -572,6 +573,19 @@ async def test_the_unsandboxed_runner_refuses_a_read_only_mount(tmp_path: Path) 
 
     with pytest.raises(Invalid, match="read-only"):
         await runner.prepare(spec, [Mount(str(tmp_path), str(tmp_path), read_only=True)])
+
+
+async def test_without_pidfds_the_process_runner_waits_for_phases_all_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_pidfds(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.ENOSYS, "pidfd_open is not implemented (Linux before 5.3)")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfds)
+    leg = _process_leg(False)
+    outcome, sink = await _run(leg, tmp_path, "sleep 0.2; echo done; exit 3")
+    assert outcome == PhaseOutcome(PhaseStatus.FAILED, 3, "exited with status 3")
+    assert sink.texts(Stream.STDOUT) == ["done"]
 
 
 def test_without_bubblewrap_the_process_runner_says_it_is_unsandboxed(

@@ -129,11 +129,12 @@ class ProcessRunner:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            # Our own pipes rather than asyncio's: Process.wait() then returns when the shell
-            # exits, not when the last process holding its stdout does, and closing them is
-            # ours to do when something that escaped the group keeps them open.
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
+            # Our own pipes rather than asyncio's: the wait then ends when the shell exits,
+            # not when the last process holding its stdout does, and closing them is ours to
+            # do when something that escaped the group keeps them open. Popen starts it as
+            # asyncio's subprocess support does (synchronously); ``_exit_status`` waits.
+            proc = subprocess.Popen(  # noqa: ASYNC220
+                argv,
                 cwd=job.workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -158,7 +159,7 @@ class ProcessRunner:
 
         pipes = [_Pipe(out_r, Stream.STDOUT), _Pipe(err_r, Stream.STDERR)]
         pumps = [asyncio.create_task(p.pump(one_at_a_time)) for p in pipes]
-        waiter = asyncio.create_task(proc.wait())
+        waiter = asyncio.create_task(_exit_status(proc))
         timed_out = False
         try:
             timed_out = await wait_for_exit(waiter, pumps, job.phase.timeout)
@@ -178,7 +179,7 @@ class ProcessRunner:
             return PhaseOutcome(
                 PhaseStatus.TIMED_OUT, None, f"timed out after {job.phase.timeout}s"
             )
-        return _outcome(proc.returncode)
+        return _outcome(waiter.result())
 
     async def _stop(self, group: _Group, waiter: asyncio.Task[int]) -> None:
         """SIGTERM to everything the phase started, a grace period, then SIGKILL."""
@@ -315,6 +316,34 @@ def _environment(job: PhaseJob) -> dict[str, str]:
     env.update(opsicle_env(job, job.workdir))
     check_env(job, env)
     return env
+
+
+async def _exit_status(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for ``proc`` to exit, reap it and return its status.
+
+    The exit is learnt from the process's pidfd in the event loop: asyncio's own subprocess
+    support (before Python 3.12) starts a thread per child and waits for it to run, a
+    millisecond or more of a busy event loop's time per phase. Without pidfds (Linux before
+    5.3), a thread of the default executor waits instead.
+    """
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except OSError:
+        return await asyncio.to_thread(proc.wait)
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, readable)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return proc.wait()
 
 
 def _outcome(code: int | None) -> PhaseOutcome:
