@@ -163,6 +163,11 @@ class OrgRepository(Protocol):
 
     async def by_code(self, code: str) -> Organisation: ...
 
+    async def find(self, ref: str) -> Organisation:
+        """The org whose id is ``ref`` or, failing that, whose code is (case-insensitive);
+        raises ``NotFound``."""
+        ...
+
     async def delete(self, org_id: str) -> None:
         """Removes the org with its members, roles and tokens; raises ``NotFound``."""
         ...

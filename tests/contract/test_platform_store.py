@@ -169,6 +169,17 @@ async def test_orgs_add_get_and_find_by_code_ignoring_case(uow: UnitOfWork) -> N
         await uow.orgs.by_code(uid("code"))
 
 
+async def test_orgs_are_found_by_id_or_code_and_an_id_wins(uow: UnitOfWork) -> None:
+    org = b.org(code=uid("Acme"))
+    # Another org, added first, whose code reads like the first one's id: the id wins.
+    await uow.orgs.add(b.org(code=org.id))
+    await uow.orgs.add(org)
+    assert await uow.orgs.find(org.id) == org
+    assert await uow.orgs.find(org.code.lower()) == org
+    with pytest.raises(NotFound, match="not found"):
+        await uow.orgs.find(uid("org"))
+
+
 async def test_members_add_update_list_and_remove(uow: UnitOfWork) -> None:
     org, alice, bob = b.org(), b.user(), b.user()
     await uow.orgs.add(org)

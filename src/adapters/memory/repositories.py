@@ -278,6 +278,14 @@ class InMemoryOrgRepository(_Repository):
     async def get(self, org_id: str) -> Organisation:
         return _get(self._s.orgs, org_id, f"organisation {org_id} not found")
 
+    async def find(self, ref: str) -> Organisation:
+        if ref in self._s.orgs:
+            return self._s.orgs[ref]
+        try:
+            return await self.by_code(ref)
+        except NotFound:
+            raise NotFound(f"organisation {ref} not found") from None
+
     async def by_code(self, code: str) -> Organisation:
         key = code.lower()
         for o in self._s.orgs.values():

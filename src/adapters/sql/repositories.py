@@ -238,6 +238,13 @@ class SqlUserRepository(_Repository):
             raise NotFound(f"user {user.id} not found")
 
 
+# By id or code in one statement; an id wins over another org's code.
+_ORG_BY_REF = (
+    sa.select(t.orgs)
+    .where(sa.or_(t.orgs.c.id == sa.bindparam("ref"), t.orgs.c.code_key == sa.bindparam("key")))
+    .order_by(sa.case((t.orgs.c.id == sa.bindparam("ref"), 0), else_=1)).limit(1))
+
+
 class SqlOrgRepository(_Repository):
     async def add(self, org: Organisation) -> None:
         await self._uow.execute(sa.insert(t.orgs).values(m.org_row(org)),
@@ -251,6 +258,10 @@ class SqlOrgRepository(_Repository):
         return m.org_of(await self._uow.one(
             _where(t.orgs, "code_key"), f"no organisation has code {code}",
             {"code_key": code.lower()}))
+
+    async def find(self, ref: str) -> Organisation:
+        return m.org_of(await self._uow.one(
+            _ORG_BY_REF, f"organisation {ref} not found", {"ref": ref, "key": ref.lower()}))
 
     async def delete(self, org_id: str) -> None:
         # Members, roles (with grants and assignments), tokens (with their role assignments)

@@ -123,11 +123,7 @@ async def unit_of_work(p: Platform) -> AsyncIterator[UnitOfWork]:
 async def find_org(uow: UnitOfWork, ref: str) -> Organisation:
     """An org by id or by code (case-insensitive)."""
     try:
-        return await uow.orgs.get(ref)
-    except NotFound:
-        pass
-    try:
-        return await uow.orgs.by_code(ref)
+        return await uow.orgs.find(ref)
     except NotFound:
         raise NotFound(f"organisation {ref} not found", code="org_not_found") from None
 
