@@ -352,10 +352,7 @@ async def coordination(
             on_queued(topics)
 
     platform = attrs.evolve(platform, uow=waking(platform.uow, queued))
-    d = Dispatch(
-        platform.uow, platform.clock, platform.ids, queues, platform.logs, lease_seconds,
-        audit=platform.audit,
-    )
+    d = Dispatch(platform.uow, platform.clock, platform.ids, queues, platform.logs, lease_seconds)
     stopping = asyncio.Event()
     loops_stop = asyncio.Event()
     ticks = loop_clock or d.clock

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import attrs
 import pytest
 
 from adapters.memory.audit import InMemoryAuditLog
@@ -32,8 +31,13 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def d(clock: FakeClock) -> Dispatch:
-    store = InMemoryPlatformStore()
+def audit() -> InMemoryAuditLog:
+    return InMemoryAuditLog()
+
+
+@pytest.fixture
+async def d(clock: FakeClock, audit: InMemoryAuditLog) -> Dispatch:
+    store = InMemoryPlatformStore(audit)
     queues: dict[str, Queue] = {}
 
     def queue(topic: str) -> Queue:
@@ -128,7 +132,7 @@ async def test_another_orgs_worker_cannot_touch_a_run(d: Dispatch) -> None:
 
 
 async def test_a_lost_worker_s_run_is_queued_again_then_fails(
-    d: Dispatch, clock: FakeClock
+    d: Dispatch, clock: FakeClock, audit: InMemoryAuditLog
 ) -> None:
     run = await queued(d)
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -142,6 +146,12 @@ async def test_a_lost_worker_s_run_is_queued_again_then_fails(
             await dispatch.heartbeat(d, worker(f"w{attempt}"), run.id, attempt)
     final = await status_of(d, run.id)
     assert final.status is RunStatus.FAILED and "worker lost" in final.reason
+    events = (await audit.list(AuditFilter())).items
+    assert [(e.verb, e.resource_id, e.actor) for e in events] == [
+        ("run.failed", run.id, "system:dispatch")
+    ]
+    assert "worker lost" in events[0].data["reason"]
+    assert events[0].data["worker"] == f"w{MAX_ATTEMPTS}"
 
 
 async def test_heartbeats_keep_the_lease(d: Dispatch, clock: FakeClock) -> None:
@@ -172,9 +182,9 @@ async def test_the_worker_registry_records_who_was_seen(d: Dispatch) -> None:
     assert [w.id for w in seen] == ["w9"]
 
 
-async def test_a_failed_run_is_audited_with_its_reason(d: Dispatch) -> None:
-    audit = InMemoryAuditLog()
-    d = attrs.evolve(d, audit=audit)
+async def test_a_failed_run_is_audited_with_its_reason(
+    d: Dispatch, audit: InMemoryAuditLog
+) -> None:
     reasons = {RunStatus.SUCCEEDED: "", RunStatus.FAILED: "grant does not match: differs"}
     ended = {}
     for status, reason in reasons.items():

@@ -9,7 +9,6 @@ write to it. A run is announced through the outbox in the transaction that queue
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -28,10 +27,9 @@ from domain.automations import (
     record_phase,
     transition,
 )
-from domain.errors import Conflict, FieldError, Invalid, NotFound, OpsicleError
+from domain.errors import Conflict, FieldError, Invalid, NotFound
 from domain.outbox import OutboxMessage
 from domain.ports import (
-    AuditLog,
     Clock,
     IdGenerator,
     Queue,
@@ -42,8 +40,8 @@ from domain.ports import (
 )
 from domain.workers import Worker
 
-log = logging.getLogger(__name__)
-
+# Who fails a run whose worker was lost: the coordinator's lease reaper.
+SYSTEM = "system:dispatch"
 FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED)
 
 
@@ -69,8 +67,6 @@ class Dispatch:
     queues: Callable[[str], Queue]
     logs: RunLogStore
     lease_seconds: float = 30.0
-    # Where failed runs are recorded with their reason (None: nowhere).
-    audit: AuditLog | None = None
 
 
 @attrs.frozen
@@ -240,33 +236,29 @@ async def complete(
             run = record_phase(run, result)
         ended, _ = transition(run, status, d.clock.now(), reason)
         await uow.runs.update(ended, expected=RunStatus.RUNNING, expected_attempts=fencing_token)
+        await _audit_failure(d, uow, ended, f"worker:{worker.worker_id}", worker.name)
         await uow.commit()
-    if ended.status is RunStatus.FAILED:
-        await _audit_failure(d, worker, ended)
     return ended
 
 
-async def _audit_failure(d: Dispatch, worker: WorkerIdentity, run: Run) -> None:
-    """Record a failed run and why: among the reasons is a worker (or the claim) refusing a run
-    whose approval grant does not match, which the org's trail must show. After the commit: a
-    store that is down costs the event, never the run's end."""
-    if d.audit is None:
+async def _audit_failure(d: Dispatch, uow: UnitOfWork, run: Run, actor: str, worker: str) -> None:
+    """Record a failed run and why, in the unit of work that fails it, so the two are kept
+    together: among the reasons is a worker (or the claim) refusing a run whose approval grant
+    does not match, or its worker lost, which the org's trail must show."""
+    if run.status is not RunStatus.FAILED:
         return
     event = AuditEvent(
         id=d.ids.new_id(),
         at=d.clock.now(),
-        actor=f"worker:{worker.worker_id}",
+        actor=actor,
         verb="run.failed",
         resource_type="run",
         resource_id=run.id,
         org_id=run.org_id,
         outcome=Outcome.FAILURE,
-        data={"reason": run.reason[:300], "worker": worker.name, "attempt": str(run.attempts)},
+        data={"reason": run.reason[:300], "worker": worker, "attempt": str(run.attempts)},
     )
-    try:
-        await d.audit.append(event)
-    except OpsicleError as exc:
-        log.warning("run %s failed; its audit event was not stored: %s", run.id, exc.message)
+    await uow.audit.add(event)
 
 
 async def release(d: Dispatch, worker: WorkerIdentity, run_id: str, fencing_token: int) -> Run:
@@ -278,6 +270,7 @@ async def release(d: Dispatch, worker: WorkerIdentity, run_id: str, fencing_toke
         await uow.runs.update(back, expected=RunStatus.RUNNING, expected_attempts=fencing_token)
         if back.status is RunStatus.QUEUED:
             await announce(uow, d.ids, back, now)
+        await _audit_failure(d, uow, back, f"worker:{worker.worker_id}", worker.name)
         await uow.commit()
     return back
 
@@ -303,6 +296,7 @@ async def reap(d: Dispatch, limit: int = 100) -> int:
                 continue  # its worker came back in time, or another reaper got there first
             if back.status is RunStatus.QUEUED:
                 await announce(uow, d.ids, back, now)
+            await _audit_failure(d, uow, back, SYSTEM, run.worker_id or "")
             await uow.commit()
         handled += 1
     return handled
