@@ -25,6 +25,7 @@ from domain.errors import (
     Invalid,
     NotFound,
     OpsicleError,
+    RateLimited,
     Unauthenticated,
     Unavailable,
 )
@@ -139,17 +140,20 @@ class PhaseReports:
     once, ended (short phases then cost one report, not two). ``settle`` ends the sending: it
     waits for the report in flight and hands back those not sent yet, which travel with the
     run's completion (one request, one store transaction). A lost lease stops the sending and
-    calls ``lost``.
+    calls ``lost``; any other error (``send`` retries while the coordinator is unreachable, so
+    this one is for good) stops it and calls ``failed``.
     """
 
     def __init__(
         self,
         send: Callable[[PhaseResult], Awaitable[None]],
         lost: Callable[[], None],
+        failed: Callable[[Exception], None],
         hold: float = START_REPORT_HOLD_SECONDS,
     ) -> None:
         self._send = send
         self._lost = lost
+        self._failed = failed
         self._hold = hold
         self._pending: deque[PhaseResult] = deque()
         self._more = asyncio.Event()
@@ -181,7 +185,12 @@ class PhaseReports:
             try:
                 await self._send(head)
             except LeaseLost:
+                self._settled = True
                 self._lost()
+                return
+            except Exception as exc:  # whatever it is, the run must not hang
+                self._settled = True
+                self._failed(exc)
                 return
             self._pending.popleft()
 
@@ -212,11 +221,17 @@ class _Held:
     lost: asyncio.Event = attrs.field(factory=asyncio.Event)
     done: asyncio.Event = attrs.field(factory=asyncio.Event)
     hand_back: bool = False
+    # The error a background request about the run failed with for good.
+    refused: Exception | None = None
 
     def lose(self, why: str) -> None:
         if not self.lost.is_set():
             log.warning("run %s: %s; stopping it here", self.claim.run.id, why)
         self.lost.set()
+        self.cancel.set()
+
+    def refuse(self, error: Exception) -> None:
+        self.refused = self.refused or error
         self.cancel.set()
 
 
@@ -331,7 +346,7 @@ class PullWorker:
         async def report(result: PhaseResult) -> None:
             await self._call(held, lambda: self.client.report_phase(claim, result))
 
-        reports = PhaseReports(report, lambda: held.lose("the lease was lost"))
+        reports = PhaseReports(report, lambda: held.lose("the lease was lost"), held.refuse)
         helpers = [
             asyncio.create_task(self._heartbeats(held)),
             asyncio.create_task(self._flushes(held, uploader)),
@@ -343,6 +358,8 @@ class PullWorker:
             if held.lost.is_set():
                 self.outcomes["lease_lost"] += 1
                 return
+            if held.refused is not None:
+                raise held.refused
             # Heartbeats go on until the end is reported: the lease must outlive a slow report.
             await uploader.flush()
             if held.hand_back and status is RunStatus.CANCELLED:
@@ -362,6 +379,8 @@ class PullWorker:
         except LeaseLost:
             held.lose("the lease was lost")
             self.outcomes["lease_lost"] += 1
+        except Exception as exc:  # one run's error must not end the worker
+            await self._give_up(held, exc)
         finally:
             held.done.set()
             await reports.cancel()
@@ -457,9 +476,39 @@ class PullWorker:
                 held.cancel.set()
 
     async def _flushes(self, held: _Held, uploader: LogUploader) -> None:
-        with contextlib.suppress(LeaseLost):
+        try:
             while not await pause(self.clock, self.options.flush_seconds, held.done):
                 await uploader.flush()
+        except LeaseLost:
+            pass
+        except Exception as exc:  # the run is given up, see _execute
+            held.refuse(exc)
+
+    async def _give_up(self, held: _Held, error: Exception) -> None:
+        """A request about the run failed for good (neither a lost lease nor an unreachable
+        coordinator, which are retried): hand the run back so that another attempt runs it."""
+        run_id = held.claim.run.id
+        try:
+            await self._call(held, lambda: self.client.release(held.claim))
+        except LeaseLost:
+            self.outcomes["lease_lost"] += 1
+            return
+        except Exception as exc:
+            log.error(
+                "run %s: a request about it failed (%s); stopped it here, and handing it back "
+                "failed too (%s): the coordinator queues it again when its lease runs out",
+                run_id,
+                _describe(error),
+                _describe(exc),
+            )
+            self.outcomes["lease_lost"] += 1
+            return
+        log.error(
+            "run %s: a request about it failed (%s); stopped it here and handed it back",
+            run_id,
+            _describe(error),
+        )
+        self.outcomes["handed_back"] += 1
 
     async def _call(self, held: _Held, request: Callable[[], Awaitable[T]]) -> T:
         """Send a fenced request; retry with backoff while the coordinator is unreachable and
@@ -473,7 +522,7 @@ class PullWorker:
             except (Conflict, NotFound) as exc:
                 held.lose(exc.message)
                 raise LeaseLost from exc
-            except Unavailable:
+            except (Unavailable, RateLimited):
                 failures += 1
                 if self.clock.monotonic() >= held.lease_deadline:
                     held.lose("the lease ran out while the coordinator was unreachable")
@@ -482,6 +531,10 @@ class PullWorker:
                 delay = min(delay, max(0.05, held.lease_deadline - self.clock.monotonic()))
                 if await pause(self.clock, delay, held.lost):
                     raise LeaseLost from None
+
+
+def _describe(error: Exception) -> str:
+    return error.message if isinstance(error, OpsicleError) else f"{type(error).__name__}: {error}"
 
 
 def _mounts(spec: AutomationSpec, workdir: Path) -> tuple[Mount, ...]:

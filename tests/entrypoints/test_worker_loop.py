@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from typing import overload
+
+import pytest
 
 from adapters.memory.clock import FakeClock
 from adapters.memory.coordinator import InMemoryCoordinator
 from adapters.memory.runner import InMemoryRunner, Script
 from adapters.system import SystemClock, UlidIdGenerator
 from domain.automations import PhaseResult, PhaseStatus, Run, RunStatus, new_run
-from domain.errors import Unauthenticated, Unavailable
+from domain.errors import Forbidden, Invalid, RateLimited, Unauthenticated, Unavailable
 from domain.ports import Claim
 from domain.resources import AutomationSpec, Phase
+from entrypoints.loops import Backoff
 from entrypoints.worker import CHUNK_BYTES, LeaseLost, PhaseReports, PullWorker, WorkerOptions
 
 CLOCK = SystemClock()
@@ -84,7 +88,7 @@ async def test_phase_reports_go_in_order_and_the_unsent_ones_are_handed_back() -
         await go_on.wait()
         sent.append(result)
 
-    reports = PhaseReports(send, lambda: None, hold=0)
+    reports = PhaseReports(send, lambda: None, lambda exc: None, hold=0)
     started = PhaseResult("a", PhaseStatus.RUNNING)
     finished = PhaseResult("a", PhaseStatus.SUCCEEDED, 0)
     next_one = PhaseResult("b", PhaseStatus.RUNNING)
@@ -107,7 +111,7 @@ async def test_a_phase_that_ends_while_its_start_is_held_back_is_reported_once()
     async def send(result: PhaseResult) -> None:
         sent.append(result)
 
-    reports = PhaseReports(send, lambda: None, hold=30)
+    reports = PhaseReports(send, lambda: None, lambda exc: None, hold=30)
     reports.put(PhaseResult("a", PhaseStatus.RUNNING))
     await asyncio.sleep(0.01)
     assert sent == []  # held back
@@ -129,7 +133,7 @@ async def test_a_phase_start_is_reported_once_the_hold_is_over() -> None:
     async def send(result: PhaseResult) -> None:
         sent.append(result)
 
-    reports = PhaseReports(send, lambda: None, hold=0.02)
+    reports = PhaseReports(send, lambda: None, lambda exc: None, hold=0.02)
     started = PhaseResult("a", PhaseStatus.RUNNING)
     reports.put(started)
     for _ in range(100):
@@ -146,12 +150,28 @@ async def test_a_lost_lease_stops_the_phase_reports() -> None:
     async def send(result: PhaseResult) -> None:
         raise LeaseLost
 
-    reports = PhaseReports(send, lambda: lost.append("lost"))
+    reports = PhaseReports(send, lambda: lost.append("lost"), lambda exc: lost.append("failed"))
     reports.put(PhaseResult("a", PhaseStatus.RUNNING))
     reports.put(PhaseResult("a", PhaseStatus.SUCCEEDED, 0))
     await asyncio.sleep(0)  # the end is tried (the start it supersedes is dropped)
     unsent = await reports.settle()
     assert lost == ["lost"] and unsent == [PhaseResult("a", PhaseStatus.SUCCEEDED, 0)]
+
+
+async def test_a_report_that_fails_for_good_stops_the_phase_reports_and_says_why() -> None:
+    failed: list[Exception] = []
+    refusal = Invalid("phase 'b' is not a phase of this run")
+
+    async def send(result: PhaseResult) -> None:
+        raise refusal
+
+    reports = PhaseReports(send, lambda: None, failed.append, hold=0)
+    reports.put(PhaseResult("b", PhaseStatus.SUCCEEDED, 0))
+    await asyncio.sleep(0)  # the report is tried
+    reports.put(PhaseResult("c", PhaseStatus.SUCCEEDED, 0))
+    await asyncio.sleep(0)
+    assert failed == [refusal]  # told once, and not tried again
+    assert len(await reports.settle()) == 2
 
 
 class Lines(Sequence[str]):
@@ -380,3 +400,99 @@ async def test_several_slots_run_runs_at_once() -> None:
     await until(lambda: all(coordinator.completion(r.id) for r in runs))
     stop.set()
     await task
+
+
+class RefusingReports(InMemoryCoordinator):
+    """Answers every phase report with ``refusal``; hand backs too when ``release_refusal``."""
+
+    def __init__(self, refusal: Exception, release_refusal: Exception | None = None) -> None:
+        super().__init__(IDS, CLOCK, lease_seconds=5)
+        self.refusal = refusal
+        self.release_refusal = release_refusal
+
+    async def report_phase(self, claim: Claim, result: PhaseResult) -> None:
+        raise self.refusal
+
+    async def release(self, claim: Claim) -> None:
+        if self.release_refusal is not None:
+            raise self.release_refusal
+        await super().release(claim)
+
+
+def hanging(coordinator: InMemoryCoordinator) -> tuple[Run, InMemoryRunner, PullWorker]:
+    """A run offered by ``coordinator`` whose phase hangs until stopped, and its worker."""
+    run = queued(spec("hang"))
+    coordinator.offer(run)
+    runner = InMemoryRunner({"hang": Script(hang=True)})
+    return run, runner, worker_for(coordinator, runner)
+
+
+async def work_until(worker: PullWorker, check: object) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await until(check)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_a_refused_phase_report_stops_the_run_and_hands_it_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    coordinator = RefusingReports(Invalid("the phase report is not valid"))
+    run, runner, worker = hanging(coordinator)
+    with caplog.at_level(logging.ERROR, "opsicle.worker"):
+        # Each attempt is stopped and handed back; the last one used, the run fails.
+        await work_until(worker, lambda: coordinator.completion(run.id) is not None)
+    status, reason = coordinator.completion(run.id) or (None, "")
+    assert status is RunStatus.FAILED and "handed back" in reason
+    assert coordinator.released == [run.id] * 3 and runner.stopped == ["hang"] * 3
+    assert worker.outcomes["handed_back"] == 3 and worker.failure is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"run {run.id}: a request about it failed (the phase report is not valid); "
+        "stopped it here and handed it back"
+    ] * 3
+
+
+async def test_a_run_that_cannot_be_handed_back_either_is_left_to_its_lease(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    coordinator = RefusingReports(
+        Forbidden("the token may not report phases"), Forbidden("the token may not release")
+    )
+    run, runner, worker = hanging(coordinator)
+    with caplog.at_level(logging.ERROR, "opsicle.worker"):
+        await work_until(worker, lambda: runner.stopped and not worker.held)
+    assert coordinator.released == [] and coordinator.run(run.id).status is RunStatus.RUNNING
+    assert worker.outcomes["lease_lost"] == 1
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "the token may not report phases" in line and "the token may not release" in line
+
+
+class FlakyReports(InMemoryCoordinator):
+    """Phase reports meet an unreachable (or busy) coordinator ``failures`` times first."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(IDS, CLOCK, lease_seconds=5)
+        self.failures = failures
+
+    async def report_phase(self, claim: Claim, result: PhaseResult) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            if self.failures % 2:
+                raise Unavailable("no coordinator answered")
+            raise RateLimited("slow down", retry_after=1)
+        await super().report_phase(claim, result)
+
+
+async def test_phase_reports_are_retried_while_the_coordinator_is_unreachable() -> None:
+    coordinator = FlakyReports(failures=5)
+    run = queued(spec("build", "test"))
+    coordinator.offer(run)
+    worker = worker_for(coordinator, InMemoryRunner(), backoff=Backoff(base=0.01))  # type: ignore[arg-type]
+    await work_until(worker, lambda: coordinator.completion(run.id) is not None)
+    assert coordinator.completion(run.id) == (RunStatus.SUCCEEDED, "")
+    assert coordinator.failures == 0
+    assert [(r.name, r.status) for r in coordinator.run(run.id).phases] == [
+        ("build", PhaseStatus.SUCCEEDED),
+        ("test", PhaseStatus.SUCCEEDED),
+    ]
