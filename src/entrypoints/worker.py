@@ -9,6 +9,7 @@ import logging
 import random
 import re
 import shutil
+import socket
 import tempfile
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -533,7 +534,7 @@ class PullWorker:
                     raise LeaseLost from None
 
 
-def _describe(error: Exception) -> str:
+def _describe(error: BaseException) -> str:
     return error.message if isinstance(error, OpsicleError) else f"{type(error).__name__}: {error}"
 
 
@@ -644,21 +645,34 @@ def resolve_token(settings: Settings, token_file: str | None) -> tuple[str, str]
 
 async def serve_worker(settings: Settings, *, name: str | None, token: tuple[str, str]) -> int:
     """Pull and execute runs until SIGINT or SIGTERM, then drain; the exit code says why."""
+    from entrypoints.listen import listen_socket
+
+    listen = settings["metrics-listen"]
+    if not listen:
+        return await _serve_worker(settings, name=name, token=token)
+    # Taken now and held: a port in use stops the command here, before any run is claimed.
+    with listen_socket(str(listen), "metrics-listen") as metrics:
+        return await _serve_worker(settings, name=name, token=token, metrics=metrics)
+
+
+async def _serve_worker(
+    settings: Settings,
+    *,
+    name: str | None,
+    token: tuple[str, str],
+    metrics: socket.socket | None = None,
+) -> int:
     import os
     import secrets as random_ids
     import signal
-    import socket
 
     from adapters.http.coordinator_client import HttpCoordinatorClient
     from adapters.http.schemas.worker import parse_labels
     from adapters.system import SystemClock
     from entrypoints.exitcodes import ExitCode, for_error
-    from entrypoints.listen import check_listen
     from entrypoints.version import VERSION
 
     urls = coordinator_urls(settings["coordinator-url"])
-    metrics_listen = settings["metrics-listen"]
-    metrics_bind = check_listen(str(metrics_listen), "metrics-listen") if metrics_listen else None
     worker_name = name or socket.gethostname() or "worker"
     worker_id = f"{worker_name}-{os.getpid()}-{random_ids.token_hex(3)}"
     client = HttpCoordinatorClient(
@@ -696,9 +710,13 @@ async def serve_worker(settings: Settings, *, name: str | None, token: tuple[str
         ", ".join(urls),
         worker.options.concurrency,
     )
+    metrics_died = False
     try:
-        if metrics_bind:
-            await asyncio.gather(worker.run(stop), serve_metrics(worker, metrics_bind, stop))
+        if metrics is not None:
+            listen = str(settings["metrics-listen"])
+            metrics_died = await work_with_metrics(
+                worker, stop, serve_metrics(worker, listen, metrics, stop), listen
+            )
         else:
             await worker.run(stop)
     finally:
@@ -706,21 +724,50 @@ async def serve_worker(settings: Settings, *, name: str | None, token: tuple[str
             loop.remove_signal_handler(sig)
         await client.aclose()
     log.info("worker stopped")
-    return int(for_error(worker.failure)) if worker.failure else int(ExitCode.OK)
+    if worker.failure:
+        return int(for_error(worker.failure))
+    return int(ExitCode.ERROR if metrics_died else ExitCode.OK)
 
 
-async def serve_metrics(worker: PullWorker, bind: str, stop: asyncio.Event) -> None:
-    """/healthz and /metrics (with ``opsicle_worker_runs_total{outcome}``) on ``bind``,
-    until ``stop`` is set."""
+async def work_with_metrics(
+    worker: PullWorker, stop: asyncio.Event, serving: Awaitable[None], listen: str
+) -> bool:
+    """Run ``worker`` until ``stop`` is set, its metrics server (``serving``) beside it; a
+    server that ends first stops the worker (it drains) with one line. True when it did."""
+    working = asyncio.create_task(worker.run(stop))
+    server = asyncio.ensure_future(serving)
+    await asyncio.wait({working, server}, return_when=asyncio.FIRST_COMPLETED)
+    died = server.done() and not stop.is_set()
+    if died:
+        error = server.exception()
+        log.error(
+            "the metrics server on %s (--metrics-listen) stopped%s; stopping the worker",
+            listen,
+            f": {_describe(error)}" if error else "",
+        )
+        stop.set()
+    try:
+        await working
+    finally:
+        stop.set()
+        await asyncio.wait({server})
+    return died
+
+
+async def serve_metrics(
+    worker: PullWorker, listen: str, sock: socket.socket, stop: asyncio.Event
+) -> None:
+    """/healthz and /metrics (with ``opsicle_worker_runs_total{outcome}``) on ``sock``, which
+    listens on ``listen``, until ``stop`` is set; the server takes the socket over."""
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
     from entrypoints.http.common import build_app, worker_runs
 
     config = Config()
-    config.bind = [bind]
+    config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     app = build_app("worker", [], [], [worker_runs(worker.outcomes)])
-    log.info("worker metrics on http://%s/metrics", config.bind[0])
+    log.info("worker metrics on http://%s/metrics", listen)
     await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]

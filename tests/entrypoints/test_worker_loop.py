@@ -419,12 +419,14 @@ class RefusingReports(InMemoryCoordinator):
         await super().release(claim)
 
 
-def hanging(coordinator: InMemoryCoordinator) -> tuple[Run, InMemoryRunner, PullWorker]:
+def hanging(
+    coordinator: InMemoryCoordinator, **options: float
+) -> tuple[Run, InMemoryRunner, PullWorker]:
     """A run offered by ``coordinator`` whose phase hangs until stopped, and its worker."""
     run = queued(spec("hang"))
     coordinator.offer(run)
     runner = InMemoryRunner({"hang": Script(hang=True)})
-    return run, runner, worker_for(coordinator, runner)
+    return run, runner, worker_for(coordinator, runner, **options)
 
 
 async def work_until(worker: PullWorker, check: object) -> None:

@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
+from pathlib import Path
 
 import httpx
+import pytest
 
 from adapters.memory.coordinator import InMemoryCoordinator
 from adapters.memory.runner import InMemoryRunner, Script
+from domain.automations import RunStatus
+from entrypoints.exitcodes import ExitCode
 from entrypoints.http.common import build_app, worker_runs
-from tests.entrypoints.test_worker_loop import CLOCK, IDS, queued, spec, until, worker_for
+from entrypoints.listen import listen_socket
+from entrypoints.main import run as opsicle
+from entrypoints.worker import serve_metrics, work_with_metrics
+from tests.e2e.test_dispatch_processes import free_port
+from tests.entrypoints.test_worker_loop import (
+    CLOCK,
+    IDS,
+    hanging,
+    queued,
+    spec,
+    until,
+    worker_for,
+)
 
 
 def figure(metrics: str, outcome: str) -> float:
@@ -43,14 +61,11 @@ async def test_runs_executed_are_counted_by_outcome() -> None:
 
 
 async def test_the_worker_serves_its_metrics_on_metrics_listen_until_stopped() -> None:
-    from entrypoints.worker import serve_metrics
-    from tests.e2e.test_dispatch_processes import free_port
-
     worker = worker_for(InMemoryCoordinator(IDS, CLOCK), InMemoryRunner())
     worker.outcomes["succeeded"] += 1
     listen = f"127.0.0.1:{free_port()}"
     stop = asyncio.Event()
-    server = asyncio.create_task(serve_metrics(worker, listen, stop))
+    server = asyncio.create_task(serve_metrics(worker, listen, listen_socket(listen), stop))
     async with httpx.AsyncClient(base_url=f"http://{listen}") as client:
         for _ in range(200):
             try:
@@ -64,3 +79,45 @@ async def test_the_worker_serves_its_metrics_on_metrics_listen_until_stopped() -
         assert (await client.get("/healthz")).json() == {"status": "ok"}
     stop.set()
     await asyncio.wait_for(server, 30)
+
+
+def test_a_taken_metrics_port_stops_the_worker_at_start_up(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("OPSICLE_METRICS_LISTEN", raising=False)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        # Nothing listens at the coordinator URL: the worker must not get as far as trying it.
+        code = opsicle([
+            "start", "worker", "--coordinator-url", f"http://127.0.0.1:{free_port()}",
+            "--token-id", "tok_x", "--token", "not-checked", "--metrics-listen", listen,
+        ])
+    assert code == ExitCode.UNAVAILABLE
+    assert capsys.readouterr().err.strip() == (
+        f"error: cannot listen on {listen} (--metrics-listen): Address already in use"
+    )
+
+
+async def test_a_metrics_server_that_stops_stops_the_worker_which_drains(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    coordinator = InMemoryCoordinator(IDS, CLOCK, lease_seconds=5)
+    run, runner, worker = hanging(coordinator, drain_seconds=0.1)
+
+    async def dying() -> None:
+        await until(lambda: runner.jobs)
+        raise OSError(24, "Too many open files")
+
+    stop = asyncio.Event()
+    with caplog.at_level(logging.ERROR, "opsicle.worker"):
+        died = await asyncio.wait_for(
+            work_with_metrics(worker, stop, dying(), "127.0.0.1:13373"), 10
+        )
+    assert died and stop.is_set()
+    assert coordinator.released == [run.id]
+    assert coordinator.run(run.id).status is RunStatus.QUEUED
+    assert [r.getMessage() for r in caplog.records] == [
+        "the metrics server on 127.0.0.1:13373 (--metrics-listen) stopped: "
+        "OSError: [Errno 24] Too many open files; stopping the worker"
+    ]
