@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 
 import pytest
 
+from adapters.nats.connection import connect
 from adapters.nats.queue import subject_matches
 from adapters.nats.topics import NatsTopicsConfig, nats_topics
 from domain.errors import Invalid
@@ -69,3 +71,15 @@ async def test_only_known_topic_families_have_queues(
     for bad in ("runs", "audit.org1", "runs.a b", "runs..x"):
         with pytest.raises(Invalid):
             queues(bad)
+
+
+async def test_a_connection_closed_on_purpose_is_not_reported_as_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with AsyncExitStack() as stack:
+        await nats_admin(stack)  # skips (fails under CI) without NATS
+    client = await connect(NATS_OPTIONS)
+    with caplog.at_level(logging.INFO, logger="adapters.nats.connection"):
+        await client.close()
+    assert "reconnecting" not in caplog.text
+    assert "connection closed" in caplog.text

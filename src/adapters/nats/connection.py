@@ -138,6 +138,8 @@ async def connect(options: NatsOptions) -> NatsClient:
         log.warning("NATS %s: %s: %s", address, type(exc).__name__, exc)
 
     async def on_disconnected() -> None:
+        if client.is_closed:
+            return  # closed on purpose (nats-py tells that too): ``on_closed`` says so
         log.warning("NATS %s: disconnected, reconnecting", address)
 
     async def on_reconnected() -> None:
