@@ -128,7 +128,7 @@ class InProcessCoordinatorClient:
         self._found: set[str] = set()
         self._scanned: float | None = None
         # One slot looks for work at a time: a publish wakes every idle slot, and the others
-        # then find the run taken with one query instead of each trying every org's queue.
+        # then find the run taken instead of each trying the same queues at once.
         self._looking = asyncio.Lock()
 
     def _identity(self, org_id: str) -> WorkerIdentity:

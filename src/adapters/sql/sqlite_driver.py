@@ -119,7 +119,8 @@ class OneTripCursor:
 
 
 class OneTripConnection(aiosqlite.Connection):
-    """aiosqlite's connection with ``OneTripCursor`` cursors (everything else unchanged)."""
+    """aiosqlite's connection with ``OneTripCursor`` cursors, its statements, commits and
+    rollbacks made in the event loop's thread (see the module)."""
 
     database = ""
 
