@@ -228,36 +228,22 @@ def nats_binary() -> str | None:
     )
 
 
-class NatsServer:
-    """A private JetStream server on a free loopback port with its own store directory."""
+class PrivateServer:
+    """A server of the test's own on a free loopback port, logging to ``log``; ``start``
+    returns once it listens, ``stop`` ends it by its PID."""
 
-    def __init__(self, binary: str, store: Path, log: Path) -> None:
-        self.binary = binary
-        self.store = store
+    def __init__(self, log: Path) -> None:
         self.log = log
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+    def argv(self) -> list[str]:
+        raise NotImplementedError
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "-js",
-                    "-a",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "-sd",
-                    str(self.store),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                self.argv(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         deadline = time.monotonic() + 15
         while not port_open("127.0.0.1", self.port, timeout=0.2):
@@ -274,6 +260,23 @@ class NatsServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class NatsServer(PrivateServer):
+    """A private JetStream server with its own store directory."""
+
+    def __init__(self, binary: str, store: Path, log: Path) -> None:
+        super().__init__(log)
+        self.binary = binary
+        self.store = store
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        return [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port),
+                "-sd", str(self.store)]
 
 
 @pytest.fixture(scope="module")

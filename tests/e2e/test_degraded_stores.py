@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,7 +43,7 @@ from domain.resources import AutomationSpec, Phase
 from entrypoints import settings
 from entrypoints.bootstrap import embedded_platform
 from tests.contract.mongo_fixture import StandIn
-from tests.e2e.conftest import NatsServer, nats_binary
+from tests.e2e.conftest import NatsServer, PrivateServer, nats_binary
 from tests.e2e.test_dispatch_processes import (
     LEASE_SECONDS,
     Processes,
@@ -63,31 +61,20 @@ REDIS_SERVER = Path("/usr/bin/redis-server")
 WAIT = 120.0
 
 
-class PrivateRedis:
-    """A redis-server of the test's own on a free loopback port, keeping nothing on disk."""
+class PrivateRedis(PrivateServer):
+    """A redis-server of the test's own, keeping nothing on disk."""
 
     def __init__(self, folder: Path) -> None:
+        super().__init__(folder / "redis.log")
         self.folder = folder
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
-        with (self.folder / "redis.log").open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(REDIS_SERVER), "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        until(lambda: port_open("127.0.0.1", self.port, timeout=0.2), "redis-server to listen")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=15)
-        self.proc = None
+    def argv(self) -> list[str]:
+        return [str(REDIS_SERVER), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.folder)]
 
 
 def until(check: Callable[[], object], what: str, seconds: float = WAIT) -> None:
