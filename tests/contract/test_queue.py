@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
-import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +27,7 @@ from adapters.sql.tables import queue_messages
 from domain.errors import Invalid, Unavailable
 from domain.ports import Delivery, Queue, QueueMessage
 from tests.contract.conftest import MARIADB_SERVER, _execute
-from tests.support import port_open, require_service
+from tests.support import NatsServer, free_port, nats_binary, port_open, require_service
 
 # Makes a fresh, empty queue (its own stream or subject on a shared server).
 QueueFactory = Callable[..., Awaitable[Queue]]
@@ -377,13 +375,6 @@ async def test_existing_stream_that_is_not_a_work_queue_is_refused(
         await NatsQueue.open(NATS_OPTIONS, config)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def test_unreachable_server_is_unavailable_naming_it_without_credentials() -> None:
     port = free_port()
     options = NatsOptions(servers=(f"nats://alice:s3cret@127.0.0.1:{port}",),
@@ -416,44 +407,18 @@ def test_unreadable_tls_files_are_invalid(tmp_path: Path) -> None:
         options.connect_kwargs()
 
 
-class NatsServer:
-    """A JetStream server of the test's own on loopback, to stop and start at will."""
-
-    def __init__(self, store: Path) -> None:
-        self.port = free_port()
-        self.store = store
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        binary = shutil.which("nats-server")
-        assert binary is not None
-        self.process = await asyncio.create_subprocess_exec(
-            binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-        for _ in range(100):
-            if port_open("127.0.0.1", self.port, timeout=0.1):
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("nats-server did not start")
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            await self.process.wait()
-        self.process = None
-
-
 @pytest.fixture
 async def own_nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    require_service("nats-server", shutil.which("nats-server") is not None,
+    binary = nats_binary()
+    require_service("nats-server", binary is not None,
                     "the binary is needed to stop and restart a server")
-    server = NatsServer(tmp_path / "jetstream")
-    await server.start()
+    assert binary is not None
+    server = NatsServer(binary, tmp_path / "jetstream", tmp_path / "nats-server.log")
+    await asyncio.to_thread(server.start)
     try:
         yield server
     finally:
-        await server.stop()
+        await asyncio.to_thread(server.stop)
 
 
 async def test_while_nats_is_down_calls_fail_fast_and_work_resumes_after_reconnect(
@@ -465,7 +430,7 @@ async def test_while_nats_is_down_calls_fail_fast_and_work_resumes_after_reconne
     async with await NatsQueue.open(options, config) as queue:
         stored = message(b"stored before the outage")
         await queue.publish(stored)
-        await own_nats_server.stop()
+        await asyncio.to_thread(own_nats_server.stop)
         await _until(lambda: not queue.client.is_connected)
 
         # Bounded by the request timeout, never waiting for the server to come back.
@@ -476,7 +441,7 @@ async def test_while_nats_is_down_calls_fail_fast_and_work_resumes_after_reconne
         with pytest.raises(Unavailable, match="NATS"):
             await NatsHealthCheck(queue).check()
 
-        await own_nats_server.start()
+        await asyncio.to_thread(own_nats_server.start)
         await _until(lambda: queue.client.is_connected)
         await NatsHealthCheck(queue).check()
         # File storage: what was stored before the outage is still there, and a retry of its

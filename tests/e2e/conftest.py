@@ -10,9 +10,7 @@ import itertools
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +28,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from domain.automations import Run, RunStatus
 from domain.services.platform import Platform
-from tests.support import port_open, require_service
+from tests.support import NatsServer, nats_binary, port_open, require_service
 
 ROOT = Path(__file__).parents[2]
 OPSICLE = [sys.executable, "-m", "entrypoints.main"]
@@ -67,12 +65,6 @@ def docker_host() -> str | None:
         return os.environ["DOCKER_HOST"]
     project_socket = Path("/run/opsicle-docker/docker.sock")
     return f"unix://{project_socket}" if project_socket.exists() else None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Processes:
@@ -219,64 +211,6 @@ def mariadb_database(prefix: str = "opsicle_journey") -> Iterator[str]:
         yield f"mysql+asyncmy://root@127.0.0.1:3306/{name}"
     finally:
         _mariadb(f"DROP DATABASE IF EXISTS {name}")
-
-
-def nats_binary() -> str | None:
-    return shutil.which("nats-server") or next(
-        (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if os.access(p, os.X_OK)),
-        None,
-    )
-
-
-class PrivateServer:
-    """A server of the test's own on a free loopback port, logging to ``log``; ``start``
-    returns once it listens, ``stop`` ends it by its PID."""
-
-    def __init__(self, log: Path) -> None:
-        self.log = log
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def argv(self) -> list[str]:
-        raise NotImplementedError
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + 15
-        while not port_open("127.0.0.1", self.port, timeout=0.2):
-            assert self.proc.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, self.log.read_text()
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
-class NatsServer(PrivateServer):
-    """A private JetStream server with its own store directory."""
-
-    def __init__(self, binary: str, store: Path, log: Path) -> None:
-        super().__init__(log)
-        self.binary = binary
-        self.store = store
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def argv(self) -> list[str]:
-        return [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port),
-                "-sd", str(self.store)]
 
 
 @pytest.fixture(scope="module")

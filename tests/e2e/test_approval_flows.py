@@ -33,16 +33,8 @@ import sqlalchemy as sa
 from adapters.sql.engine import create_engine
 from domain.grants import SignedGrant, decode_signed, encode_signed
 from tests.contract.mongo_fixture import mongo_url  # noqa: F401 (a fixture)
-from tests.e2e.conftest import (
-    OPSICLE,
-    PASSWORD,
-    NatsServer,
-    Processes,
-    User,
-    free_port,
-    mariadb_database,
-)
-from tests.support import port_open, require_service
+from tests.e2e.conftest import OPSICLE, PASSWORD, Processes, User, mariadb_database
+from tests.support import NatsServer, free_port, port_open, require_service
 
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from entrypoints.main import run
-from tests.e2e.conftest import OPSICLE, Processes, free_port
-from tests.support import port_open, require_service
+from tests.e2e.conftest import OPSICLE, Processes
+from tests.support import free_port, port_open, require_service
 
 pytestmark = pytest.mark.e2e
 SBIN = os.pathsep.join((os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"))

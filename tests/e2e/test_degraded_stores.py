@@ -43,7 +43,6 @@ from domain.resources import AutomationSpec, Phase
 from entrypoints import settings
 from entrypoints.bootstrap import embedded_platform
 from tests.contract.mongo_fixture import StandIn
-from tests.e2e.conftest import NatsServer, PrivateServer, nats_binary
 from tests.e2e.test_dispatch_processes import (
     LEASE_SECONDS,
     Processes,
@@ -54,7 +53,7 @@ from tests.e2e.test_dispatch_processes import (
     worker_args,
 )
 from tests.e2e.test_journey import PASSWORD, User, mariadb_database
-from tests.support import port_open, require_service
+from tests.support import NatsServer, PrivateServer, nats_binary, port_open, require_service
 
 pytestmark = pytest.mark.e2e
 REDIS_SERVER = Path("/usr/bin/redis-server")

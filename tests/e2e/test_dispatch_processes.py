@@ -23,7 +23,8 @@ from domain.services.platform import Platform
 from domain.tokens import WorkerToken
 from entrypoints import settings
 from entrypoints.bootstrap import embedded_platform
-from tests.e2e.conftest import Processes, free_port
+from tests.e2e.conftest import Processes
+from tests.support import free_port
 
 pytestmark = pytest.mark.e2e
 LEASE_SECONDS = 3

@@ -17,6 +17,7 @@ import pytest
 
 from entrypoints.version import VERSION
 from tests.e2e.conftest import ROOT
+from tests.support import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -83,12 +84,6 @@ def test_frozen_completion_script_parses(frozen: Path, tmp_path: Path) -> None:
     script.write_text(result.stdout)
     subprocess.run(["bash", "-n", str(script)], check=True, timeout=60)
     assert "complete -F _opsicle opsicle" in result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_standalone_serves_probes_and_stops_on_sigterm(opsicle: list[str], tmp_path: Path) -> None:

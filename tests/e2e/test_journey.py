@@ -20,8 +20,8 @@ import pyotp
 import pytest
 
 from tests.contract.mongo_fixture import mongo_url  # noqa: F401 (a fixture)
-from tests.e2e.conftest import OPSICLE, PASSWORD, ROOT, User, free_port, mariadb_database
-from tests.support import port_open, require_service
+from tests.e2e.conftest import OPSICLE, PASSWORD, ROOT, User, mariadb_database
+from tests.support import free_port, port_open, require_service
 
 pytestmark = pytest.mark.e2e
 

@@ -39,17 +39,9 @@ from domain.services.dispatch import announce
 from domain.services.platform import Platform
 from entrypoints import settings
 from entrypoints.bootstrap import embedded_platform
-from tests.e2e.conftest import (
-    TRACED_COMMANDS,
-    NatsServer,
-    Processes,
-    check_runs,
-    free_port,
-    runs_of,
-    wait_ended,
-)
+from tests.e2e.conftest import TRACED_COMMANDS, Processes, check_runs, runs_of, wait_ended
 from tests.e2e.test_dispatch_processes import org_with_token
-from tests.support import port_open, require_service
+from tests.support import NatsServer, free_port, port_open, require_service
 
 pytestmark = pytest.mark.e2e
 

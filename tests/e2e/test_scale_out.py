@@ -35,15 +35,13 @@ from tests.e2e.conftest import (
     OPSICLE,
     PASSWORD,
     TRACED_COMMANDS,
-    NatsServer,
     Processes,
     User,
     check_runs,
-    free_port,
     mariadb_database,
     wait_ended,
 )
-from tests.support import port_open, require_service
+from tests.support import NatsServer, free_port, port_open, require_service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.mariadb]
 
