@@ -34,7 +34,7 @@ create to the last completion reported by the worker), every run checked to have
 a figure that takes longer than ``--limit`` is cut off and says so. The producer's own rate
 is printed beside it: when the two are close, run creation is what limits the figure. Beside
 each throughput figure, per run: this process's CPU time (``time.process_time``: every
-thread, aiosqlite's included; not the phases' processes) and the SQL statements and
+thread; not the phases' processes) and the SQL statements (BEGIN not counted) and
 transactions the engine sent, figures the host's load skews less than rates and latencies.
 
 Celery 5 with a Redis broker and result backend (a unique key prefix, removed at the end)
@@ -275,8 +275,9 @@ async def principal(p: Platform) -> tuple[Caller, str, str]:
 
 
 class StatementCounter:
-    """Counts the SQL statements (and the transactions among them) an engine sends: a
-    figure of the work per run that the host's load does not skew."""
+    """Counts the SQL statements an engine sends (BEGIN, which drivers send themselves, not
+    among them) and the transactions it begins: figures of the work per run that the host's
+    load does not skew."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.statements = 0
@@ -346,7 +347,7 @@ async def opsicle(
     async with AsyncExitStack() as stack:
         p, _, engine, _ = await stack.enter_async_context(_embedded_stores(backend.settings))
         # Listening starts before anything runs on the engine and stops after it all stopped:
-        # SQLAlchemy's event lists must not change while a listener awaits (BEGIN does).
+        # SQLAlchemy's event lists must not change while a listener awaits.
         counter = StatementCounter(engine)
         stack.callback(counter.remove)
         if backend.principal is None:
@@ -719,7 +720,7 @@ def main() -> None:
     )
     print(
         f"# versions: opsicle {VERSION}, Python {platform.python_version()}, SQLAlchemy "
-        f"{version_of('sqlalchemy')}, aiosqlite {version_of('aiosqlite')}, asyncmy "
+        f"{version_of('sqlalchemy')}, SQLite {sqlite3.sqlite_version}, asyncmy "
         f"{version_of('asyncmy')}, nats-py {version_of('nats-py')}, celery "
         f"{version_of('celery')}, kombu {version_of('kombu')}, redis-py {version_of('redis')}, "
         f"{bwrap_version()}"

@@ -155,7 +155,7 @@ class Settings:
 
     @property
     def database_url(self) -> str:
-        return str(self["database-url"] or f"sqlite+aiosqlite:///{self.data_dir / 'opsicle.db'}")
+        return str(self["database-url"] or f"sqlite:///{self.data_dir / 'opsicle.db'}")
 
 
 def _checked(name: str, value: Any, origin: str) -> Value:

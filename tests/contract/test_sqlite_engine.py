@@ -80,29 +80,10 @@ async def test_the_driver_reports_counts_keys_and_returned_rows(engine: AsyncEng
         await conn.rollback()
 
 
-def test_a_connection_that_fails_to_open_ends_its_thread_before_the_error_is_raised(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A command that ends on this error closes its event loop at once: the connection's thread
-    # must not be left to answer a closed loop (it would print a traceback).
-    hooked: list[BaseException | None] = []
-    monkeypatch.setattr(threading, "excepthook", lambda args: hooked.append(args.exc_value))
-    for _ in range(5):
-        loop = asyncio.new_event_loop()
-        conn = sqlite_driver.connect(tmp_path / "missing" / "opsicle.db")
-        try:
-            with pytest.raises(sqlite3.OperationalError, match="unable to open"):
-                loop.run_until_complete(conn)
-        finally:
-            loop.close()
-        conn._thread.join(10)
-        assert not conn._thread.is_alive()
-    assert hooked == []
-
-
 async def test_statements_run_in_the_event_loops_thread(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         raw = (await conn.get_raw_connection()).driver_connection
-        raw.sqlite.create_function("thread_id", 0, threading.get_ident)
+        raw.create_function("thread_id", 0, threading.get_ident)
         ran_in = (await conn.execute(sa.text("SELECT thread_id()"))).scalar_one()
     assert ran_in == threading.get_ident()
 
@@ -129,7 +110,12 @@ async def test_a_lock_held_by_another_process_is_waited_for_off_the_event_loop(
             assert ticks >= 10  # ... while the event loop goes on
             other.execute("COMMIT")
             await asyncio.wait_for(touched, 5.0)
+            # The wait ended in a transaction holding the write lock, as without one.
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
             await uow.commit()
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("COMMIT")
     finally:
         ticker.cancel()
         other.close()

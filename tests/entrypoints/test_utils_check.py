@@ -181,7 +181,7 @@ def test_a_database_file_that_cannot_be_created_under_a_file_fails_the_check(
     assert code == 5
     assert reports[0]["ok"] is False
     assert err.strip() == (
-        f"error: database at sqlite+aiosqlite:///{data / 'opsicle.db'}: "
+        f"error: database at sqlite:///{data / 'opsicle.db'}: "
         f"{data / 'opsicle.db'} cannot be created: {blocker} is not a directory"
     )
 
@@ -200,7 +200,7 @@ def test_a_database_file_in_a_read_only_directory_fails_the_check(
     assert code == 5
     assert [r["ok"] for r in reports] == [False, False, True, False]  # the cache is in-process
     assert err.strip().splitlines()[0] == (
-        f"error: database at sqlite+aiosqlite:///{locked / 'data' / 'opsicle.db'}: "
+        f"error: database at sqlite:///{locked / 'data' / 'opsicle.db'}: "
         f"{locked / 'data' / 'opsicle.db'} cannot be created: the directory {locked} is not "
         "writable"
     )

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import attrs
-from sqlalchemy import event, exc
+from sqlalchemy import exc
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -20,7 +20,7 @@ from domain.errors import Conflict, Invalid, Unavailable
 # SQLite waits this long for another writer before reporting the store unavailable.
 SQLITE_BUSY_TIMEOUT_MS = sqlite_driver.BUSY_TIMEOUT_MS
 # Execution option naming the BEGIN statement SQLite uses (IMMEDIATE takes the write lock).
-SQLITE_BEGIN = "opsicle_sqlite_begin"
+SQLITE_BEGIN = sqlite_driver.BEGIN_OPTION
 
 
 def is_sqlite(engine_or_url: AsyncEngine | URL | str) -> bool:
@@ -50,15 +50,12 @@ class DatabaseOptions:
 def create_engine(
     url: str | URL, options: DatabaseOptions | None = None, **kwargs: Any
 ) -> AsyncEngine:
-    """An engine for ``sqlite+aiosqlite:///path`` or ``mysql+asyncmy://…``; the caller disposes."""
+    """An engine for ``sqlite:///path`` or ``mysql+asyncmy://…``; the caller disposes."""
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
-        # Statements in the event loop's thread, waits for locks on the connection's own
-        # thread (see ``sqlite_driver``).
-        kwargs.setdefault("module", sqlite_driver.dbapi())
-        engine = create_async_engine(u, **kwargs)
-        _configure_sqlite(engine)
-        return engine
+        # Statements in the event loop's thread, waits for locks on a thread (see
+        # ``sqlite_driver``).
+        return sqlite_driver.create_engine(u, **kwargs)
     if u.get_backend_name() in {"mysql", "mariadb"}:
         if "charset" not in u.query:
             u = u.update_query_dict({"charset": "utf8mb4"})
@@ -74,7 +71,7 @@ def create_engine(
                 kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "ssl": options.tls}
         return create_async_engine(u, **kwargs)
     raise Invalid(f"database-url: the scheme {u.drivername!r} is not supported: expected "
-                  "sqlite+aiosqlite:///PATH or mysql+asyncmy://USER:PASSWORD@HOST:PORT/DATABASE")
+                  "sqlite:///PATH or mysql+asyncmy://USER:PASSWORD@HOST:PORT/DATABASE")
 
 
 class WriteGate:
@@ -143,25 +140,6 @@ async def connect(engine: AsyncEngine, *, write: bool) -> AsyncIterator[AsyncCon
     finally:
         if lock is not None:
             lock.release()
-
-
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control away from the driver so BEGIN is ours (see on_begin).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def on_begin(conn: Any) -> None:
-        # A writer that reads first must hold the write lock from the start: a deferred
-        # transaction that upgrades later fails with SQLITE_BUSY instead of waiting.
-        mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 @contextmanager
