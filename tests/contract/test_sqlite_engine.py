@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from adapters.sql import engine as engine_module
 from adapters.sql import sqlite_driver
 from adapters.sql import tables as t
-from adapters.sql.engine import connect, create_engine
+from adapters.sql.engine import connect, create_engine, translate_errors
 from adapters.sql.repositories import SqlUnitOfWork
-from domain.errors import NotFound, Unavailable
+from domain.errors import Conflict, NotFound, Unavailable
 
 
 @pytest.fixture
@@ -132,12 +132,16 @@ async def test_the_write_ahead_log_is_checkpointed_every_so_many_commits(
             await conn.execute(sa.text("CREATE TABLE big (v BLOB)"))
             await conn.commit()
         sizes = []
-        for _ in range(3):
+        for _ in range(4):
             async with connect(made, write=True) as conn:
                 await conn.execute(sa.text("INSERT INTO big VALUES (:v)"), {"v": b"x" * 200_000})
                 await conn.commit()
+            # Commits that changed no rows are not counted.
+            async with connect(made, write=False) as conn:
+                await conn.execute(sa.text("SELECT count(*) FROM big"))
+                await conn.commit()
             sizes.append(path.stat().st_size)
-        # Four commits: the rows are in the write-ahead log, not yet in the file ...
+        # Four commits that wrote: the rows are in the write-ahead log, not yet in the file ...
         assert sizes[-1] == sizes[0] < 200_000
         async with connect(made, write=True) as conn:
             await conn.execute(sa.text("INSERT INTO big VALUES (:v)"), {"v": b"x" * 200_000})
@@ -146,3 +150,57 @@ async def test_the_write_ahead_log_is_checkpointed_every_so_many_commits(
         assert path.stat().st_size > 800_000
     finally:
         await made.dispose()
+
+
+async def test_a_statement_cancelled_while_it_waits_for_a_lock_leaves_no_lock_behind(
+        engine: AsyncEngine, sqlite_url: str) -> None:
+    other = sqlite3.connect(sqlite_url.split("///", 1)[1], isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        async with SqlUnitOfWork(engine) as uow:
+            touched = asyncio.create_task(_touch(uow))
+            await asyncio.sleep(0.2)
+            touched.cancel()
+            await asyncio.sleep(0.2)
+            # The cancelled statement's thread is still waiting for the lock; the unit cannot
+            # end before it does.
+            assert not touched.done()
+            other.execute("COMMIT")
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(touched, 5.0)
+        # The cancelled unit took the lock in the end, and gave it back when it left.
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("COMMIT")
+        async with SqlUnitOfWork(engine) as uow:
+            await _touch(uow)
+            await uow.commit()
+    finally:
+        other.close()
+
+
+DEFERRED_KEYS = [
+    "CREATE TABLE IF NOT EXISTS parents (id INTEGER PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS children (parent INTEGER REFERENCES parents (id) "
+    "DEFERRABLE INITIALLY DEFERRED)",
+]
+
+
+async def test_an_error_at_commit_is_a_store_error_and_ends_the_transaction(
+        engine: AsyncEngine) -> None:
+    # A deferred foreign key is checked at COMMIT: a commit that SQLite refuses.
+    async with connect(engine, write=True) as conn:
+        for statement in DEFERRED_KEYS:
+            await conn.execute(sa.text(statement))
+        await conn.commit()
+    async with engine.connect() as conn:
+        with pytest.raises(Conflict, match="FOREIGN KEY constraint failed"):
+            with translate_errors("the test database"):
+                async with conn.begin():
+                    await conn.execute(sa.text("INSERT INTO children VALUES (404)"))
+        assert not conn.in_transaction()
+        async with conn.begin():
+            await conn.execute(sa.text("INSERT INTO parents VALUES (1)"))
+            await conn.execute(sa.text("INSERT INTO children VALUES (1)"))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sa.text("SELECT parent FROM children"))).all()
+    assert rows == [(1,)]

@@ -32,6 +32,8 @@ a ``begin`` event), a BEGIN that fails leaves the connection as it was, to be tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -46,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 from sqlalchemy.pool import PoolProxiedConnection, StaticPool
 
 T = TypeVar("T")
+log = logging.getLogger("opsicle.sqlite")
 # How long a statement that meets another connection's lock waits for it (on a thread).
 BUSY_TIMEOUT_MS = 10_000
 # Commits to one database between two checkpoints of its write-ahead log.
@@ -60,9 +63,11 @@ DRIVER_NAME = "opsicle_inline"
 
 
 class Driver(sqlite3.Connection):
-    """The driver's connection, told how its next transaction begins."""
+    """The driver's connection, told how its next transaction begins; ``committed`` is its
+    ``total_changes`` at its last commit (a commit that wrote nothing needs no checkpoint)."""
 
     begin_mode = "DEFERRED"
+    committed = 0
 
 
 class InlineDialect(SQLiteDialect_pysqlite):
@@ -72,8 +77,7 @@ class InlineDialect(SQLiteDialect_pysqlite):
 
     def do_begin(self, dbapi_connection: Any) -> None:
         raw = dbapi_connection.dbapi_connection
-        if not raw.in_transaction:
-            raw.execute(f"BEGIN {raw.begin_mode}").close()
+        raw.execute(f"BEGIN {raw.begin_mode}").close()
 
 
 registry.register(f"sqlite.{DRIVER_NAME}", __name__, "InlineDialect")
@@ -95,15 +99,33 @@ def waiting(driver: sqlite3.Connection, work: Callable[[], T]) -> T:
         driver.execute("PRAGMA busy_timeout=0").close()
 
 
-async def _run(driver: Callable[[], sqlite3.Connection], work: Callable[[], T]) -> T:
+async def on_thread(work: Callable[[], T], undo: Callable[[T], object] | None = None) -> T:
+    """``work`` on a thread. Cancelled meanwhile, it still waits for the thread to finish
+    (the thread is using a connection nobody else may touch until then), undoes what it
+    made with ``undo``, and is cancelled then."""
+    task = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is None and undo is not None:
+            undo(task.result())
+        raise
+
+
+async def _run(raw: Driver, work: Callable[[], T]) -> T:
     """Run ``work`` here; should another connection hold the lock it needs, wait for it on
-    a thread. ``driver`` gives the connection to set the busy timeout on."""
+    a thread, with the busy timeout set on ``raw``, the connection it uses. A statement that
+    failed on a lock changed nothing: it is run again only if its transaction is as it was."""
+    began = raw.in_transaction
     try:
         return work()
     except (exc.OperationalError, sqlite3.OperationalError) as e:
-        if not busy(e):
+        if not busy(e) or raw.in_transaction != began:
             raise
-    return await asyncio.to_thread(waiting, driver(), work)
+    return await on_thread(lambda: waiting(raw, work))
 
 
 def _driver(conn: Connection) -> Driver:
@@ -113,20 +135,32 @@ def _driver(conn: Connection) -> Driver:
 
 
 async def _commit(conn: Connection) -> None:
-    """Commit on the driver's connection (see the module), then checkpoint when it is time."""
+    """Commit on the driver's connection (see the module), then checkpoint when it is time.
+    The driver's errors come as SQLAlchemy's, as from any statement."""
     raw = _driver(conn)
     if not raw.in_transaction:
         return
-    await _run(lambda: raw, raw.commit)
+    try:
+        await _run(raw, raw.commit)
+    except sqlite3.Error as e:
+        raise exc.DBAPIError.instance("COMMIT", None, e, sqlite3.Error) from e
+    wrote, raw.committed = raw.total_changes != raw.committed, raw.total_changes
+    if not wrote:
+        return
     database = conn.engine.url.database or ""
     done = _commits.get(database, 0) + 1
     _commits[database] = done % CHECKPOINT_EVERY
     if done >= CHECKPOINT_EVERY:
-        await asyncio.to_thread(_checkpoint, raw)
+        await on_thread(lambda: _checkpoint(raw, database))
 
 
-def _checkpoint(raw: sqlite3.Connection) -> None:
-    raw.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+def _checkpoint(raw: sqlite3.Connection, database: str) -> None:
+    # The commit is done: a checkpoint that fails is tried again at the next one.
+    try:
+        raw.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+    except sqlite3.Error as e:
+        log.warning("SQLite database %s: checkpoint of the write-ahead log failed: %s",
+                    database, e)
 
 
 class InlineTransaction(AsyncTransaction):
@@ -135,7 +169,7 @@ class InlineTransaction(AsyncTransaction):
     async def start(self, is_ctxmanager: bool = False) -> InlineTransaction:
         conn = self.connection._proxied
         begin = conn.begin_nested if self.nested else conn.begin
-        began: Transaction = await _run(lambda: _driver(conn), begin)
+        began: Transaction = await _run(_driver(conn), begin)
         self.sync_transaction = self._assign_proxied(began)
         if is_ctxmanager:
             began.__enter__()
@@ -154,7 +188,12 @@ class InlineTransaction(AsyncTransaction):
 
     async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
         if type_ is None and not self.nested and self._proxied.is_active:
-            await _commit(self.connection._proxied)
+            try:
+                await _commit(self.connection._proxied)
+            except BaseException as e:
+                # Rolled back, as when the block itself raised.
+                self._proxied.__exit__(type(e), e, e.__traceback__)
+                raise
         self._proxied.__exit__(type_, value, traceback)
 
 
@@ -169,7 +208,15 @@ class InlineConnection(AsyncConnection):
     async def start(self, is_ctxmanager: bool = False) -> InlineConnection:
         if self.sync_connection:
             raise exc.InvalidRequestError("connection is already started")
-        self.sync_connection = self._assign_proxied(self.sync_engine.connect())
+        engine = self.sync_engine
+        idle = getattr(engine.pool, "checkedin", None)
+        if idle is None or idle() > 0:
+            conn = engine.connect()
+        else:
+            # A new connection: opening the file, and for a new database turning its journal
+            # into a write-ahead log, which waits for the database's lock.
+            conn = await on_thread(engine.connect, lambda made: made.close())
+        self.sync_connection = self._assign_proxied(conn)
         return self
 
     async def get_raw_connection(self) -> PoolProxiedConnection:
@@ -203,7 +250,7 @@ class InlineConnection(AsyncConnection):
         execution_options: CoreExecuteOptionsParameter | None = None,
     ) -> sa.CursorResult[Any]:
         conn = self._proxied
-        return await _run(lambda: _driver(conn), lambda: conn.execute(
+        return await _run(_driver(conn), lambda: conn.execute(
             statement, parameters, execution_options=execution_options))
 
     async def exec_driver_sql(
@@ -213,12 +260,13 @@ class InlineConnection(AsyncConnection):
         execution_options: CoreExecuteOptionsParameter | None = None,
     ) -> sa.CursorResult[Any]:
         conn = self._proxied
-        return await _run(lambda: _driver(conn), lambda: conn.exec_driver_sql(
+        return await _run(_driver(conn), lambda: conn.exec_driver_sql(
             statement, parameters, execution_options=execution_options))
 
     async def run_sync(self, fn: Callable[..., T], *arg: Any, **kw: Any) -> T:
         conn = self._proxied
-        return await asyncio.to_thread(waiting, _driver(conn), lambda: fn(conn, *arg, **kw))
+        raw = _driver(conn)
+        return await on_thread(lambda: waiting(raw, lambda: fn(conn, *arg, **kw)))
 
 
 class InlineEngine(AsyncEngine):
@@ -239,7 +287,8 @@ class InlineEngine(AsyncEngine):
         return self.sync_engine.raw_connection()
 
     async def dispose(self, close: bool = True) -> None:
-        self.sync_engine.dispose(close=close)
+        # Closing a database's last connection checkpoints its write-ahead log.
+        await on_thread(lambda: self.sync_engine.dispose(close=close))
 
 
 def create_engine(url: URL, **kwargs: Any) -> InlineEngine:
@@ -262,8 +311,8 @@ def create_engine(url: URL, **kwargs: Any) -> InlineEngine:
 def _set_up(raw: Driver, _record: Any) -> None:
     # The driver begins no transaction of its own: the dialect does (see the module).
     raw.isolation_level = None
-    # Turning a new database's journal into a write-ahead log needs its lock: only here
-    # does a statement wait for one in the event loop's thread.
+    # Turning a new database's journal into a write-ahead log needs its lock (new
+    # connections are opened on a thread, see ``InlineConnection.start``).
     raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}").close()
     raw.execute("PRAGMA journal_mode=WAL").close()
     raw.execute("PRAGMA busy_timeout=0").close()
