@@ -413,6 +413,17 @@ class OutboxRepository(Protocol):
     async def mark_published(self, ids: Sequence[str], at: datetime) -> None: ...
 
 
+class StoreQueues(Protocol):
+    """The run queues where they are kept in the platform's own store (the embedded SQL
+    queue, which units of work enqueue on themselves): a unit of work takes a message and
+    makes the change it leads to in one transaction."""
+
+    async def take(self, topic: str) -> QueueMessage | None:
+        """The next ready message of ``topic``, oldest first: it leaves the queue when the
+        unit of work commits, and stays when it does not. None when none is ready."""
+        ...
+
+
 class WorkerRepository(Protocol):
     async def save(self, worker: Worker) -> None:
         """Insert or replace by id."""
@@ -561,6 +572,8 @@ class UnitOfWork(Protocol):
     policies: PolicyRepository
     webhooks: WebhookDeliveryRepository
     audit: AuditRecorder
+    # The run queues, when this store keeps them; None when they are another store's.
+    queues: StoreQueues | None
 
     async def __aenter__(self) -> UnitOfWork: ...
 

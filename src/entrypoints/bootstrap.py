@@ -352,7 +352,15 @@ async def coordination(
             on_queued(topics)
 
     platform = attrs.evolve(platform, uow=waking(platform.uow, queued))
-    d = Dispatch(platform.uow, platform.clock, platform.ids, queues, platform.logs, lease_seconds)
+    d = Dispatch(
+        platform.uow,
+        platform.clock,
+        platform.ids,
+        queues,
+        platform.logs,
+        lease_seconds,
+        queues_in_store=enqueued,
+    )
     stopping = asyncio.Event()
     loops_stop = asyncio.Event()
     ticks = loop_clock or d.clock

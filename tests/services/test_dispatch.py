@@ -19,7 +19,7 @@ from domain.orgs import Organisation
 from domain.ports import AuditFilter, Queue
 from domain.resources import AutomationSpec, Phase
 from domain.services import dispatch
-from domain.services.dispatch import Dispatch, WorkerIdentity
+from domain.services.dispatch import Dispatch, WorkerIdentity, run_topic
 from domain.users import User
 
 SPEC = AutomationSpec(phases=(Phase("one", "busybox", ("true",)),))
@@ -35,17 +35,26 @@ def audit() -> InMemoryAuditLog:
     return InMemoryAuditLog()
 
 
-@pytest.fixture
-async def d(clock: FakeClock, audit: InMemoryAuditLog) -> Dispatch:
-    store = InMemoryPlatformStore(audit)
+async def make_dispatch(clock: FakeClock, audit: InMemoryAuditLog, *, in_store: bool
+                        ) -> Dispatch:
+    """Dispatch with the run queues another store, fed by the outbox relay, or kept in the
+    platform's store and taken from in the claim's transaction (as on the SQL queue)."""
+    store = InMemoryPlatformStore(audit, enqueue=in_store)
     queues: dict[str, Queue] = {}
 
     def queue(topic: str) -> Queue:
+        # In the store's case, the queue only waits: nothing is published to it.
         return queues.setdefault(topic, InMemoryQueue(ack_wait_seconds=60))
 
     ids = UlidIdGenerator(clock)
     result = Dispatch(
-        store.unit_of_work, clock, ids, queue, InMemoryRunLogStore(), lease_seconds=30
+        store.unit_of_work,
+        clock,
+        ids,
+        queue,
+        InMemoryRunLogStore(),
+        lease_seconds=30,
+        queues_in_store=in_store,
     )
     async with result.uow() as uow:
         await uow.users.add(User("u1", "u1@example.com", "x", clock.now()))
@@ -55,13 +64,18 @@ async def d(clock: FakeClock, audit: InMemoryAuditLog) -> Dispatch:
     return result
 
 
+@pytest.fixture(params=["relayed", "in-store"])
+async def d(request: pytest.FixtureRequest, clock: FakeClock, audit: InMemoryAuditLog) -> Dispatch:
+    return await make_dispatch(clock, audit, in_store=request.param == "in-store")
+
+
 async def queued(d: Dispatch, org: str = "org-a") -> Run:
     run, _ = new_run(d.ids.new_id(), SPEC, d.clock.now(), org_id=org, requested_by="u1")
     async with d.uow() as uow:
         await uow.runs.add(run)
         await dispatch.announce(uow, d.ids, run, d.clock.now())
         await uow.commit()
-    assert await dispatch.relay_outbox(d) == 1
+    assert await dispatch.relay_outbox(d) == (0 if d.queues_in_store else 1)
     return run
 
 
@@ -81,6 +95,22 @@ async def test_a_queued_run_is_claimed_once(d: Dispatch) -> None:
     assert await dispatch.claim_next(d, worker("w2"), wait_seconds=0.05) is None
     held = await status_of(d, run.id)
     assert held.status is RunStatus.RUNNING and held.worker_id == "w1"
+
+
+async def test_in_the_store_each_claim_takes_its_message_with_the_run(
+    clock: FakeClock, audit: InMemoryAuditLog
+) -> None:
+    d = await make_dispatch(clock, audit, in_store=True)
+    run = await queued(d)
+    # Announced twice (a run handed back, say): the second message finds the run held.
+    async with d.uow() as uow:
+        await dispatch.announce(uow, d.ids, run, d.clock.now())
+        await uow.commit()
+    assert await dispatch.claim_next(d, worker("w1"), wait_seconds=0) is not None
+    assert await dispatch.claim_next(d, worker("w2"), wait_seconds=0) is None
+    async with d.uow() as uow:
+        assert uow.queues is not None
+        assert await uow.queues.take(run_topic("org-a")) is None
 
 
 async def test_workers_only_see_their_own_org(d: Dispatch) -> None:

@@ -35,9 +35,11 @@ from domain.ports import (
     OutboxRepository,
     Page,
     PolicyRepository,
+    QueueMessage,
     RoleRepository,
     RunFilter,
     RunRepository,
+    StoreQueues,
     TemplateRepository,
     TokenRepository,
     UnitOfWork,
@@ -84,6 +86,9 @@ class PlatformState:
     template_grants: dict[tuple[str, str], TemplateGrant] = attrs.field(factory=dict)
     template_invitations: dict[str, TemplateInvitation] = attrs.field(factory=dict)
     outbox: dict[str, OutboxMessage] = attrs.field(factory=dict)
+    # The run queues when the store keeps them: message id -> (topic, message, taken), in
+    # the order they were enqueued; taken ones stay, so their ids are not enqueued again.
+    queued: dict[str, tuple[str, QueueMessage, bool]] = attrs.field(factory=dict)
     runs: dict[str, Run] = attrs.field(factory=dict)
     workers: dict[str, Worker] = attrs.field(factory=dict)
     approvals: dict[str, Approval] = attrs.field(factory=dict)
@@ -107,10 +112,11 @@ class InMemoryPlatformStore:
     like the SQL audit log); without, they wait in ``state.audit_outbox`` for the forwarder.
     """
 
-    def __init__(self, audit: AuditLog | None = None) -> None:
+    def __init__(self, audit: AuditLog | None = None, *, enqueue: bool = False) -> None:
         self.state = PlatformState()
         self.lock = asyncio.Lock()
         self.audit = audit
+        self.enqueue = enqueue
 
     def unit_of_work(self) -> UnitOfWork:
         return InMemoryUnitOfWork(self)
@@ -127,7 +133,8 @@ class InMemoryUnitOfWork:
         self.mfa: MfaRepository = InMemoryMfaRepository(self)
         self.codes: CodeRepository = InMemoryCodeRepository(self)
         self.invitations: InvitationRepository = InMemoryInvitationRepository(self)
-        self.outbox: OutboxRepository = InMemoryOutboxRepository(self)
+        self.outbox: OutboxRepository = (InMemoryEnqueuingOutboxRepository(self) if store.enqueue
+                                         else InMemoryOutboxRepository(self))
         self.templates: TemplateRepository = InMemoryTemplateRepository(self)
         self.runs: RunRepository = InMemoryRunRepository(self)
         self.workers: WorkerRepository = InMemoryWorkerRepository(self)
@@ -135,6 +142,7 @@ class InMemoryUnitOfWork:
         self.policies: PolicyRepository = InMemoryPolicyRepository(self)
         self.webhooks: WebhookDeliveryRepository = InMemoryWebhookDeliveryRepository(self)
         self.audit: AuditRecorder = InMemoryAuditRecorder(self)
+        self.queues: StoreQueues | None = InMemoryStoreQueues(self) if store.enqueue else None
 
     async def __aenter__(self) -> InMemoryUnitOfWork:
         if self._staged is not None:
@@ -682,6 +690,26 @@ class InMemoryOutboxRepository(_Repository):
             stored = self._s.outbox.get(message_id)
             if stored is not None and stored.published_at is None:
                 self._s.outbox[message_id] = attrs.evolve(stored, published_at=at)
+
+
+class InMemoryEnqueuingOutboxRepository(InMemoryOutboxRepository):
+    """The outbox of a store that keeps the run queues: ``add`` puts the message on its
+    queue, in the unit of work."""
+
+    async def add(self, message: OutboxMessage) -> None:
+        if message.id in self._s.queued:
+            raise Conflict(f"queue message {message.id} already exists")
+        self._s.queued[message.id] = (message.topic, QueueMessage(message.id, message.body),
+                                      False)
+
+
+class InMemoryStoreQueues(_Repository):
+    async def take(self, topic: str) -> QueueMessage | None:
+        for message_id, (queued_topic, message, taken) in self._s.queued.items():
+            if queued_topic == topic and not taken:
+                self._s.queued[message_id] = (topic, message, True)
+                return message
+        return None
 
 
 class InMemoryAuditRecorder(_Repository):

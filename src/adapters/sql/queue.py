@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import random
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, sqlite
@@ -33,11 +34,13 @@ class _Signal:
     """Wakes the pulls of one engine and topic in this process when a message may be ready.
 
     ``version`` counts the wake-ups, so a pull that saw nothing can tell whether a publish
-    slipped in between its look at the table and its wait.
+    slipped in between its look at the table and its wait. ``next_purge`` is when messages
+    taken in units of work (``take_message``) next purge the topic's old tombstones.
     """
 
     def __init__(self) -> None:
         self.version = 0
+        self.next_purge: datetime | None = None
         self._condition: asyncio.Condition | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -155,8 +158,8 @@ class SqlQueue:
         """Drop the tombstones older than the dedupe window, every half window."""
         if self._next_purge is None or now >= self._next_purge:
             self._next_purge = now + self._dedupe_window / 2
-            await conn.execute(sa.delete(t.queue_messages).where(
-                q.topic == self.topic, q.acked_at < now - self._dedupe_window))
+            await conn.execute(_PURGE, {"key_topic": self.topic,
+                                        "key_before": now - self._dedupe_window})
 
     async def pull(self, timeout_seconds: float) -> SqlDelivery | None:
         loop = asyncio.get_running_loop()
@@ -254,6 +257,41 @@ _TAKE_READY = (sa.update(t.queue_messages)
 _SETTLE = sa.update(t.queue_messages).where(
     q.seq == sa.bindparam("key_seq"), q.attempt == sa.bindparam("key_attempt"),
     q.delivered == sa.true(), q.acked_at.is_(None))
+
+
+# Taken in a unit of work: acked at once, since the message leaves when the unit commits.
+_TAKE_ACKED = (sa.update(t.queue_messages)
+               .where(q.seq == _READY.with_only_columns(q.seq).scalar_subquery())
+               .values(attempt=q.attempt + 1, delivered=False, acked_at=sa.bindparam("at"))
+               .returning(q.seq, q.id, q.body))
+_ACK = (sa.update(t.queue_messages).where(q.seq == sa.bindparam("key_seq"))
+        .values(attempt=q.attempt + 1, delivered=False, acked_at=sa.bindparam("at")))
+_PURGE = sa.delete(t.queue_messages).where(
+    q.topic == sa.bindparam("key_topic"), q.acked_at < sa.bindparam("key_before"))
+
+Execute = Callable[[sa.Executable, dict[str, object]], Awaitable[sa.CursorResult[Any]]]
+
+
+async def take_message(engine: AsyncEngine, execute: Execute, topic: str) -> QueueMessage | None:
+    """Take the next ready message of ``topic`` in the caller's transaction on ``engine``'s
+    database, ``execute`` running its statements: it is acked when the transaction commits,
+    and stays ready when it does not. Like acks, takes purge old tombstones now and then."""
+    now = _now()
+    ready = {"key_topic": topic, "key_now": now}
+    if is_sqlite(engine):
+        # One conditional UPDATE under the write lock the transaction holds.
+        row = (await execute(_TAKE_ACKED, {**ready, "at": now})).first()
+    else:
+        # SKIP LOCKED: concurrent takes pass over a row another one is taking.
+        row = (await execute(_READY.with_for_update(skip_locked=True), ready)).first()
+        if row is not None:
+            await execute(_ACK, {"key_seq": row.seq, "at": now})
+    signal = _signal(engine, topic)
+    if signal.next_purge is None or now >= signal.next_purge:
+        window = timedelta(seconds=DEFAULT_DEDUPE_WINDOW_SECONDS)
+        signal.next_purge = now + window / 2
+        await execute(_PURGE, {"key_topic": topic, "key_before": now - window})
+    return None if row is None else QueueMessage(row.id, bytes(row.body))
 
 
 def enqueue_statement(topic: str, message: QueueMessage) -> tuple[sa.Insert, dict[str, object]]:

@@ -21,7 +21,7 @@ from adapters.sql import tables as t
 from adapters.sql.audit import SqlAuditChain, SqlAuditOutboxWriter
 from adapters.sql.engine import SQLITE_BEGIN, store_name, translate_errors, write_gate
 from adapters.sql.mapping import MAX_PAGE, check_limit
-from adapters.sql.queue import enqueue_statement, enqueued
+from adapters.sql.queue import enqueue_statement, enqueued, take_message
 from domain.approvals import Approval, ApprovalSettings, ApprovalStatus, StoredPolicy
 from domain.automations import Run, RunStatus
 from domain.errors import Conflict, FieldError, Invalid, NotFound, Unavailable
@@ -43,6 +43,7 @@ from domain.ports import (
     RoleRepository,
     RunFilter,
     RunRepository,
+    StoreQueues,
     TemplateRepository,
     TokenRepository,
     UnitOfWorkFactory,
@@ -108,6 +109,7 @@ class SqlUnitOfWork:
         self.webhooks: WebhookDeliveryRepository = SqlWebhookDeliveryRepository(self)
         self.audit: AuditRecorder = (SqlAuditOutboxWriter(self.execute) if audit_outbox
                                      else SqlAuditChain(self.execute, self.store))
+        self.queues: StoreQueues | None = SqlStoreQueues(self) if enqueue else None
 
     async def __aenter__(self) -> SqlUnitOfWork:
         if self._conn is not None:
@@ -164,6 +166,10 @@ class SqlUnitOfWork:
     @property
     def dialect(self) -> str:
         return self._engine.dialect.name
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
 
     @property
     def connection(self) -> AsyncConnection:
@@ -769,6 +775,13 @@ class SqlEnqueuingOutboxRepository(SqlOutboxRepository):
         stmt, row = enqueue_statement(message.topic, QueueMessage(message.id, message.body))
         await self._uow.execute(stmt, row, conflict=f"queue message {message.id} already exists")
         self._uow.enqueued.add(message.topic)
+
+
+class SqlStoreQueues(_Repository):
+    """The run queues on the SQL queue of this database, taken from in the unit of work."""
+
+    async def take(self, topic: str) -> QueueMessage | None:
+        return await take_message(self._uow.engine, self._uow.execute, topic)
 
 
 @functools.cache

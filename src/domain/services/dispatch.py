@@ -31,6 +31,7 @@ from domain.errors import Conflict, FieldError, Invalid, NotFound
 from domain.outbox import OutboxMessage
 from domain.ports import (
     Clock,
+    Delivery,
     IdGenerator,
     Queue,
     QueueMessage,
@@ -59,7 +60,8 @@ def topic_org(topic: str) -> str | None:
 
 @attrs.frozen
 class Dispatch:
-    """The ports the coordinator's use cases need."""
+    """The ports the coordinator's use cases need. ``queues_in_store``: the units of work keep
+    the run queues (``UnitOfWork.queues``), which ``queues`` reads too."""
 
     uow: UnitOfWorkFactory
     clock: Clock
@@ -67,6 +69,7 @@ class Dispatch:
     queues: Callable[[str], Queue]
     logs: RunLogStore
     lease_seconds: float = 30.0
+    queues_in_store: bool = False
 
 
 @attrs.frozen
@@ -123,10 +126,19 @@ async def claim_next(
     """Hold the next queued run of the worker's org, waiting up to ``wait_seconds``.
 
     The worker's registry entry is written by every call: in the claim's own transaction when
-    a run is ready at once, else before the wait.
+    a run is ready at once, else before the wait. Where the store keeps the run queues, a
+    ready message is taken and its run claimed in one transaction; the queue is pulled only
+    to wait for one.
     """
-    queue = d.queues(run_topic(worker.org_id))
-    delivery = await queue.pull(0.0)
+    topic = run_topic(worker.org_id)
+    queue = d.queues(topic)
+    delivery: Delivery | None = None
+    if d.queues_in_store:
+        lease = await _take_in_store(d, worker, topic, busy)
+        if lease is not None:
+            return lease
+    else:
+        delivery = await queue.pull(0.0)
     deadline: float | None = None
     while True:
         if delivery is None:
@@ -148,27 +160,54 @@ async def claim_next(
             return None
 
 
+async def _take_in_store(
+    d: Dispatch, worker: WorkerIdentity, topic: str, busy: int
+) -> Lease | None:
+    """Take ready messages of ``topic`` from the store's queues and claim their runs, a
+    transaction each, until a run is claimed (its lease) or none is ready (None)."""
+    while True:
+        async with d.uow() as uow:
+            if uow.queues is None:
+                raise RuntimeError("queues_in_store is set, but the store keeps no queues")
+            message = await uow.queues.take(topic)
+            if message is None:
+                return None
+            lease = await _claim(d, uow, worker, message.body, busy)
+            # Committed whatever happened: a run that was not queued any more needs no message.
+            await uow.commit()
+        if lease is not None:
+            return lease
+
+
 async def _take(d: Dispatch, worker: WorkerIdentity, body: bytes, busy: int) -> Lease | None:
+    async with d.uow() as uow:
+        lease = await _claim(d, uow, worker, body, busy)
+        if lease is not None:
+            await uow.commit()
+    return lease
+
+
+async def _claim(
+    d: Dispatch, uow: UnitOfWork, worker: WorkerIdentity, body: bytes, busy: int
+) -> Lease | None:
+    """Hold the run the queue message ``body`` names, if it is still queued for this org."""
     try:
         run_id = str(json.loads(body)["runId"])
     except (ValueError, KeyError, TypeError):
         return None
-    now = d.clock.now()
-    async with d.uow() as uow:
-        try:
-            run = await uow.runs.get(run_id)
-        except NotFound:
-            return None
-        if run.status is not RunStatus.QUEUED or run.org_id != worker.org_id:
-            return None
-        held, _ = claim(run, worker.worker_id, now, d.lease_seconds)
-        try:
-            await uow.runs.update(held, expected=RunStatus.QUEUED, expected_attempts=run.attempts)
-        except Conflict:
-            return None
-        await uow.workers.save(_registry_entry(d, worker, busy))
-        stripped = not held.grant and await _has_approval(uow, held.id)
-        await uow.commit()
+    try:
+        run = await uow.runs.get(run_id)
+    except NotFound:
+        return None
+    if run.status is not RunStatus.QUEUED or run.org_id != worker.org_id:
+        return None
+    held, _ = claim(run, worker.worker_id, d.clock.now(), d.lease_seconds)
+    try:
+        await uow.runs.update(held, expected=RunStatus.QUEUED, expected_attempts=run.attempts)
+    except Conflict:
+        return None
+    await uow.workers.save(_registry_entry(d, worker, busy))
+    stripped = not held.grant and await _has_approval(uow, held.id)
     return Lease(held, held.attempts, d.lease_seconds, approval_requested=stripped)
 
 
