@@ -34,8 +34,8 @@ class _Signal:
     """Wakes the pulls of one engine and topic in this process when a message may be ready.
 
     ``version`` counts the wake-ups, so a pull that saw nothing can tell whether a publish
-    slipped in between its look at the table and its wait. ``next_purge`` is when messages
-    taken in units of work (``take_message``) next purge the topic's old tombstones.
+    slipped in between its look at the table and its wait. ``next_purge`` is when the
+    topic's old tombstones are purged next (see ``_purge``).
     """
 
     def __init__(self) -> None:
@@ -126,7 +126,6 @@ class SqlQueue:
         self._ack_wait = timedelta(seconds=ack_wait_seconds)
         self._dedupe_window = timedelta(seconds=dedupe_window_seconds)
         self._signal = _signal(engine, topic)
-        self._next_purge: datetime | None = None
 
     @asynccontextmanager
     async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
@@ -151,15 +150,9 @@ class SqlQueue:
                 q.topic == self.topic, q.id == message.id,
                 q.acked_at < now - self._dedupe_window))
             await conn.execute(stmt)
-            await self._purge(conn, now)
+            await _purge(self._signal, conn.execute, self.topic, now, self._dedupe_window)
         await self._signal.notify()
 
-    async def _purge(self, conn: AsyncConnection, now: datetime) -> None:
-        """Drop the tombstones older than the dedupe window, every half window."""
-        if self._next_purge is None or now >= self._next_purge:
-            self._next_purge = now + self._dedupe_window / 2
-            await conn.execute(_PURGE, {"key_topic": self.topic,
-                                        "key_before": now - self._dedupe_window})
 
     async def pull(self, timeout_seconds: float) -> SqlDelivery | None:
         loop = asyncio.get_running_loop()
@@ -233,7 +226,7 @@ class SqlQueue:
             result = await conn.execute(_SETTLE, values)
             if acked:
                 # Acks purge too: messages enqueued in a unit of work never pass publish.
-                await self._purge(conn, now)
+                await _purge(self._signal, conn.execute, self.topic, now, self._dedupe_window)
         if not acked and result.rowcount:
             await self._signal.notify()
 
@@ -272,6 +265,14 @@ _PURGE = sa.delete(t.queue_messages).where(
 Execute = Callable[[sa.Executable, dict[str, object]], Awaitable[sa.CursorResult[Any]]]
 
 
+async def _purge(signal: _Signal, execute: Execute, topic: str, now: datetime,
+                 window: timedelta) -> None:
+    """Drop the topic's tombstones older than the dedupe window, every half window."""
+    if signal.next_purge is None or now >= signal.next_purge:
+        signal.next_purge = now + window / 2
+        await execute(_PURGE, {"key_topic": topic, "key_before": now - window})
+
+
 async def take_message(engine: AsyncEngine, execute: Execute, topic: str) -> QueueMessage | None:
     """Take the next ready message of ``topic`` in the caller's transaction on ``engine``'s
     database, ``execute`` running its statements: it is acked when the transaction commits,
@@ -286,11 +287,8 @@ async def take_message(engine: AsyncEngine, execute: Execute, topic: str) -> Que
         row = (await execute(_READY.with_for_update(skip_locked=True), ready)).first()
         if row is not None:
             await execute(_ACK, {"key_seq": row.seq, "at": now})
-    signal = _signal(engine, topic)
-    if signal.next_purge is None or now >= signal.next_purge:
-        window = timedelta(seconds=DEFAULT_DEDUPE_WINDOW_SECONDS)
-        signal.next_purge = now + window / 2
-        await execute(_PURGE, {"key_topic": topic, "key_before": now - window})
+    await _purge(_signal(engine, topic), execute, topic, now,
+                 timedelta(seconds=DEFAULT_DEDUPE_WINDOW_SECONDS))
     return None if row is None else QueueMessage(row.id, bytes(row.body))
 
 

@@ -17,10 +17,13 @@ Two things must never make the event loop wait, and go to a thread instead:
   run again the same way, and only then on SQLAlchemy's, which then has nothing left to do;
 * checkpoints, which copy the write-ahead log into the database file and sync it to disk
   (milliseconds to tens of them). SQLite's own, run by the commit that fills the log, are
-  off (``wal_autocheckpoint=0``); every ``CHECKPOINT_EVERY`` commits to a database, the
-  committing connection runs a passive one on a thread.
+  off (``wal_autocheckpoint=0``); every ``CHECKPOINT_EVERY`` commits that changed rows in a
+  database, the committing connection runs a passive one on a thread.
 
-``run_sync`` (migrations, schema probes) runs on a thread too, with the busy timeout.
+New connections are opened on a thread (a new database's journal becomes a write-ahead log
+under its lock), and so is ``run_sync`` (migrations, schema probes), with the busy timeout.
+Whatever runs on a thread is waited for even when its caller is cancelled: the thread holds
+the connection until it is done.
 
 Transactions are begun by the dialect with ``BEGIN <mode>``, the mode taken from the
 connection's execution option ``BEGIN_OPTION`` (IMMEDIATE takes the write lock at once):
