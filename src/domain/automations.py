@@ -121,6 +121,21 @@ class Run:
     finished_at: datetime | None = None
 
 
+# What a run is created with and keeps: updates change the rest (status, phases, lease, ...).
+CREATED_WITH = (
+    "spec",
+    "created_at",
+    "name",
+    "org_id",
+    "template_id",
+    "template_version",
+    "requested_by",
+    "comment",
+    "variables",
+    "sealed_secrets",
+)
+
+
 def new_run(
     run_id: str,
     spec: AutomationSpec,

@@ -376,7 +376,8 @@ class RunRepository(Protocol):
         expected: RunStatus | None = None,
         expected_attempts: int | None = None,
     ) -> None:
-        """Store ``run``; raise ``Conflict`` unless the stored run still has the ``expected``
+        """Store ``run``'s state, all but what it was created with (``CREATED_WITH``, which
+        stays as stored); raise ``Conflict`` unless the stored run still has the ``expected``
         status and ``expected_attempts`` (the lease's fencing token), when they are given."""
         ...
 

@@ -22,6 +22,7 @@ from adapters.sql.migrate import current_revision, migrate
 from adapters.sql.repositories import SqlUnitOfWork
 from adapters.sql.tables import metadata
 from domain.automations import (
+    CREATED_WITH,
     PhaseResult,
     PhaseStatus,
     RunStatus,
@@ -35,6 +36,7 @@ from domain.orgs import InvitationStatus, MemberType
 from domain.outbox import OutboxMessage
 from domain.permissions import Action, Grant, Resource
 from domain.ports import RunFilter, UnitOfWork, UnitOfWorkFactory
+from domain.resources import AutomationSpec, Phase
 from domain.templates import (
     ALL_TEMPLATE_RIGHTS,
     Template,
@@ -868,6 +870,20 @@ async def test_run_update_checks_the_expected_status(uow: UnitOfWork) -> None:
         await uow.runs.update(b.run())
     with pytest.raises(NotFound):
         await uow.runs.update(b.run(), expected=RunStatus.QUEUED)
+
+
+async def test_run_update_keeps_what_the_run_was_created_with(uow: UnitOfWork) -> None:
+    run = b.run(org_id=uid("org"), sealed_secrets="sealed")
+    await uow.runs.add(run)
+    state = {"status": RunStatus.RUNNING, "attempts": 1, "worker_id": "wkr-1",
+             "started_at": at(1), "lease_expires_at": at(31), "grant": "signed"}
+    created = {"spec": AutomationSpec(phases=(Phase("other", "alpine", ("false",)),)),
+               "created_at": at(7), "name": "renamed", "org_id": uid("org"),
+               "template_id": uid("tpl"), "template_version": 9, "requested_by": uid("usr"),
+               "comment": "changed", "variables": {"env": "changed"}, "sealed_secrets": ""}
+    assert sorted(created) == sorted(CREATED_WITH)
+    await uow.runs.update(attrs.evolve(run, **state, **created), expected=RunStatus.QUEUED)
+    assert await uow.runs.get(run.id) == attrs.evolve(run, **state)
 
 
 async def test_of_two_concurrent_claims_on_a_run_one_conflicts(

@@ -193,10 +193,14 @@ async def test_an_error_at_commit_is_a_store_error_and_ends_the_transaction(
             await conn.execute(sa.text(statement))
         await conn.commit()
     async with engine.connect() as conn:
-        with pytest.raises(Conflict, match="FOREIGN KEY constraint failed"):
+
+        async def orphan() -> None:
             with translate_errors("the test database"):
                 async with conn.begin():
                     await conn.execute(sa.text("INSERT INTO children VALUES (404)"))
+
+        with pytest.raises(Conflict, match="FOREIGN KEY constraint failed"):
+            await orphan()
         assert not conn.in_transaction()
         async with conn.begin():
             await conn.execute(sa.text("INSERT INTO parents VALUES (1)"))

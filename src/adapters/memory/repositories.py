@@ -18,7 +18,7 @@ import attrs
 
 from domain.approvals import Approval, ApprovalSettings, ApprovalStatus, StoredPolicy
 from domain.audit import AuditEvent
-from domain.automations import Run, RunStatus
+from domain.automations import CREATED_WITH, Run, RunStatus
 from domain.errors import Conflict, FieldError, Invalid, NotFound
 from domain.orgs import Invitation, InvitationStatus, Membership, Organisation
 from domain.outbox import OutboxMessage
@@ -737,7 +737,8 @@ class InMemoryRunRepository(_Repository):
                            f"not {expected_attempts}: its lease was lost", code="lease_lost")
         if expected is not None and stored.status is not expected:
             raise Conflict(f"run {run.id} is {stored.status.value}, not {expected.value}")
-        self._s.runs[run.id] = run
+        self._s.runs[run.id] = attrs.evolve(
+            run, **{name: getattr(stored, name) for name in CREATED_WITH})
 
     async def expired_leases(self, at: datetime, limit: int = 100) -> builtins.list[Run]:
         check_limit(limit)

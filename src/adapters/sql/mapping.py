@@ -307,16 +307,20 @@ def phases_of(data: list[dict[str, Any]]) -> tuple[PhaseResult, ...]:
 
 
 def run_row(r: Run) -> dict[str, Any]:
-    return {"id": r.id, "status": r.status.value, "name": r.name, "org_id": r.org_id,
-            "template_id": r.template_id, "template_version": r.template_version,
-            "requested_by": r.requested_by, "comment": r.comment,
-            "spec": dumps(spec_data(r.spec)), "variables": dumps(dict(r.variables)),
-            "phases": dumps(phases_data(r.phases)), "reason": r.reason,
-            "attempts": r.attempts, "worker_id": r.worker_id, "created_at": r.created_at,
+    return {"id": r.id, "name": r.name, "org_id": r.org_id, "template_id": r.template_id,
+            "template_version": r.template_version, "requested_by": r.requested_by,
+            "comment": r.comment, "spec": dumps(spec_data(r.spec)),
+            "variables": dumps(dict(r.variables)), "created_at": r.created_at,
+            "sealed_secrets": r.sealed_secrets or None, **run_state_row(r)}
+
+
+def run_state_row(r: Run) -> dict[str, Any]:
+    """The columns an update writes: all but what the run was created with."""
+    return {"status": r.status.value, "phases": dumps(phases_data(r.phases)),
+            "reason": r.reason, "attempts": r.attempts, "worker_id": r.worker_id,
             "updated_at": r.updated_at, "started_at": r.started_at,
             "finished_at": r.finished_at, "lease_expires_at": r.lease_expires_at,
-            "cancel_requested": r.cancel_requested,
-            "sealed_secrets": r.sealed_secrets or None, "approval_grant": r.grant or None}
+            "cancel_requested": r.cancel_requested, "approval_grant": r.grant or None}
 
 
 def run_of(r: RowMapping) -> Run:

@@ -823,7 +823,7 @@ class SqlRunRepository(_Repository):
         # status and attempts, the second matches no row (it waits for the first's lock and
         # then sees its commit), so two claims of one run can never both win.
         stmt = _run_update(expected is not None, expected_attempts is not None)
-        params = {**m.run_row(run), "key_id": run.id}
+        params = {**m.run_state_row(run), "key_id": run.id}
         if expected is not None:
             params["key_status"] = expected.value
         if expected_attempts is not None:
