@@ -335,6 +335,12 @@ async def test_role_assignments(uow: UnitOfWork) -> None:
     await uow.roles.assign(org_id, user_id, ops.id)
     await uow.roles.assign(org_id, user_id, ops.id)
     assert await uow.roles.of_member(org_id, user_id) == [ops, viewers]
+    # A role without grants is one of them too.
+    bare = attrs.evolve(b.role(org_id, "bare"), grants={})
+    await uow.roles.add(bare)
+    await uow.roles.assign(org_id, user_id, bare.id)
+    assert await uow.roles.of_member(org_id, user_id) == [bare, ops, viewers]
+    await uow.roles.unassign(org_id, user_id, bare.id)
 
     with pytest.raises(NotFound):
         await uow.roles.assign(org_id, uid("usr"), ops.id)

@@ -318,11 +318,16 @@ class SqlOrgRepository(_Repository):
         return [m.membership_of(r) for r in rows]
 
 
+# A member's roles with their grants in one statement: a row per grant (one with no grant
+# columns for a role that has none).
 _ROLES_OF_MEMBER = (
-    sa.select(t.roles).join(t.role_assignments, t.role_assignments.c.role_id == t.roles.c.id)
+    sa.select(t.roles, t.role_grants.c.resource, t.role_grants.c.allow_mask,
+              t.role_grants.c.deny_mask)
+    .select_from(t.roles.join(t.role_assignments, t.role_assignments.c.role_id == t.roles.c.id)
+                 .outerjoin(t.role_grants, t.role_grants.c.role_id == t.roles.c.id))
     .where(t.role_assignments.c.org_id == sa.bindparam("org_id"),
            t.role_assignments.c.user_id == sa.bindparam("user_id"))
-    .order_by(t.roles.c.name, t.roles.c.id))
+    .order_by(t.roles.c.name, t.roles.c.id, t.role_grants.c.resource))
 _GRANTS_OF_ROLES = (
     sa.select(t.role_grants).where(t.role_grants.c.role_id.in_(sa.bindparam("ids", expanding=True)))
     .order_by(t.role_grants.c.resource))
@@ -391,8 +396,12 @@ class SqlRoleRepository(_Repository):
             a.org_id == org_id, a.user_id == user_id, a.role_id == role_id))
 
     async def of_member(self, org_id: str, user_id: str) -> list[Role]:
-        return await self._with_grants(await self._uow.rows(
-            _ROLES_OF_MEMBER, {"org_id": org_id, "user_id": user_id}))
+        roles: dict[str, tuple[RowMapping, list[RowMapping]]] = {}
+        for row in await self._uow.rows(_ROLES_OF_MEMBER, {"org_id": org_id, "user_id": user_id}):
+            _, grants = roles.setdefault(row["id"], (row, []))
+            if row["resource"] is not None:
+                grants.append(row)
+        return [m.role_of(role, grants) for role, grants in roles.values()]
 
     async def assign_token(self, token_id: str, role_id: str) -> None:
         token = await self._uow.tokens.get(token_id)
