@@ -13,6 +13,7 @@ import pyotp
 from adapters.crypto.grants import StoredKeyRing
 from adapters.memory.grant_keys import in_memory_grant_keys
 from adapters.memory.queue import InMemoryQueue
+from adapters.memory.repositories import InMemoryUnitOfWork
 from adapters.memory.runner import InMemoryRunner, Script
 from adapters.template_reader import read_template
 from domain.approvals import Verdict
@@ -104,11 +105,13 @@ async def test_an_approved_run_executes_with_its_grant_and_tampered_runs_are_ref
     altered = await _approved_run(p, clock, admin, org, approver, setup.secret)
     stripped = await _approved_run(p, clock, admin, org, approver, setup.secret)
     async with p.uow() as uow:
-        # Someone with write access to the store changes what runs after the approval...
+        # Someone with write access to the store (not through its repositories, which never
+        # change a run's spec) changes what runs after the approval...
+        assert isinstance(uow, InMemoryUnitOfWork)
         evil = AutomationSpec(phases=(Phase("deploy", "busybox", ("echo pwned",)),))
-        await uow.runs.update(attrs.evolve(altered, spec=evil))
+        uow.state.runs[altered.id] = attrs.evolve(altered, spec=evil)
         # ...or removes the grant altogether.
-        await uow.runs.update(attrs.evolve(stripped, grant=""))
+        uow.state.runs[stripped.id] = attrs.evolve(stripped, grant="")
         await uow.commit()
 
     queues: dict[str, Queue] = {}
