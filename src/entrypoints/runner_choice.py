@@ -18,14 +18,18 @@ async def choose_runner(
     pull: bool,
     grace_seconds: float,
     note: Callable[[str], None],
+    process: ProcessRunner | None = None,
 ) -> Runner:
     """The runner for ``spec``: ``process`` or ``docker`` as asked; ``auto`` takes Docker when
     an engine answers and every image is present locally (air-gapped: nothing is pulled
-    unless asked), and a local process otherwise. ``note`` hears one line saying why."""
+    unless asked), and a local process otherwise. ``note`` hears one line saying why.
+    ``process`` is the process runner to use (a worker keeps one, so that bubblewrap is
+    probed once, not before every run)."""
+    if process is None:
+        process = ProcessRunner(grace_seconds=grace_seconds)
     if choice == "process":
-        runner: Runner = ProcessRunner(grace_seconds=grace_seconds)
-        note(f"runner: process, as asked; {runner.describe()}")
-        return runner
+        note(f"runner: process, as asked; {process.describe()}")
+        return process
     docker = DockerRunner(docker_host, pull=pull, grace_seconds=grace_seconds)
     if choice == "docker":
         note(f"runner: docker, as asked; {docker.describe()}")
@@ -39,6 +43,5 @@ async def choose_runner(
             note(f"runner: docker (engine at {docker.url}; every image is present locally)")
             return docker
         reason = f"image {', '.join(missing)} is not present locally"
-    runner = ProcessRunner(grace_seconds=grace_seconds)
-    note(f"runner: process ({reason}); {runner.describe()}")
-    return runner
+    note(f"runner: process ({reason}); {process.describe()}")
+    return process

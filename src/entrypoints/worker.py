@@ -554,8 +554,13 @@ def _mounts(spec: AutomationSpec, workdir: Path) -> tuple[Mount, ...]:
 
 
 def runner_factory(settings: Settings) -> RunnerFactory:
-    """The runner for each claimed run, chosen the way ``opsicle run`` chooses it."""
+    """The runner for each claimed run, chosen the way ``opsicle run`` chooses it; processes
+    run on one process runner (which probes bubblewrap the first time only)."""
+    from adapters.runners.process import ProcessRunner
     from entrypoints.runner_choice import choose_runner
+
+    grace = float(settings["grace-seconds"])
+    process = ProcessRunner(grace_seconds=grace)
 
     async def runner_for(spec: AutomationSpec) -> Runner:
         return await choose_runner(
@@ -563,8 +568,9 @@ def runner_factory(settings: Settings) -> RunnerFactory:
             spec,
             docker_host=settings["docker-host"],
             pull=False,
-            grace_seconds=float(settings["grace-seconds"]),
+            grace_seconds=grace,
             note=log.info,
+            process=process,
         )
 
     return runner_for

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import overload
 
 import pytest
@@ -13,13 +14,22 @@ import pytest
 from adapters.memory.clock import FakeClock
 from adapters.memory.coordinator import InMemoryCoordinator
 from adapters.memory.runner import InMemoryRunner, Script
+from adapters.runners.process import ProcessRunner
 from adapters.system import SystemClock, UlidIdGenerator
 from domain.automations import PhaseResult, PhaseStatus, Run, RunStatus, new_run
 from domain.errors import Forbidden, Invalid, RateLimited, Unauthenticated, Unavailable
 from domain.ports import Claim
 from domain.resources import AutomationSpec, Phase
 from entrypoints.loops import Backoff
-from entrypoints.worker import CHUNK_BYTES, LeaseLost, PhaseReports, PullWorker, WorkerOptions
+from entrypoints.settings import load as load_settings
+from entrypoints.worker import (
+    CHUNK_BYTES,
+    LeaseLost,
+    PhaseReports,
+    PullWorker,
+    WorkerOptions,
+    runner_factory,
+)
 
 CLOCK = SystemClock()
 IDS = UlidIdGenerator(CLOCK)
@@ -498,3 +508,18 @@ async def test_phase_reports_are_retried_while_the_coordinator_is_unreachable() 
         ("build", PhaseStatus.SUCCEEDED),
         ("test", PhaseStatus.SUCCEEDED),
     ]
+
+
+@pytest.mark.parametrize("choice", ["process", "auto"])
+async def test_the_worker_runs_processes_on_one_runner_probed_once(
+    choice: str, tmp_path: Path
+) -> None:
+    settings = load_settings(None, {"XDG_CONFIG_HOME": str(tmp_path)}).with_flags(
+        runner=choice, docker_host=f"unix://{tmp_path / 'no-docker.sock'}"
+    )
+    runner_for = runner_factory(settings)
+    spec = AutomationSpec(phases=(Phase("one", "busybox", ("true",)),))
+    first, second = await runner_for(spec), await runner_for(spec)
+    # Bubblewrap is probed by the first run's runner; the next runs reuse it.
+    assert isinstance(first, ProcessRunner)
+    assert second is first
