@@ -111,10 +111,11 @@ async def test_concurrent_consumers_in_several_processes_share_out_each_message_
 
 async def test_a_delivery_that_timed_out_cannot_settle_the_next_one(
         engines: EngineFactory) -> None:
-    queue = SqlQueue(engines(), topic(), ack_wait_seconds=0.2)
+    # The current delivery must stay held through the steps below, however loaded the host.
+    queue = SqlQueue(engines(), topic(), ack_wait_seconds=1.0)
     await queue.publish(message())
     stale = await pull(queue)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(1.1)
     current = await pull(queue)
     assert (stale.attempt, current.attempt) == (1, 2)
     await stale.ack()

@@ -6,11 +6,13 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sql import engine as engine_module
 from adapters.sql import sqlite_driver
@@ -208,3 +210,121 @@ async def test_an_error_at_commit_is_a_store_error_and_ends_the_transaction(
     async with engine.connect() as conn:
         rows = (await conn.execute(sa.text("SELECT parent FROM children"))).all()
     assert rows == [(1,)]
+
+
+# A table of every column type the platform's tables use, for the fast statement path.
+_kinds = sa.MetaData()
+_things = sa.Table(
+    "things", _kinds,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("at", t.UtcDateTime, nullable=False),
+    sa.Column("done", sa.Boolean, nullable=False),
+    sa.Column("body", t.Blob),
+    sa.Column("note", t.LongText),
+)
+_c = _things.c
+_AT = datetime(2026, 11, 28, 10, 30, 15, 123456, tzinfo=UTC)
+
+
+async def _fresh(conn: AsyncConnection) -> None:
+    await conn.run_sync(_kinds.drop_all)
+    await conn.run_sync(_kinds.create_all)
+    await conn.commit()
+
+
+async def _compared(conn: AsyncConnection, statement: sa.Executable,
+                    params: dict[str, object] | None = None) -> tuple[Any, Any]:
+    """``statement`` run the fast way and SQLAlchemy's way (each rolled back), and what
+    the adapters read of each result."""
+    sync = conn.sync_connection
+    assert sync is not None
+    assert sqlite_driver.fast_statement(sync, statement, params, None) is not None
+
+    def read(result: Any) -> Any:
+        key = result.inserted_primary_key if statement.is_insert else None
+        try:
+            rows = result.all()
+        except sa.exc.ResourceClosedError:  # a statement that returns no rows
+            return result.rowcount, key
+        # (No rowcount: SQLAlchemy leaves it undefined for statements that return rows.)
+        return (tuple(result.keys()), [(tuple(r), dict(r._mapping)) for r in rows]), key
+
+    fast = read(await conn.execute(statement, params))
+    await conn.rollback()
+    usual = read(sync.execute(statement, params))
+    sync.rollback()
+    return fast, usual
+
+
+async def test_statements_skip_sqlalchemys_execution_and_read_back_the_same(
+        engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await _fresh(conn)
+        await conn.execute(sa.insert(_things), [
+            {"name": "a", "at": _AT, "done": True, "body": b"\x00\xff", "note": "x"},
+            {"name": "b", "at": _AT, "done": False, "body": None, "note": None}])
+        await conn.commit()
+        by_name = sa.select(_things).where(_c.name == sa.bindparam("name"))
+        for statement, params in [
+            (by_name, {"name": "a"}),
+            (sa.select(_things).where(_c.done.is_(False)), None),  # a value in the statement
+            (sa.select(_c.name, sa.func.count().label("n")).group_by(_c.name), None),
+            (sa.insert(_things).values(name="c", at=_AT, done=True), None),
+            (sa.insert(_things), {"name": "d", "at": _AT.astimezone(), "done": False}),
+            (sa.update(_things).where(_c.done.is_(True)).values(note="y"), None),
+            (sa.update(_things).values(note="z").returning(_c.seq, _c.at), None),
+            (sa.delete(_things).where(_c.name == "b"), None),
+        ]:
+            fast, usual = await _compared(conn, statement, params)
+            assert fast == usual, str(statement)
+        rows = (await conn.execute(by_name, {"name": "a"})).mappings().all()
+        assert rows[0]["at"] == _AT and rows[0]["at"].tzinfo is UTC
+        assert rows[0]["done"] is True and rows[0]["body"] == b"\x00\xff"
+        assert (await conn.execute(by_name, {"name": "a"})).one()._mapping[_c.seq] == 1
+
+
+async def test_statements_that_need_more_go_sqlalchemys_way(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await _fresh(conn)
+        sync = conn.sync_connection
+        assert sync is not None
+        for statement in [
+            sa.select(_things).where(_c.name.in_(["a", "b"])),  # an expanding parameter
+            sa.text("SELECT 1"),
+            sa.select(_things).execution_options(yield_per=10),
+        ]:
+            assert sqlite_driver.fast_statement(sync, statement, None, None) is None
+            assert (await conn.execute(statement)).all() is not None
+        assert sqlite_driver.fast_statement(sync, sa.select(_things), None,
+                                            {"yield_per": 10}) is None
+        many = [{"name": "e", "at": _AT, "done": True}, {"name": "f", "at": _AT, "done": True}]
+        assert sqlite_driver.fast_statement(sync, sa.insert(_things), many, None) is None
+        async with conn.begin_nested():  # a savepoint
+            assert sqlite_driver.fast_statement(sync, sa.select(_things), None, None) is None
+
+
+async def test_a_fast_statement_begins_the_transaction_tells_listeners_and_fails_clearly(
+        engine: AsyncEngine) -> None:
+    seen: list[str] = []
+
+    def listener(*args: Any) -> None:
+        seen.append(args[2])
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        async with engine.connect() as conn:
+            await _fresh(conn)
+            insert = sa.insert(_things).values(name="a", at=_AT, done=True)
+            await conn.execute(insert)
+            assert conn.in_transaction()
+            assert seen[-1].startswith("INSERT INTO things")
+            with (pytest.raises(Conflict, match=r"UNIQUE constraint failed: things\.name"),
+                  translate_errors("the test database")):
+                await conn.execute(insert)
+            await conn.commit()
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.select(sa.func.count()).select_from(_things))
+                    ).scalar_one() == 1
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", listener)

@@ -20,6 +20,12 @@ Two things must never make the event loop wait, and go to a thread instead:
   off (``wal_autocheckpoint=0``); every ``CHECKPOINT_EVERY`` commits that changed rows in a
   database, the committing connection runs a passive one on a thread.
 
+Statements skip most of SQLAlchemy's execution machinery (``fast_statement``): an execution
+context, events and a cursor result built for every call cost about 100 µs of CPU per
+statement, where SQLite answers Opsicle's in 10 to 25 µs. The compiled form still comes from
+SQLAlchemy's statement cache, parameters and rows still go through the column types, and the
+transaction still begins as SQLAlchemy begins it; statements that need more go the usual way.
+
 New connections are opened on a thread (a new database's journal becomes a write-ahead log
 under its lock), and so is ``run_sync`` (migrations, schema probes), with the busy timeout.
 Whatever runs on a thread is waited for even when its caller is cancelled: the thread holds
@@ -38,17 +44,20 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable
-from typing import Any, TypeVar
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import URL, Connection, Engine, Transaction
-from sqlalchemy.engine.interfaces import CoreExecuteOptionsParameter
+from sqlalchemy.engine.interfaces import CoreExecuteOptionsParameter, Dialect
+from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 from sqlalchemy.pool import PoolProxiedConnection, StaticPool
+from sqlalchemy.sql import compiler
 
 T = TypeVar("T")
 log = logging.getLogger("opsicle.sqlite")
@@ -129,6 +138,128 @@ async def _run(raw: Driver, work: Callable[[], T]) -> T:
         if not busy(e) or raw.in_transaction != began:
             raise
     return await on_thread(lambda: waiting(raw, work))
+
+
+class Rows(IteratorResult[Any]):
+    """A statement's rows, read in full, with the cursor's ``rowcount`` and an insert's
+    ``inserted_primary_key``: what the adapters use of a ``CursorResult`` (``first``, ``one``,
+    ``all``, ``scalar``, ``mappings`` and the rest of ``Result``, with SQLAlchemy's own rows)."""
+
+    def __init__(self, metadata: SimpleResultMetaData, rows: list[Any], rowcount: int,
+                 inserted_primary_key: Any = None) -> None:
+        super().__init__(metadata, iter(rows))
+        self.rowcount = rowcount
+        self.inserted_primary_key = inserted_primary_key
+        if metadata is _NO_ROWS:
+            # As a CursorResult: asking for the rows of a statement that returns none fails.
+            self._soft_close(hard=True)
+
+
+class _Plan:
+    """How to run one compiled statement: its SQL, its parameters in order with their
+    types' bind processors, and (for a statement that returns rows) its columns."""
+
+    __slots__ = ("binds", "columns", "sql")
+
+    def __init__(self, compiled: compiler.SQLCompiler, dialect: Dialect) -> None:
+        self.sql = compiled.string
+        processors = compiled._bind_processors
+        self.binds: list[tuple[str, Callable[[Any], Any] | None]] = [
+            (key, cast("Callable[[Any], Any] | None", processors.get(key)))
+            for key in compiled.positiontup or ()]
+        self.columns: SimpleResultMetaData | None = None
+        entries = compiled._result_columns
+        if entries:
+            keys = [entry.keyname for entry in entries]
+            self.columns = SimpleResultMetaData(
+                keys,
+                extra=[entry.objects for entry in entries],
+                _processors=[entry.type._cached_result_processor(dialect, None)
+                             for entry in entries],
+                _ambiguous_keys=frozenset(k for k in keys if keys.count(k) > 1),
+            )
+
+
+def _plan_of(compiled: compiler.SQLCompiler, dialect: Dialect) -> _Plan | None:
+    plan = _plans.get(compiled, _UNPLANNED)
+    if plan is _UNPLANNED:
+        usual = (not compiled.positional or compiled.literal_execute_params
+                 or compiled.post_compile_params or compiled.insert_prefetch
+                 or compiled.update_prefetch or compiled.implicit_returning
+                 or compiled.schema_translate_map or compiled.isplaintext
+                 or compiled._textual_ordered_columns or compiled._ad_hoc_textual
+                 or compiled._loose_column_name_matching
+                 or (compiled._result_columns and not compiled._ordered_columns))
+        plan = None if usual else _Plan(compiled, dialect)
+        _plans[compiled] = plan
+    return cast("_Plan | None", plan)
+
+
+_UNPLANNED = object()
+_plans: weakref.WeakKeyDictionary[compiler.SQLCompiler, object] = weakref.WeakKeyDictionary()
+_NO_ROWS = SimpleResultMetaData([])
+_FAST_TYPES = (sa.Select, sa.CompoundSelect, sa.Insert, sa.Update, sa.Delete)
+# Connection execution options the fast path honours (the first applies at BEGIN).
+_FAST_OPTIONS = frozenset({BEGIN_OPTION})
+
+
+def fast_statement(conn: Connection, statement: sa.Executable, parameters: Any,
+                   execution_options: CoreExecuteOptionsParameter | None
+                   ) -> Callable[[], Rows] | None:
+    """``conn.execute(statement, parameters)`` as a call that needs less of SQLAlchemy (see
+    the module), or None when the statement needs the usual way: several parameter sets,
+    expanding or literal-execute parameters, execution options, Python-side defaults,
+    implicit RETURNING, textual SQL, a savepoint, a failed transaction, echo."""
+    if (execution_options or not isinstance(statement, _FAST_TYPES)
+            or statement._execution_options or conn._echo
+            or not (parameters is None or isinstance(parameters, Mapping))
+            or not _FAST_OPTIONS.issuperset(conn._execution_options)
+            or conn._nested_transaction is not None or conn._dbapi_connection is None):
+        return None
+    began = conn._transaction
+    if began is not None and not began.is_active:
+        return None
+    dialect = conn.dialect
+    compiled, extracted, collected, _ = statement._compile_w_cache(
+        dialect=dialect, compiled_cache=conn.engine._compiled_cache,
+        column_keys=sorted(parameters) if parameters else [], for_executemany=False,
+        schema_translate_map=None, linting=dialect.compiler_linting | compiler.WARN_LINTING)
+    assert isinstance(compiled, compiler.SQLCompiler)
+    plan = _plan_of(compiled, dialect)
+    if plan is None:
+        return None
+    values = compiled.construct_params(
+        parameters, extracted_parameters=extracted, escape_names=False,
+        _collected_params=collected)
+    assert values is not None
+    bound = [values[key] if bind is None else bind(values[key]) for key, bind in plan.binds]
+    # As SQLAlchemy: an insert's primary key from its parameters and SQLite's last row id.
+    inserted = compiled._inserted_primary_key_from_lastrowid_getter if compiled.isinsert else None
+
+    def run() -> Rows:
+        if conn._transaction is None:
+            conn._autobegin()
+        sql, args = plan.sql, bound
+        raw = _driver(conn)
+        cursor = raw.cursor()
+        try:
+            for listener in conn.dispatch.before_cursor_execute:
+                sql, args = listener(conn, cursor, sql, args, None, False)
+            try:
+                cursor.execute(sql, args)
+                rows = cursor.fetchall() if plan.columns is not None else []
+            except sqlite3.Error as e:
+                raise exc.DBAPIError.instance(sql, args, e, sqlite3.Error) from e
+            for listener in conn.dispatch.after_cursor_execute:
+                listener(conn, cursor, sql, args, None, False)
+            key = None
+            if inserted is not None:
+                key = inserted(cursor.lastrowid if compiled.postfetch_lastrowid else None, values)
+            return Rows(plan.columns or _NO_ROWS, rows, cursor.rowcount, key)
+        finally:
+            cursor.close()
+
+    return run
 
 
 def _driver(conn: Connection) -> Driver:
@@ -253,6 +384,10 @@ class InlineConnection(AsyncConnection):
         execution_options: CoreExecuteOptionsParameter | None = None,
     ) -> sa.CursorResult[Any]:
         conn = self._proxied
+        fast = fast_statement(conn, statement, parameters, execution_options)
+        if fast is not None:
+            # A ``Result`` with ``rowcount``, all of a ``CursorResult`` that callers use.
+            return cast("sa.CursorResult[Any]", await _run(_driver(conn), fast))
         return await _run(_driver(conn), lambda: conn.execute(
             statement, parameters, execution_options=execution_options))
 
