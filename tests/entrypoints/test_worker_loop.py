@@ -523,3 +523,25 @@ async def test_the_worker_runs_processes_on_one_runner_probed_once(
     # Bubblewrap is probed by the first run's runner; the next runs reuse it.
     assert isinstance(first, ProcessRunner)
     assert second is first
+
+
+async def test_each_runs_directory_is_removed_whatever_it_left_behind(tmp_path: Path) -> None:
+    coordinator = InMemoryCoordinator(IDS, CLOCK, lease_seconds=5)
+    runs = [
+        queued(AutomationSpec(phases=(Phase("tidy", "busybox", ("true",)),))),
+        queued(AutomationSpec(phases=(Phase("messy", "busybox", ("mkdir a", "echo x > a/f")),))),
+    ]
+    for run in runs:
+        coordinator.offer(run)
+    runner = ProcessRunner(sandbox=False)
+
+    async def runner_for(spec: AutomationSpec) -> ProcessRunner:
+        return runner
+
+    work_root = tmp_path / "runs"
+    work_root.mkdir()
+    options = WorkerOptions(claim_wait=0.2, work_root=str(work_root))
+    worker = PullWorker(coordinator, runner_for, CLOCK, options)  # type: ignore[arg-type]
+    await work_until(worker, lambda: all(coordinator.completion(r.id) for r in runs))
+    assert [coordinator.completion(r.id) for r in runs] == [(RunStatus.SUCCEEDED, "")] * 2
+    assert list(work_root.iterdir()) == []
