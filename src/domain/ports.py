@@ -385,8 +385,9 @@ class RunRepository(Protocol):
         """Running runs whose lease ended at or before ``at``, oldest lease first."""
         ...
 
-    async def queued_ahead(self, run: Run) -> int:
-        """How many queued runs of the same org were created before ``run``."""
+    async def queued_ahead(self, run: Run, limit: int) -> int:
+        """How many queued runs of the same org were created before ``run``, counted up to
+        ``limit`` (a deep queue is not read whole to say that it is deep)."""
         ...
 
     async def count_by_status(self) -> dict[RunStatus, int]:
@@ -433,6 +434,10 @@ class WorkerRepository(Protocol):
     async def get(self, worker_id: str) -> Worker: ...
 
     async def of_org(self, org_id: str) -> list[Worker]: ...
+
+    async def last_seen(self, org_id: str) -> datetime | None:
+        """When a worker of the org was last seen; None when none ever was."""
+        ...
 
 
 @attrs.frozen

@@ -345,8 +345,8 @@ async def test_migrating_from_0002_keeps_every_row_and_gives_running_runs_a_leas
             assert (running.lease_expires_at, running.cancel_requested) == (at(1), False)
             assert await uow.runs.expired_leases(at(0)) == []
             assert await uow.runs.expired_leases(at(1)) == [running]
-            assert await uow.runs.queued_ahead(queued) == 0
-            assert await uow.runs.queued_ahead(running) == 1
+            assert await uow.runs.queued_ahead(queued, 10) == 0
+            assert await uow.runs.queued_ahead(running, 10) == 1
     finally:
         await engine.dispose()
 

@@ -1038,16 +1038,20 @@ async def test_queued_ahead_counts_earlier_queued_runs_of_the_same_org(
     for run in (last, *tied, first, *others):
         await uow.runs.add(run)
 
-    assert await uow.runs.queued_ahead(first) == 0
-    assert await uow.runs.queued_ahead(tied[0]) == 1
-    assert await uow.runs.queued_ahead(tied[1]) == 2
-    assert await uow.runs.queued_ahead(last) == 3
-    assert await uow.runs.queued_ahead(b.run(org_id=org_id, created=9)) == 4
-    assert await uow.runs.queued_ahead(others[3]) == 0
+    assert await uow.runs.queued_ahead(first, 100) == 0
+    assert await uow.runs.queued_ahead(tied[0], 100) == 1
+    assert await uow.runs.queued_ahead(tied[1], 100) == 2
+    assert await uow.runs.queued_ahead(last, 100) == 3
+    assert await uow.runs.queued_ahead(b.run(org_id=org_id, created=9), 100) == 4
+    assert await uow.runs.queued_ahead(others[3], 100) == 0
+    # Counted up to the limit only.
+    assert await uow.runs.queued_ahead(last, 2) == 2
+    with pytest.raises(Invalid):
+        await uow.runs.queued_ahead(last, 0)
 
     held, _ = claim(first, "wkr-1", at(5), lease_seconds=30)
     await uow.runs.update(held, expected=RunStatus.QUEUED, expected_attempts=0)
-    assert await uow.runs.queued_ahead(last) == 2
+    assert await uow.runs.queued_ahead(last, 100) == 2
 
 
 async def test_queued_orgs_names_each_org_with_queued_runs_once(uow: UnitOfWork) -> None:
@@ -1350,6 +1354,16 @@ async def test_workers_save_inserts_or_replaces(uow: UnitOfWork) -> None:
     assert await uow.workers.of_org(org_id) == [w1, seen]
     with pytest.raises(NotFound):
         await uow.workers.get(uid("wkr"))
+
+
+async def test_workers_last_seen_is_the_latest_of_the_orgs_workers(uow: UnitOfWork) -> None:
+    org_id, other_org = uid("org"), uid("org")
+    assert await uow.workers.last_seen(org_id) is None
+    for name, seen in [("w1", 10), ("w2", 30), ("w3", 20)]:
+        await uow.workers.save(attrs.evolve(b.worker(org_id, name), last_seen_at=at(seen)))
+    await uow.workers.save(attrs.evolve(b.worker(other_org, "w9"), last_seen_at=at(90)))
+    latest = await uow.workers.last_seen(org_id)
+    assert latest == at(30) and latest is not None and latest.tzinfo is not None
 
 
 # ---------------------------------------------------------------- SQL only

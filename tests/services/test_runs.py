@@ -209,7 +209,9 @@ async def test_listing_filters_and_pages(p: Platform, clock: FakeClock) -> None:
         await runs.list_runs(p, admin, q, limit=0)
 
 
-async def test_status_says_why_a_run_waits(p: Platform, d: Dispatch, clock: FakeClock) -> None:
+async def test_status_says_why_a_run_waits(
+    p: Platform, d: Dispatch, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     admin, code = await admin_org(p)
     await submit(p, admin, simple_text("deploy"), org=code)
     first = (await start(p, admin, "deploy", code)).run
@@ -228,6 +230,13 @@ async def test_status_says_why_a_run_waits(p: Platform, d: Dispatch, clock: Fake
     clock.advance(300)
     assert (await runs.get_run(p, admin, second.id)).waiting == (
         "queued with 0 runs ahead; no worker of this org has been seen for 5m 0s"
+    )
+    # A deep queue is counted up to a point.
+    monkeypatch.setattr(runs, "AHEAD_COUNTED", 1)
+    clock.advance(1)
+    third = (await start(p, admin, "deploy", code)).run
+    assert (await runs.get_run(p, admin, third.id)).waiting.startswith(
+        "queued with 1 or more runs ahead"
     )
     # Cancelling a running run asks its worker, who learns it at the next heartbeat.
     cancelling = await runs.cancel_run(p, admin, first.id)

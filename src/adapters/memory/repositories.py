@@ -749,10 +749,11 @@ class InMemoryRunRepository(_Repository):
     async def count_by_status(self) -> dict[RunStatus, int]:
         return dict(Counter(r.status for r in self._s.runs.values()))
 
-    async def queued_ahead(self, run: Run) -> int:
+    async def queued_ahead(self, run: Run, limit: int) -> int:
+        check_limit(limit)
         key = (run.created_at, run.id)
-        return sum(1 for r in self._s.runs.values() if r.org_id == run.org_id
-                   and r.status is RunStatus.QUEUED and (r.created_at, r.id) < key)
+        return min(limit, sum(1 for r in self._s.runs.values() if r.org_id == run.org_id
+                              and r.status is RunStatus.QUEUED and (r.created_at, r.id) < key))
 
     async def queued_orgs(self, limit: int = 100) -> builtins.list[str]:
         check_limit(limit)
@@ -783,6 +784,10 @@ class InMemoryWorkerRepository(_Repository):
     async def of_org(self, org_id: str) -> builtins.list[Worker]:
         return _sorted((w for w in self._s.workers.values() if w.org_id == org_id),
                        lambda w: (w.name, w.id))
+
+    async def last_seen(self, org_id: str) -> datetime | None:
+        return max((w.last_seen_at for w in self._s.workers.values() if w.org_id == org_id),
+                   default=None)
 
 
 class InMemoryApprovalRepository(_Repository):

@@ -8,7 +8,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, sqlite
@@ -809,11 +809,14 @@ def _run_update(status: bool, attempts: bool) -> sa.Update:
 _RUN_INSERT = sa.insert(t.runs)
 
 
-_QUEUED_AHEAD = sa.select(sa.func.count()).select_from(t.runs).where(
-    t.runs.c.org_id == sa.bindparam("org_id"), t.runs.c.status == sa.bindparam("status"),
-    sa.or_(t.runs.c.created_at < sa.bindparam("created_at"),
-           sa.and_(t.runs.c.created_at == sa.bindparam("created_at"),
-                   t.runs.c.id < sa.bindparam("id"))))
+# Counted in ix_runs_org_status_created, up to a limit: a deep queue is not read whole.
+_QUEUED_AHEAD = sa.select(sa.func.count()).select_from(
+    sa.select(sa.literal(1)).select_from(t.runs).where(
+        t.runs.c.org_id == sa.bindparam("org_id"), t.runs.c.status == sa.bindparam("status"),
+        sa.or_(t.runs.c.created_at < sa.bindparam("created_at"),
+               sa.and_(t.runs.c.created_at == sa.bindparam("created_at"),
+                       t.runs.c.id < sa.bindparam("id"))))
+    .limit(sa.bindparam("limit")).subquery())
 
 
 class SqlRunRepository(_Repository):
@@ -867,12 +870,13 @@ class SqlRunRepository(_Repository):
             sa.select(t.runs.c.status, sa.func.count().label("runs")).group_by(t.runs.c.status))
         return {RunStatus(row["status"]): int(row["runs"]) for row in result.mappings().all()}
 
-    async def queued_ahead(self, run: Run) -> int:
+    async def queued_ahead(self, run: Run, limit: int) -> int:
+        check_limit(limit)
         if run.org_id is None:
             return 0  # only runs of an org are queued
         result = await self._uow.execute(_QUEUED_AHEAD, {
             "org_id": run.org_id, "status": RunStatus.QUEUED.value,
-            "created_at": run.created_at, "id": run.id})
+            "created_at": run.created_at, "id": run.id, "limit": limit})
         return int(result.scalar_one())
 
     async def queued_orgs(self, limit: int = 100) -> builtins.list[str]:
@@ -941,6 +945,11 @@ def _worker_upsert(dialect: str) -> sa.Insert:
     return my.on_duplicate_key_update({n: my.inserted[n] for n in names})
 
 
+_WORKERS_OF_ORG = _where(t.workers, "org_id").order_by(t.workers.c.name, t.workers.c.id)
+_WORKER_LAST_SEEN = sa.select(sa.func.max(t.workers.c.last_seen_at)).where(
+    t.workers.c.org_id == sa.bindparam("org_id"))
+
+
 class SqlWorkerRepository(_Repository):
     async def save(self, worker: Worker) -> None:
         # One upsert: every claim and heartbeat saves its worker.
@@ -952,10 +961,12 @@ class SqlWorkerRepository(_Repository):
             _where(t.workers, "id"), f"worker {worker_id} not found", {"id": worker_id}))
 
     async def of_org(self, org_id: str) -> builtins.list[Worker]:
-        c = t.workers.c
-        rows = await self._uow.rows(
-            _where(t.workers, "org_id").order_by(c.name, c.id), {"org_id": org_id})
+        rows = await self._uow.rows(_WORKERS_OF_ORG, {"org_id": org_id})
         return [m.worker_of(r) for r in rows]
+
+    async def last_seen(self, org_id: str) -> datetime | None:
+        return cast("datetime | None", (await self._uow.execute(
+            _WORKER_LAST_SEEN, {"org_id": org_id})).scalar_one())
 
 
 

@@ -196,6 +196,10 @@ def _plan_of(compiled: compiler.SQLCompiler, dialect: Dialect) -> _Plan | None:
 
 
 _UNPLANNED = object()
+# Per statement and its parameters' names: its compiled form, plan, and the values written
+# into it, found again without building SQLAlchemy's cache key (a statement never changes).
+_known: weakref.WeakKeyDictionary[sa.Executable, dict[tuple[str, ...], tuple[
+    compiler.SQLCompiler, _Plan | None, Any, Any]]] = weakref.WeakKeyDictionary()
 _plans: weakref.WeakKeyDictionary[compiler.SQLCompiler, object] = weakref.WeakKeyDictionary()
 _NO_ROWS = SimpleResultMetaData([])
 _FAST_TYPES = (sa.Select, sa.CompoundSelect, sa.Insert, sa.Update, sa.Delete)
@@ -220,18 +224,28 @@ def fast_statement(conn: Connection, statement: sa.Executable, parameters: Any,
     if began is not None and not began.is_active:
         return None
     dialect = conn.dialect
-    compiled, extracted, collected, _ = statement._compile_w_cache(
-        dialect=dialect, compiled_cache=conn.engine._compiled_cache,
-        column_keys=sorted(parameters) if parameters else [], for_executemany=False,
-        schema_translate_map=None, linting=dialect.compiler_linting | compiler.WARN_LINTING)
-    assert isinstance(compiled, compiler.SQLCompiler)
-    plan = _plan_of(compiled, dialect)
+    keys = tuple(sorted(parameters)) if parameters else ()
+    known = _known.get(statement)
+    if known is None:
+        known = _known[statement] = {}
+    entry = known.get(keys)
+    if entry is None or entry[0].dialect is not dialect:
+        compiled, extracted, collected, _ = statement._compile_w_cache(
+            dialect=dialect, compiled_cache=conn.engine._compiled_cache, column_keys=list(keys),
+            for_executemany=False, schema_translate_map=None,
+            linting=dialect.compiler_linting | compiler.WARN_LINTING)
+        assert isinstance(compiled, compiler.SQLCompiler)
+        entry = known[keys] = (compiled, _plan_of(compiled, dialect), extracted, collected)
+    compiled, plan, extracted, collected = entry
     if plan is None:
         return None
-    values = compiled.construct_params(
-        parameters, extracted_parameters=extracted, escape_names=False,
-        _collected_params=collected)
-    assert values is not None
+    values: Mapping[str, Any] | None = parameters
+    if values is None or not all(key in values for key, _ in plan.binds):
+        # Values written into the statement itself (``column == value``), or defaults.
+        values = compiled.construct_params(
+            parameters, extracted_parameters=extracted, escape_names=False,
+            _collected_params=collected)
+        assert values is not None
     bound = [values[key] if bind is None else bind(values[key]) for key, bind in plan.binds]
     # As SQLAlchemy: an insert's primary key from its parameters and SQLite's last row id.
     inserted = compiled._inserted_primary_key_from_lastrowid_getter if compiled.isinsert else None

@@ -38,6 +38,8 @@ DEFAULT_LOG_PAGE = 64 * 1024
 MAX_RUN_PAGE = 200
 # A worker that has not been heard from for this long no longer counts as present.
 WORKER_SILENCE = timedelta(seconds=90)
+# Runs ahead in the queue are counted up to this many (then "... or more").
+AHEAD_COUNTED = 1000
 
 
 @attrs.frozen
@@ -209,12 +211,14 @@ async def _why(p: Platform, uow: UnitOfWork, run: Run) -> str:
             return f"cancelling: worker {worker} stops it at its next heartbeat"
         return f"running on worker {worker}"
     if run.status is RunStatus.QUEUED:
-        ahead = await uow.runs.queued_ahead(run)
-        text = f"queued with {ahead} run{'' if ahead == 1 else 's'} ahead"
-        workers = await uow.workers.of_org(run.org_id) if run.org_id else []
-        if not workers:
+        ahead = await uow.runs.queued_ahead(run, AHEAD_COUNTED)
+        if ahead >= AHEAD_COUNTED:
+            text = f"queued with {ahead} or more runs ahead"
+        else:
+            text = f"queued with {ahead} run{'' if ahead == 1 else 's'} ahead"
+        last = await uow.workers.last_seen(run.org_id) if run.org_id else None
+        if last is None:
             return f"{text}; no worker of this org has ever been seen"
-        last = max(w.last_seen_at for w in workers)
         silent = p.clock.now() - last
         if silent > WORKER_SILENCE:
             return f"{text}; no worker of this org has been seen for {_duration(silent)}"
