@@ -176,8 +176,11 @@ class InProcessCoordinatorClient:
         for org_id in await self._candidates():
             worker = self._identity(org_id)
             seen = self._signal.count
+            # No wait in the queue: ``claim`` waits on the publish signal. (A pull that waits
+            # is a request the broker must end at its expiry; NATS now and then left 10 ms ones
+            # unanswered, and the claim then failed after the grace period.)
             handover = await claim_for_worker(
-                self._d, self._sealer, worker, 0.01, busy=len(self._held)
+                self._d, self._sealer, worker, 0.0, busy=len(self._held)
             )
             if handover is None:
                 self._found.discard(org_id)

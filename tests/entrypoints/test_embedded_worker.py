@@ -13,7 +13,7 @@ from adapters.memory.runner import InMemoryRunner, Script
 from adapters.system import SystemClock
 from domain.automations import Run, RunStatus, new_run
 from domain.orgs import Organisation
-from domain.ports import Queue, QueueMessage
+from domain.ports import Delivery, Queue, QueueMessage
 from domain.resources import AutomationSpec, Phase
 from domain.services.dispatch import announce, run_topic
 from domain.services.handover import seal_secrets
@@ -32,6 +32,18 @@ class Standalone:
     signal: PublishSignal
 
 
+class RecordingQueue(InMemoryQueue):
+    """An in-memory queue noting how long each pull may wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    async def pull(self, timeout_seconds: float) -> Delivery | None:
+        self.waits.append(timeout_seconds)
+        return await super().pull(timeout_seconds)
+
+
 @asynccontextmanager
 async def standalone(line: str, concurrency: int) -> AsyncIterator[Standalone]:
     """The embedded worker on a memory platform, its phase ``say`` printing ``line``."""
@@ -39,7 +51,7 @@ async def standalone(line: str, concurrency: int) -> AsyncIterator[Standalone]:
     queues: dict[str, Queue] = {}
 
     def queue(topic: str) -> Queue:
-        return queues.setdefault(topic, InMemoryQueue())
+        return queues.setdefault(topic, RecordingQueue())
 
     signal = PublishSignal()
     runner = InMemoryRunner({"say": Script(lines=(line,))})
@@ -95,6 +107,25 @@ async def test_the_embedded_worker_serves_every_org() -> None:
     assert {r.worker_id for r in done} == {"embedded.org-a", "embedded.org-b"}
     logs = [await p.logs.read(r.id) for r in runs]
     assert b"org org-a secret ***" in logs[0] and b"org org-b secret ***" in logs[1]
+
+
+async def test_the_embedded_worker_never_waits_in_a_queue_but_on_the_publish_signal() -> None:
+    # A pull that waits is a request the broker must answer at its expiry (NATS did not,
+    # now and then, for waits of 10 ms): the slots wait on the publish signal instead.
+    async with standalone("hello", concurrency=2) as s:
+        p = s.p
+        async with p.uow() as uow:
+            await uow.orgs.add(Organisation("org-a", "org-a", "org-a", p.clock.now()))
+            run, _ = new_run(p.ids.new_id(), SPEC, p.clock.now(), org_id="org-a")
+            await uow.runs.add(run)
+            await announce(uow, p.ids, run, p.clock.now())
+            await uow.commit()
+        [done] = await ended(p, [run])
+        await asyncio.sleep(0.2)  # the slots look again, find nothing and wait
+        queue = s.queue(run_topic("org-a"))
+    assert done.status is RunStatus.SUCCEEDED
+    assert isinstance(queue, RecordingQueue) and len(queue.waits) >= 2
+    assert set(queue.waits) == {0.0}
 
 
 def test_the_publish_signal_counts_the_messages_not_taken_yet_per_queue() -> None:
