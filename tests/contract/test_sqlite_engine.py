@@ -328,3 +328,14 @@ async def test_a_fast_statement_begins_the_transaction_tells_listeners_and_fails
                     ).scalar_one() == 1
     finally:
         sa.event.remove(engine.sync_engine, "before_cursor_execute", listener)
+
+
+async def test_the_connection_given_back_last_is_taken_first(engine: AsyncEngine) -> None:
+    # Its page cache is the one most likely still valid.
+    async with engine.connect() as first, engine.connect() as second:
+        raw_first = (await first.get_raw_connection()).driver_connection
+        raw_second = (await second.get_raw_connection()).driver_connection
+        assert raw_first is not raw_second
+    # ``second`` was given back, then ``first``.
+    async with engine.connect() as again:
+        assert (await again.get_raw_connection()).driver_connection is raw_first
