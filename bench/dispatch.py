@@ -36,6 +36,9 @@ is printed beside it: when the two are close, run creation is what limits the fi
 each throughput figure, per run: this process's CPU time (``time.process_time``: every
 thread; not the phases' processes) and the SQL statements (BEGIN not counted) and
 transactions the engine sent, figures the host's load skews less than rates and latencies.
+The CPU per run is also given apart for its two halves: N runs created back to back with the
+worker not yet started, then executed once it starts with the largest K (the queue is N deep
+meanwhile, which makes both halves dearer than when they interleave).
 
 Celery 5 with a Redis broker and result backend (a unique key prefix, removed at the end)
 runs the same command, ``subprocess.run(["true"])`` inside a task, in a worker started as a
@@ -305,6 +308,7 @@ class Harness:
     client: CountingClient
     stamps: Stamps
     counter: StatementCounter
+    start_worker: Callable[[], None]
 
     async def submit(self) -> tuple[str, float]:
         """Create a run as the controller does; its id and when its creation committed."""
@@ -342,8 +346,15 @@ def as_configured(settings: Settings) -> Callable[[AutomationSpec], Awaitable[Ru
 
 @asynccontextmanager
 async def opsicle(
-    backend: Backend, concurrency: int, choose: RunnerChoice, *, poll_only: bool = False
+    backend: Backend,
+    concurrency: int,
+    choose: RunnerChoice,
+    *,
+    poll_only: bool = False,
+    held_back: bool = False,
 ) -> AsyncIterator[Harness]:
+    """Opsicle composed as standalone composes itself; with ``held_back`` the worker starts
+    only at ``Harness.start_worker``."""
     async with AsyncExitStack() as stack:
         p, _, engine, _ = await stack.enter_async_context(_embedded_stores(backend.settings))
         # Listening starts before anything runs on the engine and stops after it all stopped:
@@ -385,12 +396,19 @@ async def opsicle(
             client, runner_for, p.clock, WorkerOptions(concurrency=concurrency, drain_seconds=5)
         )
         stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
+        tasks: list[asyncio.Task[None]] = []
+
+        def start_worker() -> None:
+            tasks.append(asyncio.create_task(worker.run(stop)))
+
+        if not held_back:
+            start_worker()
         try:
-            yield Harness(controller, caller, code, client, stamps, counter)
+            yield Harness(controller, caller, code, client, stamps, counter, start_worker)
         finally:
             stop.set()
-            await task
+            if tasks:
+                await tasks[0]
 
 
 async def latency(h: Harness, count: int, rng: random.Random) -> tuple[list[float], list[float]]:
@@ -454,6 +472,35 @@ async def throughput(h: Harness, count: int, limit: float) -> Rate:
         (h.counter.statements - statements) / ended,
         (h.counter.transactions - transactions) / ended,
         note,
+    )
+
+
+@dataclass
+class Split:
+    """CPU of this process per run: creating runs with no worker running, then executing
+    them once the worker starts (its K slots, the relay and the reaper running as usual)."""
+
+    create_ms: float
+    execute_ms: float
+    note: str
+
+
+async def split(h: Harness, count: int, limit: float) -> Split:
+    base = h.client.done
+    cpu = time.process_time()
+    for _ in range(count):
+        await h.submit()
+    created = time.process_time()
+    h.start_worker()
+    note = ""
+    try:
+        async with asyncio.timeout(limit):
+            await h.client.wait_done(base + count)
+    except TimeoutError:
+        note = f"; CUT OFF after {limit:.0f} s: {h.client.done - base} of {count} runs ended"
+    ended = max(1, h.client.done - base)
+    return Split(
+        (created - cpu) * 1000 / count, (time.process_time() - created) * 1000 / ended, note
     )
 
 
@@ -672,6 +719,11 @@ async def bench_opsicle(args: argparse.Namespace, rng: random.Random) -> dict[st
                         await throughput(h, args.runs, args.limit),
                         dict(h.client.ended),
                     )
+            k = max(args.workers)
+            async with opsicle(
+                backend, k, unsandboxed, poll_only=args.poll_only, held_back=True
+            ) as h:
+                figures["split"] = (k, await split(h, args.runs, args.limit))
             results[backend.name] = (backend.detail, figures)
     return results
 
@@ -752,6 +804,14 @@ def main() -> None:
                 f"        per run: {r.cpu_ms:5.1f} ms CPU in this process, "
                 f"{r.statements:5.1f} SQL statements in {r.transactions:4.1f} transactions"
             )
+        k, sp = figures["split"]
+        total = sp.create_ms + sp.execute_ms
+        print(
+            f"  CPU per run, apart ({args.runs} runs created with no worker running, then "
+            f"executed by K={k} slots):\n        creating {sp.create_ms:5.2f} ms + executing "
+            f"{sp.execute_ms:5.2f} ms = {total:5.2f} ms (the queue is {args.runs} deep "
+            f"meanwhile){sp.note}"
+        )
     print(f"\n## Celery + Redis: {celery_detail}")
     for fig in celery_figures:
         if fig.to_start:
