@@ -153,7 +153,6 @@ class SqlQueue:
             await _purge(self._signal, conn.execute, self.topic, now, self._dedupe_window)
         await self._signal.notify()
 
-
     async def pull(self, timeout_seconds: float) -> SqlDelivery | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout_seconds, 0.0)

@@ -969,8 +969,6 @@ class SqlWorkerRepository(_Repository):
             _WORKER_LAST_SEEN, {"org_id": org_id})).scalar_one())
 
 
-
-
 class SqlApprovalRepository(_Repository):
     async def add(self, approval: Approval) -> None:
         await self._uow.execute(
