@@ -7,9 +7,10 @@ the plain platform: no wake-up on commit and, embedded, no enqueueing in the cre
 transaction, i.e. with the outbox relay's 50 ms poll alone.)
 
 Method. Opsicle is driven in this one process, composed as ``opsicle start standalone``
-composes itself (``entrypoints.bootstrap``): the platform on its stores (embedded: its units of
-work put queue messages straight on the SQL queue, ``enqueuing``), ``coordination`` (outbox
-relay + lease reaper) over the run queues wrapped by the embedded worker's publish signal,
+composes itself (``entrypoints.bootstrap``) and on the roles' event loop (uvloop,
+``entrypoints.eventloop``): the platform on its stores (embedded: its units of work put queue
+messages straight on the SQL queue, ``enqueuing``), ``coordination`` (outbox relay + lease
+reaper) over the run queues wrapped by the embedded worker's publish signal,
 and a ``PullWorker`` with ``concurrency=K`` slots on the ``InProcessCoordinatorClient``.
 Runs are created through the controller's use case ``runs.create_run`` (authorization,
 template resolution, the run and its outbox message in one transaction, the audit record)
@@ -90,6 +91,7 @@ from domain.services import orgs, runs, templates
 from domain.services.dispatch import run_topic
 from domain.services.platform import Caller, Platform
 from domain.users import User
+from entrypoints import eventloop
 from entrypoints import settings as settings_module
 from entrypoints.bootstrap import _embedded_stores, _queues, coordination, enqueuing
 from entrypoints.embedded_worker import InProcessCoordinatorClient, PublishSignal
@@ -755,7 +757,7 @@ def main() -> None:
     began = time.perf_counter()
     load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
-    opsicle_figures = asyncio.run(bench_opsicle(args, rng))
+    opsicle_figures = eventloop.run(bench_opsicle(args, rng))
     celery_figures: list[CeleryFigures] = []
     celery_detail = "skipped"
     if "celery" not in args.skip:
@@ -771,7 +773,8 @@ def main() -> None:
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (other work on the host skews figures)"
     )
     print(
-        f"# versions: opsicle {VERSION}, Python {platform.python_version()}, SQLAlchemy "
+        f"# versions: opsicle {VERSION}, Python {platform.python_version()} on uvloop "
+        f"{version_of('uvloop')} (Opsicle's side), SQLAlchemy "
         f"{version_of('sqlalchemy')}, SQLite {sqlite3.sqlite_version}, asyncmy "
         f"{version_of('asyncmy')}, nats-py {version_of('nats-py')}, celery "
         f"{version_of('celery')}, kombu {version_of('kombu')}, redis-py {version_of('redis')}, "

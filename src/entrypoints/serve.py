@@ -13,6 +13,7 @@ from hypercorn.config import Config
 from domain.errors import FieldError, Invalid
 from entrypoints import approver, bootstrap
 from entrypoints.database import database_options
+from entrypoints.eventloop import describe
 from entrypoints.listen import check_listen
 from entrypoints.settings import Settings
 from entrypoints.stores import require_stores
@@ -69,7 +70,7 @@ async def serve_role(role: str, settings: Settings) -> int:
                 running.stopping.set()
 
         scheme = "https" if config.certfile else "http"
-        log.info("%s serving on %s://%s", role, scheme, bind)
+        log.info("%s serving on %s://%s (event loop: %s)", role, scheme, bind, describe())
         await serve(running.app, config, shutdown_trigger=shutdown)  # type: ignore[arg-type]
     log.info("%s stopped", role)
     return 0

@@ -43,6 +43,7 @@ from domain.services.execution import (
     execute,
 )
 from domain.variables import Redactor
+from entrypoints.eventloop import describe
 from entrypoints.loops import Backoff, pause
 from entrypoints.settings import Settings
 
@@ -715,11 +716,12 @@ async def _serve_worker(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log.info(
-        "worker %s (%s) pulling from %s with %d slot(s)",
+        "worker %s (%s) pulling from %s with %d slot(s) (event loop: %s)",
         worker_name,
         worker_id,
         ", ".join(urls),
         worker.options.concurrency,
+        describe(),
     )
     metrics_died = False
     try:

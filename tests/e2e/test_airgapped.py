@@ -4,6 +4,7 @@ coordinator URL, it executes a run (README, "Air-gapped install")."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -125,4 +126,8 @@ async def test_a_worker_with_only_loopback_runs_its_orgs_run(
         assert b'"m": "hi e2e"' in await stores.logs.read(run.id, 0, 1 << 20)
     finally:
         stop_island(island)
-    assert "Traceback" not in log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text
+    # Both of the island's processes run on the servers' event loop.
+    assert re.search(r"coordinator serving on \S+ \(event loop: uvloop ", text), text
+    assert re.search(r"pulling from \S+ with \d+ slot\(s\) \(event loop: uvloop ", text), text

@@ -116,6 +116,7 @@ def test_standalone_serves_probes_and_stops_on_sigterm(opsicle: list[str], tmp_p
             proc.kill()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+    assert "(event loop: uvloop " in err, err
 
 
 def test_a_taken_port_is_one_clear_line(opsicle: list[str], tmp_path: Path) -> None:

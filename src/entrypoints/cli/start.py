@@ -103,8 +103,7 @@ def controller(
     Serves /api/v1 (OpenAPI at /api/v1/openapi.json, docs at /api/v1/docs), /healthz,
     /readyz and /metrics.
     """
-    import asyncio
-
+    from entrypoints import eventloop
     from entrypoints.serve import serve_role
 
     resolved = current().with_flags(
@@ -118,7 +117,7 @@ def controller(
         webhook_timeout=webhook_timeout,
         migrate=migrate,
     )
-    return asyncio.run(serve_role("controller", resolved))
+    return eventloop.run(serve_role("controller", resolved))
 
 
 TelegramApiUrl = Annotated[
@@ -150,8 +149,7 @@ def standalone(
     Telegram and Slack approvals run here as in 'opsicle start approver' when their tokens
     are set (OPSICLE_* variables or the config file).
     """
-    import asyncio
-
+    from entrypoints import eventloop
     from entrypoints.serve import serve_role
 
     resolved = current().with_flags(
@@ -167,7 +165,7 @@ def standalone(
         webhook_timeout=webhook_timeout,
         migrate=migrate,
     )
-    return asyncio.run(serve_role("standalone", resolved))
+    return eventloop.run(serve_role("standalone", resolved))
 
 
 LeaseSeconds = Annotated[
@@ -197,8 +195,7 @@ def coordinator(
 
     Serves /api/v1/worker (OpenAPI at /api/v1/openapi.json), /healthz, /readyz and /metrics.
     """
-    import asyncio
-
+    from entrypoints import eventloop
     from entrypoints.serve import serve_role
 
     resolved = current().with_flags(
@@ -211,7 +208,7 @@ def coordinator(
         webhook_timeout=webhook_timeout,
         migrate=migrate,
     )
-    return asyncio.run(serve_role("coordinator", _own_port(resolved, listen, 13372)))
+    return eventloop.run(serve_role("coordinator", _own_port(resolved, listen, 13372)))
 
 
 @app.command
@@ -239,8 +236,7 @@ def approver(
     flags.
     Serves /healthz, /readyz and /metrics.
     """
-    import asyncio
-
+    from entrypoints import eventloop
     from entrypoints.serve import serve_role
 
     resolved = current().with_flags(
@@ -253,7 +249,7 @@ def approver(
         tls_key=tls_key,
         migrate=migrate,
     )
-    return asyncio.run(serve_role("approver", _own_port(resolved, listen, 13370)))
+    return eventloop.run(serve_role("approver", _own_port(resolved, listen, 13370)))
 
 
 @app.command
@@ -316,8 +312,7 @@ def worker(
     are cancelled and handed back to be run elsewhere. Exit codes: 0 stopped, 8 the token was
     refused (see 'opsicle explain exit-codes').
     """
-    import asyncio
-
+    from entrypoints import eventloop
     from entrypoints.worker import resolve_token, serve_worker
 
     resolved = current().with_flags(
@@ -333,7 +328,7 @@ def worker(
         metrics_listen=metrics_listen,
     )
     credentials = resolve_token(resolved, token_file)
-    return asyncio.run(serve_worker(resolved, name=name, token=credentials))
+    return eventloop.run(serve_worker(resolved, name=name, token=credentials))
 
 
 def _own_port(resolved: settings.Settings, listen: str | None, port: int) -> settings.Settings:
