@@ -37,7 +37,7 @@ from tests.contract.builders import at, uid
 from tests.contract.conftest import MARIADB_SERVER, _execute
 from tests.support import port_open, require_service
 
-HEAD = "0011"
+HEAD = "0012"
 
 # Naive UTC with microseconds, as 0001 stored datetimes on both backends.
 T0_SQL = "2025-03-14 15:09:26.535897"

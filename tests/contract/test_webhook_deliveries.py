@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import Any
 
 import attrs
 import pytest
+import sqlalchemy as sa
 
+from adapters.sql.engine import create_engine
+from adapters.sql.repositories import SqlUnitOfWork
 from domain.errors import Conflict, Invalid, NotFound
 from domain.ports import UnitOfWorkFactory, WebhookDeliveryFilter
 from domain.resources import PolicyWebhook, WebhookAuth
@@ -221,3 +225,27 @@ async def test_purge_deletes_deliveries_finished_before_a_time_in_bounded_batche
         assert await uow.webhooks.get(pending.id) == pending
         with pytest.raises(Invalid):
             await uow.webhooks.purge(at(past), limit=0)
+
+
+async def test_on_sqlite_the_purge_looks_up_old_deliveries_by_the_finished_index(
+        sqlite_url: str) -> None:
+    """The hourly purge reads an index range, not every delivery ever kept."""
+    engine = create_engine(sqlite_url)
+    sent: list[tuple[str, Any]] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, parameters: Any,
+             *_: object) -> None:
+        sent.append((statement, parameters))
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        async with SqlUnitOfWork(engine) as uow:
+            await uow.webhooks.purge(at(-10_000_000))
+            [(lookup, parameters)] = [(s, p) for s, p in sent if s.lstrip().startswith("SELECT")]
+            plan = await uow.connection.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {lookup}", tuple(parameters))
+            details = [row[-1] for row in plan]
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", seen)
+        await engine.dispose()
+    assert any("USING INDEX ix_webhook_deliveries_finished" in d for d in details), details

@@ -413,6 +413,8 @@ webhook_deliveries = sa.Table(
     sa.Column("finished_at", UtcDateTime),
     sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     sa.Index("ix_webhook_deliveries_org_created", "org_id", "created_at"),
+    # The hourly purge looks for deliveries that finished before a cutoff.
+    sa.Index("ix_webhook_deliveries_finished", "finished_at"),
     **TABLE_OPTIONS,
 )
 
