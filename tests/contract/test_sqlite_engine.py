@@ -339,3 +339,25 @@ async def test_the_connection_given_back_last_is_taken_first(engine: AsyncEngine
     # ``second`` was given back, then ``first``.
     async with engine.connect() as again:
         assert (await again.get_raw_connection()).driver_connection is raw_first
+
+
+async def test_a_new_connection_waits_while_another_holds_a_new_databases_lock(
+        tmp_path: Path) -> None:
+    """Before its journal is a write-ahead log, SQLite answers a new connection's switch to
+    WAL with SQLITE_BUSY at once: the connection waits for the lock, as statements do."""
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    releasing = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    releasing.start()
+    made = create_engine(f"sqlite:///{path}")
+    try:
+        async with made.connect() as conn:
+            mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
+            tables = (await conn.exec_driver_sql("SELECT name FROM sqlite_master")).scalars()
+            assert (mode, list(tables)) == ("wal", ["t"])
+    finally:
+        releasing.join()
+        holder.close()
+        await made.dispose()

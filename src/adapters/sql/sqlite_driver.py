@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
@@ -63,6 +64,8 @@ T = TypeVar("T")
 log = logging.getLogger("opsicle.sqlite")
 # How long a statement that meets another connection's lock waits for it (on a thread).
 BUSY_TIMEOUT_MS = 10_000
+# How often a new connection tries again to turn a busy new database's journal into a WAL.
+WAL_RETRY_SECONDS = 0.01
 # Commits to one database between two checkpoints of its write-ahead log.
 CHECKPOINT_EVERY = 200
 # Connections kept open per engine; more are opened when needed (a full pool must never
@@ -467,14 +470,31 @@ def create_engine(url: URL, **kwargs: Any) -> InlineEngine:
 def _set_up(raw: Driver, _record: Any) -> None:
     # The driver begins no transaction of its own: the dialect does (see the module).
     raw.isolation_level = None
-    # Turning a new database's journal into a write-ahead log needs its lock (new
-    # connections are opened on a thread, see ``InlineConnection.start``).
-    raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}").close()
-    raw.execute("PRAGMA journal_mode=WAL").close()
-    raw.execute("PRAGMA busy_timeout=0").close()
+    _write_ahead_log(raw)
     raw.execute("PRAGMA wal_autocheckpoint=0").close()
     raw.execute("PRAGMA foreign_keys=ON").close()
     raw.execute("PRAGMA synchronous=NORMAL").close()
+
+
+def _write_ahead_log(raw: Driver) -> None:
+    """Turn the database's journal into a write-ahead log (a no-op once it is one), waiting
+    for its lock as long as a statement would: while another connection holds the lock of a
+    database that is not in WAL mode yet (a new one, opened by several at once), SQLite
+    answers SQLITE_BUSY at once rather than after the busy timeout. New connections are
+    opened on a thread (see ``InlineConnection.start``), so the waits here block no loop."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}").close()
+    try:
+        while True:
+            try:
+                raw.execute("PRAGMA journal_mode=WAL").close()
+                return
+            except sqlite3.OperationalError as e:
+                if not busy(e) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(WAL_RETRY_SECONDS)
+    finally:
+        raw.execute("PRAGMA busy_timeout=0").close()
 
 
 def _begin_mode(conn: Connection) -> None:
