@@ -36,6 +36,13 @@ async def test_concurrent_migrations_take_turns(empty_database: str) -> None:
     assert await current_revision(empty_database) == head_revision()
 
 
+async def test_migrations_of_two_databases_in_one_process_take_turns(tmp_path: Path) -> None:
+    # Alembic runs a migration through module globals: at once, the two crossed their steps.
+    urls = [f"sqlite+aiosqlite:///{tmp_path / name}.db" for name in ("one", "two")]
+    await asyncio.gather(*(migrate(url) for url in urls))
+    assert [await current_revision(url) for url in urls] == [head_revision()] * 2
+
+
 def test_the_lock_is_per_database_and_fits_mysql_limits() -> None:
     one = lock_name(f"{MARIADB_SERVER}/one")
     assert one == "opsicle-migrate:one"

@@ -3,12 +3,16 @@
 Several processes may migrate one database at once (roles started together with
 ``--migrate``): on SQLite the migration holds the write lock from its first statement
 (``BEGIN IMMEDIATE``), on MySQL/MariaDB a named lock (``GET_LOCK``) for the database; either
-way they take turns, and every one after the first finds nothing left to do.
+way they take turns, and every one after the first finds nothing left to do. Within one
+process, migrations take turns whatever their database: Alembic keeps the migration it runs
+in module globals (``alembic.context``, ``alembic.op``), so two at once would run each
+other's steps on each other's connection.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -29,9 +33,12 @@ from adapters.sql.engine import (
     store_name,
     translate_errors,
 )
+from adapters.sql.sqlite_driver import on_thread
 from domain.errors import FieldError, Invalid, SchemaMismatch, Unavailable
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Held by the migration this process runs (see the module).
+_MIGRATING = threading.Lock()
 # How long a migration waits for another process's migration of the same database.
 LOCK_WAIT_SECONDS = 600
 
@@ -70,8 +77,19 @@ async def migrate(url: str, revision: str = "head", *,
                   options: DatabaseOptions | None = None) -> None:
     """Upgrade the database at ``url`` to ``revision``; an up-to-date database is left as is.
 
-    Safe when several processes call it at once (see the module's docstring).
+    Safe when several processes call it at once, or several tasks (see the module).
     """
+    # Waited for on a thread: the lock is held across awaits, by another task of this loop
+    # or of another loop. Cancelled meanwhile, the lock is let go once the thread has it.
+    await on_thread(_MIGRATING.acquire, lambda _: _MIGRATING.release())
+    try:
+        await _migrate(url, revision, lock_wait_seconds, options)
+    finally:
+        _MIGRATING.release()
+
+
+async def _migrate(url: str, revision: str, lock_wait_seconds: float,
+                   options: DatabaseOptions | None) -> None:
     sqlite = is_sqlite(url)
     # SQLite: the write lock from BEGIN on, so a second migrator waits instead of racing.
     engine = create_engine(url, execution_options={SQLITE_BEGIN: "IMMEDIATE"}) if sqlite \
