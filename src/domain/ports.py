@@ -190,6 +190,12 @@ class OrgRepository(Protocol):
 
     async def members(self, org_id: str) -> list[Membership]: ...
 
+    async def lock(self, org_id: str) -> None:
+        """Hold the org until the unit of work ends: units of work that lock it take turns,
+        so a check of what its members and roles leave (a last admin, someone who can still
+        manage it) sees every change committed before its own. Raises ``NotFound``."""
+        ...
+
 
 class RoleRepository(Protocol):
     async def add(self, role: Role) -> None:

@@ -210,6 +210,33 @@ async def test_members_add_update_list_and_remove(uow: UnitOfWork) -> None:
         await uow.orgs.update_member(promoted)
 
 
+async def test_units_of_work_that_lock_an_org_take_turns(
+        uow_factory: UnitOfWorkFactory) -> None:
+    org = b.org()
+    async with uow_factory() as uow:
+        await uow.orgs.add(org)
+        await uow.commit()
+    order: list[str] = []
+
+    async def second() -> None:
+        async with uow_factory() as uow:
+            await uow.orgs.lock(org.id)
+            order.append("second holds it")
+            await uow.commit()
+
+    async with uow_factory() as uow:
+        await uow.orgs.lock(org.id)
+        waiting = asyncio.create_task(second())
+        await asyncio.sleep(0.2)
+        order.append("first ends")
+        await uow.commit()
+    await asyncio.wait_for(waiting, 10)
+    assert order == ["first ends", "second holds it"]
+    async with uow_factory() as uow:
+        with pytest.raises(NotFound):
+            await uow.orgs.lock(uid("org"))
+
+
 async def test_a_member_needs_an_existing_org_and_user(uow: UnitOfWork) -> None:
     org, user = b.org(), b.user()
     await uow.orgs.add(org)

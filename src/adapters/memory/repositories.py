@@ -286,6 +286,10 @@ class InMemoryOrgRepository(_Repository):
     async def get(self, org_id: str) -> Organisation:
         return _get(self._s.orgs, org_id, f"organisation {org_id} not found")
 
+    async def lock(self, org_id: str) -> None:
+        # A unit of work holds the whole store until it ends.
+        await self.get(org_id)
+
     async def find(self, ref: str) -> Organisation:
         if ref in self._s.orgs:
             return self._s.orgs[ref]

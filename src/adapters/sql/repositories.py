@@ -249,6 +249,7 @@ _ORG_BY_REF = (
     sa.select(t.orgs)
     .where(sa.or_(t.orgs.c.id == sa.bindparam("ref"), t.orgs.c.code_key == sa.bindparam("key")))
     .order_by(sa.case((t.orgs.c.id == sa.bindparam("ref"), 0), else_=1)).limit(1))
+_ORG_LOCK = sa.select(t.orgs.c.id).where(t.orgs.c.id == sa.bindparam("id")).with_for_update()
 
 
 class SqlOrgRepository(_Repository):
@@ -264,6 +265,11 @@ class SqlOrgRepository(_Repository):
         return m.org_of(await self._uow.one(
             _where(t.orgs, "code_key"), f"no organisation has code {code}",
             {"code_key": code.lower()}))
+
+    async def lock(self, org_id: str) -> None:
+        # MySQL: the org's row, locked for update (reads after it see what others committed:
+        # READ COMMITTED). SQLite: the unit of work holds the database's write lock already.
+        await self._uow.one(_ORG_LOCK, f"organisation {org_id} not found", {"id": org_id})
 
     async def find(self, ref: str) -> Organisation:
         return m.org_of(await self._uow.one(

@@ -431,6 +431,8 @@ async def find_member(uow: UnitOfWork, org: Organisation, user_ref: str) -> Memb
 
 
 async def _keep_an_admin(uow: UnitOfWork, org: Organisation, user_id: str, verb: str) -> None:
+    # Locked first: two admins removed at once must not each see the other one left.
+    await uow.orgs.lock(org.id)
     admins = [m for m in await uow.orgs.members(org.id) if m.type is MemberType.ADMIN]
     if [m.user_id for m in admins] == [user_id]:
         who = "you are" if verb == "leave" else "they are"
@@ -443,6 +445,8 @@ async def _keep_an_admin(uow: UnitOfWork, org: Organisation, user_id: str, verb:
 async def keep_a_manager(uow: UnitOfWork, org: Organisation) -> None:
     """Refuse a change (made in ``uow``, not committed) after which no member could manage
     the org's members and roles: nobody could ever repair it."""
+    # Locked first: two such changes at once must not each see the other's member left.
+    await uow.orgs.lock(org.id)
     for member in await uow.orgs.members(org.id):
         if decide(await uow.roles.of_member(org.id, member.user_id),
                   Action.MANAGE, Resource.ORG_USER):
