@@ -343,6 +343,7 @@ async def change_member_type(
         access = await authorize(
             p, uow, caller, ref, Action.UPDATE, Resource.ORG_USER, verb="member.update"
         )
+        await uow.orgs.lock(access.org.id)
         target = await find_member(uow, access.org, user_ref)
         before = target.type
         if MemberType.ADMIN in (before, member_type) and before is not member_type:
@@ -385,6 +386,7 @@ async def remove_member(p: Platform, caller: Caller, ref: str, user_ref: str) ->
         access = await authorize(
             p, uow, caller, ref, Action.DELETE, Resource.ORG_USER, verb="member.remove"
         )
+        await uow.orgs.lock(access.org.id)
         target = await find_member(uow, access.org, user_ref)
         if target.type is MemberType.ADMIN:
             await _keep_an_admin(uow, access.org, target.user_id, "remove")
@@ -400,6 +402,7 @@ async def remove_member(p: Platform, caller: Caller, ref: str, user_ref: str) ->
 async def leave_org(p: Platform, caller: Caller, ref: str) -> Membership:
     async with unit_of_work(p) as uow:
         access = await authorize(p, uow, caller, ref, None, None, verb="member.leave")
+        await uow.orgs.lock(access.org.id)
         if access.member.type is MemberType.ADMIN:
             await _keep_an_admin(uow, access.org, access.member.user_id, "leave")
         await uow.orgs.remove_member(access.org.id, access.member.user_id)
@@ -431,8 +434,7 @@ async def find_member(uow: UnitOfWork, org: Organisation, user_ref: str) -> Memb
 
 
 async def _keep_an_admin(uow: UnitOfWork, org: Organisation, user_id: str, verb: str) -> None:
-    # Locked first: two admins removed at once must not each see the other one left.
-    await uow.orgs.lock(org.id)
+    """Refuse to take the org's last admin (the org locked, see ``keep_a_manager``)."""
     admins = [m for m in await uow.orgs.members(org.id) if m.type is MemberType.ADMIN]
     if [m.user_id for m in admins] == [user_id]:
         who = "you are" if verb == "leave" else "they are"
@@ -444,9 +446,11 @@ async def _keep_an_admin(uow: UnitOfWork, org: Organisation, user_id: str, verb:
 
 async def keep_a_manager(uow: UnitOfWork, org: Organisation) -> None:
     """Refuse a change (made in ``uow``, not committed) after which no member could manage
-    the org's members and roles: nobody could ever repair it."""
-    # Locked first: two such changes at once must not each see the other's member left.
-    await uow.orgs.lock(org.id)
+    the org's members and roles: nobody could ever repair it.
+
+    The caller locks the org (``uow.orgs.lock``) before the change's first write, so two
+    changes at once do not each count on a member the other takes away, and take their locks
+    in one order."""
     for member in await uow.orgs.members(org.id):
         if decide(await uow.roles.of_member(org.id, member.user_id),
                   Action.MANAGE, Resource.ORG_USER):

@@ -106,6 +106,7 @@ async def update_role(
         access = await authorize(
             p, uow, caller, ref, Action.MANAGE, Resource.ORG_USER, verb="role.update"
         )
+        await uow.orgs.lock(access.org.id)  # see keep_a_manager
         role = await find_role(uow, access.org, role_ref)
         if _is_administrator(role):
             raise Conflict("the built-in Administrator role cannot be changed", code="builtin_role")
@@ -149,6 +150,7 @@ async def delete_role(p: Platform, caller: Caller, ref: str, role_ref: str) -> R
         access = await authorize(
             p, uow, caller, ref, Action.MANAGE, Resource.ORG_USER, verb="role.delete"
         )
+        await uow.orgs.lock(access.org.id)  # see keep_a_manager
         role = await find_role(uow, access.org, role_ref)
         if role.builtin:
             raise Conflict(
@@ -210,6 +212,7 @@ async def _assignment(
         access = await authorize(p, uow, caller, ref, Action.MANAGE, Resource.ORG_USER, verb=verb)
         role = await find_role(uow, access.org, role_ref)
         if user is not None:
+            await uow.orgs.lock(access.org.id)  # see keep_a_manager
             member = await find_member(uow, access.org, user)
             target, kind = member.user_id, "org_user"
             if assign:
