@@ -483,8 +483,8 @@ def _write_ahead_log(raw: Driver) -> None:
     answers SQLITE_BUSY at once rather than after the busy timeout. New connections are
     opened on a thread (see ``InlineConnection.start``), so the waits here block no loop."""
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}").close()
-    try:
+
+    def switch() -> None:
         while True:
             try:
                 raw.execute("PRAGMA journal_mode=WAL").close()
@@ -493,8 +493,8 @@ def _write_ahead_log(raw: Driver) -> None:
                 if not busy(e) or time.monotonic() >= deadline:
                     raise
             time.sleep(WAL_RETRY_SECONDS)
-    finally:
-        raw.execute("PRAGMA busy_timeout=0").close()
+
+    waiting(raw, switch)
 
 
 def _begin_mode(conn: Connection) -> None:
