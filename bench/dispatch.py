@@ -3,13 +3,13 @@
 Run: uv run python bench/dispatch.py [--runs N] [--latency-runs N] [--workers 1,2,4]
          [--skip nats,celery,bwrap] [--poll-only] [--limit SECONDS]
 (about 4 minutes with the defaults; ``--poll-only`` shows the figures with runs created on
-the plain platform: no wake-up on commit and, embedded, no enqueueing in the creating
-transaction, i.e. with the outbox relay's 50 ms poll alone.)
+the plain platform, as if by another process: no wake-up on commit, so the embedded worker
+finds them at its 1 s fallback poll and, on NATS, the outbox relay at its 50 ms poll.)
 
 Method. Opsicle is driven in this one process, composed as ``opsicle start standalone``
 composes itself (``entrypoints.bootstrap``) and on the roles' event loop (uvloop,
 ``entrypoints.eventloop``): the platform on its stores (embedded: its units of work put queue
-messages straight on the SQL queue, ``enqueuing``), ``coordination`` (outbox relay + lease
+messages straight on the SQL queue, ``sql_queue``), ``coordination`` (outbox relay + lease
 reaper) over the run queues wrapped by the embedded worker's publish signal,
 and a ``PullWorker`` with ``concurrency=K`` slots on the ``InProcessCoordinatorClient``.
 Runs are created through the controller's use case ``runs.create_run`` (authorization,
@@ -93,7 +93,7 @@ from domain.services.platform import Caller, Platform
 from domain.users import User
 from entrypoints import eventloop
 from entrypoints import settings as settings_module
-from entrypoints.bootstrap import _embedded_stores, _queues, coordination, enqueuing
+from entrypoints.bootstrap import _embedded_stores, _queues, coordination, sql_queue
 from entrypoints.embedded_worker import InProcessCoordinatorClient, PublishSignal
 from entrypoints.settings import Settings
 from entrypoints.version import VERSION
@@ -259,7 +259,6 @@ class Backend:
     open_queues: QueuesFactory
     detail: str = ""
     principal: tuple[Caller, str, str] | None = None  # caller, org code, org id
-    sql_queue: bool = False  # the run queues are the SQL queue on the platform's database
 
 
 async def principal(p: Platform) -> tuple[Caller, str, str]:
@@ -369,16 +368,17 @@ async def opsicle(
         signal_ = PublishSignal()
         queues = await backend.open_queues(engine, [run_topic(org_id)], stack)
         # As standalone: on the SQL queue, units of work enqueue their messages themselves.
-        direct, enqueued = (p, False)
-        if backend.sql_queue:
-            direct, enqueued = enqueuing(p, engine, backend.settings)
         c = await stack.enter_async_context(
             coordination(
-                direct, signal_.wrap(queues), on_queued=signal_.notify, enqueued=enqueued
+                p,
+                signal_.wrap(queues),
+                on_queued=signal_.notify,
+                enqueued=sql_queue(backend.settings),
             )
         )
-        # The controller's use cases run on the platform whose commits wake the outbox relay,
-        # as in standalone; --poll-only gives them the plain one (the relay polls every 50 ms).
+        # The controller's use cases run on the platform whose commits wake the outbox relay
+        # (NATS) and the embedded worker, as in standalone; --poll-only gives them the plain
+        # one, as if another process created the runs.
         base = p if poll_only else c.platform
         controller = attrs.evolve(base, uow=lambda: CommitStamp(base.uow()))
         stamps = Stamps()
@@ -506,10 +506,14 @@ async def split(h: Harness, count: int, limit: float) -> Split:
     )
 
 
-def bench_settings(folder: str, database_url: str | None) -> Settings:
+def bench_settings(folder: str, database_url: str | None, nats_url: str | None) -> Settings:
     loaded = settings_module.load(None, {"XDG_CONFIG_HOME": str(Path(folder) / "config")})
     return loaded.with_flags(
-        data_dir=folder, database_url=database_url, log_level="warning", migrate=True
+        data_dir=folder,
+        database_url=database_url,
+        nats_url=nats_url,
+        log_level="warning",
+        migrate=True,
     )
 
 
@@ -524,10 +528,9 @@ async def embedded_backend() -> AsyncIterator[Backend]:
     with tempfile.TemporaryDirectory(prefix="opsicle-bench-") as folder:
         yield Backend(
             "embedded (SQLite + SQL queue)",
-            bench_settings(folder, None),
+            bench_settings(folder, None, None),
             sql_queues,
             f"SQLite {sqlite3.sqlite_version} file in {folder}",
-            sql_queue=True,
         )
 
 
@@ -558,7 +561,7 @@ async def nats_mariadb_backend(mariadb: str, nats_url: str) -> AsyncIterator[Bac
         with tempfile.TemporaryDirectory(prefix="opsicle-bench-") as folder:
             backend = Backend(
                 "NATS JetStream + MariaDB",
-                bench_settings(folder, f"{mariadb}/{name}"),
+                bench_settings(folder, f"{mariadb}/{name}", nats_url),
                 open_queues,
                 f"MariaDB {version} (database {name}, dropped at the end), NATS "
                 f"{nats_version} (stream {stream}, deleted at the end)",
@@ -749,7 +752,8 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument(
         "--poll-only", action="store_true",
-        help="runs created without waking the outbox relay: it finds them at its 50 ms poll",
+        help="runs created without waking the relay (NATS) or the embedded worker: their "
+        "polls find them",
     )  # fmt: skip
     args = parser.parse_args()
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -786,9 +790,10 @@ def main() -> None:
     )
     wakeup = "off (--poll-only)" if args.poll_only else "on"
     print(
-        "# settings: lease 30 s, outbox relay poll 50 ms (jittered ±20%), wake-up on commit "
-        f"{wakeup} (embedded: runs enqueued in their creating transaction; NATS: the relay is "
-        "woken), embedded worker fallback poll 1 s, process runner"
+        "# settings: lease 30 s, outbox relay poll 50 ms on NATS, 1 s embedded (jittered "
+        f"±20%), wake-up on commit {wakeup} (embedded: runs enqueued in their creating "
+        "transaction, the worker woken; NATS: the relay is woken), embedded worker fallback "
+        "poll 1 s, process runner"
     )
     for name, (detail, figures) in opsicle_figures.items():
         print(f"\n## Opsicle, {name}: {detail}")
