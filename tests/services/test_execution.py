@@ -97,5 +97,8 @@ async def test_cancelling_stops_the_current_phase_and_ends_cancelled() -> None:
     cancel.set()
     events, status = await task
     assert status is RunStatus.CANCELLED
+    finished = events[-1]
+    assert isinstance(finished, RunFinished)
+    assert finished.run.reason == "phase 'two' was cancelled"
     assert runner.stopped == ["two"]
     assert any(isinstance(e, PhaseStarted) and e.phase.name == "two" for e in events)

@@ -121,7 +121,7 @@ async def _run_phase(
     if task.done():
         return task.result()
     await _stop(task)
-    return PhaseOutcome(PhaseStatus.CANCELLED, None, f"phase '{phase.name}' was cancelled")
+    return PhaseOutcome(PhaseStatus.CANCELLED, None, "")
 
 
 async def _stop(task: asyncio.Task[PhaseOutcome]) -> None:
