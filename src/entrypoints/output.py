@@ -47,12 +47,21 @@ def emit(data: Any, fmt: str, *, columns: Sequence[str] = (), title: str = "") -
             table.add_row(f"[bold]{key}[/bold]", str(value))
         console().print(table)
     else:
-        rows = list(data)
+        rows = [{c: str(v) for c, v in row.items()} for row in data]
         cols = list(columns) or (list(rows[0]) if rows else [])
-        table = Table(*cols, title=title or None)
+        out_console = console()
+        table = Table(title=title or None)
+        for col in cols:
+            if col == "id":
+                # What the next command needs: on one line when it fits in half the width,
+                # folded onto more otherwise, never cut short.
+                longest = max((len(row.get(col, "")) for row in rows), default=0)
+                table.add_column(col, overflow="fold", no_wrap=longest <= out_console.width // 2)
+            else:
+                table.add_column(col)
         for row in rows:
-            table.add_row(*(str(row.get(c, "")) for c in cols))
-        console().print(table)
+            table.add_row(*(row.get(c, "") for c in cols))
+        out_console.print(table)
 
 
 def _plain(data: Any) -> Any:
