@@ -243,7 +243,10 @@ def lease_expired(run: Run, at: datetime) -> bool:
 
 
 def reclaim(run: Run, at: datetime) -> tuple[Run, RunEvent]:
-    """A run whose worker vanished: back to the queue while attempts remain, else failed."""
+    """A run whose worker vanished or handed it back: cancelled when a cancel was asked for
+    (it must not run again), else back to the queue while attempts remain, else failed."""
+    if run.cancel_requested:
+        return transition(run, RunStatus.CANCELLED, at, cancel_reason(run, "its worker stopped"))
     if run.attempts < MAX_ATTEMPTS:
         return transition(run, RunStatus.QUEUED, at, "worker lost; queued again")
     return transition(run, RunStatus.FAILED, at, f"worker lost ({run.attempts} attempts)")
@@ -252,9 +255,17 @@ def reclaim(run: Run, at: datetime) -> tuple[Run, RunEvent]:
 def request_cancel(
     run: Run, at: datetime, reason: str = "cancelled"
 ) -> tuple[Run, RunEvent | None]:
-    """Cancel a run: at once when it is not running; a running one is told at its heartbeat."""
+    """Cancel a run: at once when it is not running; a running one is told at its heartbeat
+    and keeps ``reason`` until its worker reports the end (see ``cancel_reason``)."""
     if run.status.terminal:
         raise IllegalTransition(f"run {run.id} has already ended ({run.status.value})")
     if run.status is RunStatus.RUNNING:
-        return attrs.evolve(run, cancel_requested=True, updated_at=at), None
+        return attrs.evolve(run, cancel_requested=True, reason=reason, updated_at=at), None
     return transition(run, RunStatus.CANCELLED, at, reason)
+
+
+def cancel_reason(run: Run, how: str) -> str:
+    """Why a running run whose cancel was asked for ended cancelled: the reason given with
+    the request, then ``how`` it stopped."""
+    asked = run.reason if run.cancel_requested and run.reason else "cancelled"
+    return f"{asked}: {how}" if how else asked

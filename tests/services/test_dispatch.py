@@ -13,7 +13,15 @@ from adapters.memory.repositories import InMemoryPlatformStore
 from adapters.memory.run_logs import InMemoryRunLogStore
 from adapters.system import UlidIdGenerator
 from domain.audit import Outcome
-from domain.automations import MAX_ATTEMPTS, PhaseResult, PhaseStatus, Run, RunStatus, new_run
+from domain.automations import (
+    MAX_ATTEMPTS,
+    PhaseResult,
+    PhaseStatus,
+    Run,
+    RunStatus,
+    new_run,
+    request_cancel,
+)
 from domain.errors import Conflict, NotFound
 from domain.orgs import Organisation
 from domain.ports import AuditFilter, Queue
@@ -203,6 +211,39 @@ async def test_a_draining_worker_hands_its_run_back(d: Dispatch) -> None:
     await dispatch.relay_outbox(d)
     again = await dispatch.claim_next(d, worker("w2"), 1)
     assert again is not None and again.fencing_token == 2
+
+
+async def cancel_asked(d: Dispatch, run_id: str, reason: str) -> None:
+    async with d.uow() as uow:
+        run = await uow.runs.get(run_id)
+        cancelling, _ = request_cancel(run, d.clock.now(), reason)
+        await uow.runs.update(cancelling)
+        await uow.commit()
+
+
+async def test_a_run_whose_cancel_was_asked_is_never_run_again(
+    d: Dispatch, clock: FakeClock
+) -> None:
+    # Its worker vanished before it confirmed the cancel: the reaper ends it cancelled.
+    lost = await queued(d)
+    lease = await dispatch.claim_next(d, worker("w1"), 1)
+    assert lease is not None and lease.run.id == lost.id
+    await cancel_asked(d, lost.id, "cancelled by ada@example.com")
+    clock.advance(31)
+    assert await dispatch.reap(d) == 1
+    # Its worker drains and hands it back: it ends cancelled too.
+    handed = await queued(d)
+    lease = await dispatch.claim_next(d, worker("w2"), 1)
+    assert lease is not None and lease.run.id == handed.id
+    await cancel_asked(d, handed.id, "wrong target")
+    back = await dispatch.release(d, worker("w2"), handed.id, lease.fencing_token)
+    assert back.status is RunStatus.CANCELLED
+    await dispatch.relay_outbox(d)
+    assert await dispatch.claim_next(d, worker("w3"), 0.05) is None
+    assert [((r := await status_of(d, i)).status, r.reason) for i in (lost.id, handed.id)] == [
+        (RunStatus.CANCELLED, "cancelled by ada@example.com: its worker stopped"),
+        (RunStatus.CANCELLED, "wrong target: its worker stopped"),
+    ]
 
 
 async def test_the_worker_registry_records_who_was_seen(d: Dispatch) -> None:

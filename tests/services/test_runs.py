@@ -244,10 +244,12 @@ async def test_status_says_why_a_run_waits(
     assert cancelling.waiting.startswith("cancelling")
     assert await dispatch.heartbeat(d, worker, first.id, lease.fencing_token) is True
     done = await dispatch.complete(
-        d, worker, first.id, lease.fencing_token, RunStatus.CANCELLED, "cancelled by request"
+        d, worker, first.id, lease.fencing_token, RunStatus.CANCELLED, "phase 'one' was cancelled"
     )
+    # The run says who cancelled it, then how it stopped.
     view = await runs.get_run(p, admin, first.id)
-    assert view.run.status is RunStatus.CANCELLED and view.waiting == "cancelled by request"
+    assert view.run.status is RunStatus.CANCELLED
+    assert view.waiting == f"cancelled by {admin.email}: phase 'one' was cancelled"
     assert done.finished_at is not None
     with pytest.raises(IllegalTransition):
         await runs.cancel_run(p, admin, first.id)

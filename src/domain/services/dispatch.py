@@ -19,6 +19,7 @@ from domain.automations import (
     PhaseResult,
     Run,
     RunStatus,
+    cancel_reason,
     check_lease,
     claim,
     extend_lease,
@@ -273,6 +274,8 @@ async def complete(
         check_lease(run, worker.worker_id, fencing_token)
         for result in phases:
             run = record_phase(run, result)
+        if status is RunStatus.CANCELLED and run.cancel_requested:
+            reason = cancel_reason(run, reason)
         ended, _ = transition(run, status, d.clock.now(), reason)
         await uow.runs.update(ended, expected=RunStatus.RUNNING, expected_attempts=fencing_token)
         await _audit_failure(d, uow, ended, f"worker:{worker.worker_id}", worker.name)
