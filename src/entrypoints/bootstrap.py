@@ -546,22 +546,24 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
         _webhook_delivery(settings, c.platform),
     ):
         checks = [*checks, *queue_checks]
+        # A cancel asked for here reaches the embedded worker at once, not at its heartbeat.
+        here = attrs.evolve(c.platform, on_cancel_asked=signal.cancel_asked)
         routes = [
-            *controller_routes(c.platform),
-            *coordinator_routes(c.platform, c.dispatch, c.stopping, beside_controller=True),
+            *controller_routes(here),
+            *coordinator_routes(here, c.dispatch, c.stopping, beside_controller=True),
         ]
         async with (
             # The embedded worker verifies grants with the ring this process signs with.
-            embedded_worker(c.platform, c.dispatch, settings, c.stopping, signal, grants=keys),
+            embedded_worker(here, c.dispatch, settings, c.stopping, signal, grants=keys),
             # Telegram and Slack as the approver role runs them, when their tokens are set.
-            approval_chats(settings, c.platform, engine, asyncio.Event()) as chat_routes,
+            approval_chats(settings, here, engine, asyncio.Event()) as chat_routes,
         ):
             app = build_app(
                 "standalone",
                 [*routes, *chat_routes],
                 checks,
                 [lease_expiries(c.figures)],
-                platform=c.platform,
+                platform=here,
             )
             yield Role("standalone", app, c.stopping)
 

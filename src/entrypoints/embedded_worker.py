@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 
-from domain.automations import PhaseResult, RunStatus
+from domain.automations import PhaseResult, Run, RunStatus
 from domain.errors import NotFound
 from domain.grants import GrantVerifier
 from domain.ports import Claim, Delivery, Queue, QueueMessage, Sealer
@@ -38,12 +38,15 @@ QUEUED_SCAN = 200
 
 class PublishSignal:
     """Wakes the embedded worker when this process publishes to a run queue, and counts the
-    messages this process published to each queue that the worker has not taken yet."""
+    messages this process published to each queue that the worker has not taken yet; passes
+    on the cancels asked for in this process (``cancel_asked``)."""
 
     def __init__(self) -> None:
         self._count = 0
         self._changed = asyncio.Event()
         self._untaken: Counter[str] = Counter()
+        # The embedded worker's, while it runs.
+        self.heartbeat_now: Callable[[str], None] | None = None
 
     @property
     def count(self) -> int:
@@ -53,6 +56,12 @@ class PublishSignal:
         self._count += 1
         self._untaken.update(topics)
         self._changed.set()
+
+    def cancel_asked(self, run: Run) -> None:
+        """A cancel of the running ``run`` was asked for in this process: the embedded worker,
+        if it holds the run, sends its heartbeat now and so stops the run at once."""
+        if self.heartbeat_now is not None:
+            self.heartbeat_now(run.id)
 
     def untaken(self) -> set[str]:
         """The topics this process published messages to that were not taken yet."""
@@ -271,9 +280,11 @@ async def embedded_worker(
         ),
         grants=grants,
     )
+    signal.heartbeat_now = worker.heartbeat_now
     task = asyncio.create_task(worker.run(stop))
     try:
         yield
     finally:
         stop.set()
         await task
+        signal.heartbeat_now = None

@@ -221,6 +221,8 @@ class _Held:
     claim: Claim
     lease_deadline: float
     cancel: asyncio.Event = attrs.field(factory=asyncio.Event)
+    # Set to send the next heartbeat now rather than at its interval.
+    beat: asyncio.Event = attrs.field(factory=asyncio.Event)
     lost: asyncio.Event = attrs.field(factory=asyncio.Event)
     done: asyncio.Event = attrs.field(factory=asyncio.Event)
     hand_back: bool = False
@@ -295,6 +297,13 @@ class PullWorker:
         for slot in slots:
             with contextlib.suppress(asyncio.CancelledError):
                 slot.result()
+
+    def heartbeat_now(self, run_id: str) -> None:
+        """Send the heartbeat of run ``run_id`` now, if this worker holds it: its reply says
+        whether the run was cancelled."""
+        held = self.held.get(run_id)
+        if held is not None:
+            held.beat.set()
 
     async def _slot(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -462,7 +471,8 @@ class PullWorker:
         claim = held.claim
         interval = claim.heartbeat_seconds or claim.lease_seconds / 3
         delay = interval
-        while not await pause(self.clock, delay, held.done):
+        while not await pause(self.clock, delay, held.done, held.beat):
+            held.beat.clear()
             delay = interval
             try:
                 keep = await self.client.heartbeat(claim)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 
 from adapters.memory.clock import FakeClock
 from adapters.memory.mail import InMemoryMailer
 from adapters.memory.queue import InMemoryQueue
 from adapters.template_reader import read_template
-from domain.automations import RunStatus
+from domain.automations import Run, RunStatus
 from domain.errors import Forbidden, IllegalTransition, Invalid, NotFound
 from domain.permissions import Action
 from domain.ports import Queue
@@ -238,9 +239,13 @@ async def test_status_says_why_a_run_waits(
     assert (await runs.get_run(p, admin, third.id)).waiting.startswith(
         "queued with 1 or more runs ahead"
     )
-    # Cancelling a running run asks its worker, who learns it at the next heartbeat.
-    cancelling = await runs.cancel_run(p, admin, first.id)
+    # Cancelling a running run asks its worker, who learns it at the next heartbeat, or at
+    # once from the hook (the standalone role's embedded worker).
+    told: list[Run] = []
+    hooked = attrs.evolve(p, on_cancel_asked=told.append)
+    cancelling = await runs.cancel_run(hooked, admin, first.id)
     assert cancelling.run.status is RunStatus.RUNNING and cancelling.run.cancel_requested
+    assert [r.id for r in told] == [first.id]
     assert cancelling.waiting.startswith("cancelling")
     assert await dispatch.heartbeat(d, worker, first.id, lease.fencing_token) is True
     done = await dispatch.complete(
@@ -259,8 +264,10 @@ async def test_a_queued_run_is_cancelled_at_once(p: Platform) -> None:
     admin, code = await admin_org(p)
     await submit(p, admin, simple_text("deploy"), org=code)
     run = (await start(p, admin, "deploy", code)).run
-    view = await runs.cancel_run(p, admin, run.id)
+    told: list[Run] = []
+    view = await runs.cancel_run(attrs.evolve(p, on_cancel_asked=told.append), admin, run.id)
     assert view.run.status is RunStatus.CANCELLED and view.run.finished_at is not None
+    assert told == []  # no worker holds it
     assert [e.verb async for e in p.audit.all()][-1] == "run.cancel"
 
 

@@ -68,6 +68,9 @@ class Platform:
     # Where approval requests are shown besides the in-app list (Telegram, Slack, …).
     approval_channels: tuple[ApprovalChannel, ...] = ()
     on_approved: ApprovalHook | None = None
+    # Told, after the commit, of a running run whose cancel was asked for: a worker in this
+    # process may learn it at once instead of at its next heartbeat.
+    on_cancel_asked: Callable[[Run], None] | None = None
 
 
 @attrs.frozen

@@ -348,7 +348,8 @@ async def read_logs(
 
 
 async def cancel_run(p: Platform, caller: Caller, run_id: str, reason: str = "") -> RunView:
-    """Cancel at once when not running; a running run's worker learns it at its heartbeat."""
+    """Cancel at once when not running; a running run's worker learns it at its heartbeat
+    (or at once, when ``on_cancel_asked`` tells it)."""
     now = p.clock.now()
     async with unit_of_work(p) as uow:
         run, _ = await _visible(
@@ -365,4 +366,6 @@ async def cancel_run(p: Platform, caller: Caller, run_id: str, reason: str = "")
         waiting = await _why(p, uow, cancelled)
         await record(p, caller, "run.cancel", "run", run.id, org_id=run.org_id, uow=uow)
         await uow.commit()
+    if cancelled.cancel_requested and p.on_cancel_asked is not None:
+        p.on_cancel_asked(cancelled)
     return RunView(cancelled, waiting)

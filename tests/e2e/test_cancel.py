@@ -1,0 +1,89 @@
+"""Cancelling a running run in the standalone role, through the CLI: the embedded worker stops
+it at once (not at its next heartbeat), the run says who cancelled it, no process is left."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Processes, User
+from tests.support import free_port
+
+pytestmark = pytest.mark.e2e
+# The heartbeat comes every third of the lease: 100 s here, far beyond the wait below.
+LEASE_SECONDS = 300
+TEMPLATE = """\
+apiVersion: v1
+type: AutomationTemplate
+metadata:
+  name: long-wait
+spec:
+  template:
+    phases:
+      - name: wait
+        image: busybox:latest
+        commands:
+          - 'echo waiting'
+          - 'sleep {seconds}'
+"""
+
+
+@pytest.fixture
+def standalone(opsicle: list[str], tmp_path: Path) -> Iterator[tuple[Processes, str]]:
+    env = {"OPSICLE_LEASE_SECONDS": str(LEASE_SECONDS), "OPSICLE_RUNNER": "process"}
+    processes = Processes(opsicle, tmp_path, env)
+    url = f"127.0.0.1:{free_port()}"
+    try:
+        proc = processes.start(
+            "standalone", "start", "standalone", "--listen", url,
+            "--data-dir", str(processes.data_dir),
+        )  # fmt: skip
+        processes.wait_ready(f"http://{url}", proc)
+        yield processes, f"http://{url}"
+    finally:
+        processes.stop_all()
+
+
+def sleepers(pattern: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
+    return found.stdout.split()
+
+
+def test_a_cancelled_run_stops_at_once_and_says_who_cancelled_it(
+    standalone: tuple[Processes, str], tmp_path: Path
+) -> None:
+    processes, url = standalone
+    ada = User(url, processes.data_dir, tmp_path / "ada", f"ada-{uuid.uuid4().hex[:6]}@example.com")
+    ada.sign_up()
+    org = f"cancel-{uuid.uuid4().hex[:6]}"
+    ada("create", "org", "Cancellations", "--code", org)
+    seconds = 1000 + int(uuid.uuid4().int % 1000)  # a command line no other test runs
+    path = tmp_path / "long-wait.yaml"
+    path.write_text(TEMPLATE.format(seconds=seconds))
+    ada("create", "template", "-f", str(path), "--org", org)
+
+    run_id = ada.json("run", "template", "long-wait", "--org", org)["id"]
+    deadline = time.monotonic() + 60
+    while "waiting" not in ada("logs", run_id) or not sleepers(f"sleep {seconds}"):
+        assert time.monotonic() < deadline, processes.logs()
+        time.sleep(0.2)
+    assert ada.json("get", "run", run_id)["status"] == "running"
+
+    asked = time.monotonic()
+    ada("cancel", run_id)
+    follow = ada.result("logs", run_id, "--follow")
+    stopped = time.monotonic() - asked
+    assert follow.returncode == 130, follow.stderr  # the run ended cancelled
+    assert stopped < LEASE_SECONDS / 3, f"stopped after {stopped:.1f} s: at a heartbeat"
+    run = ada.json("get", "run", run_id)
+    assert (run["status"], run["reason"]) == (
+        "cancelled",
+        f"cancelled by {ada.email}: phase 'wait' was cancelled",
+    )
+    assert [p["status"] for p in run["phases"]] == ["cancelled"]
+    assert not sleepers(f"sleep {seconds}"), "a process of the cancelled phase survived"
