@@ -3,13 +3,13 @@
 Run: uv run python bench/dispatch.py [--runs N] [--latency-runs N] [--workers 1,2,4]
          [--skip nats,celery,bwrap] [--poll-only] [--limit SECONDS]
 (about 4 minutes with the defaults; ``--poll-only`` shows the figures with runs created on
-the plain platform, as if by another process: no wake-up on commit, so the embedded worker
-finds them at its 1 s fallback poll and, on NATS, the outbox relay at its 50 ms poll.)
+the plain platform: no wake-up on commit and, embedded, no enqueueing in the creating
+transaction, i.e. with the outbox relay's 50 ms poll alone.)
 
 Method. Opsicle is driven in this one process, composed as ``opsicle start standalone``
 composes itself (``entrypoints.bootstrap``) and on the roles' event loop (uvloop,
 ``entrypoints.eventloop``): the platform on its stores (embedded: its units of work put queue
-messages straight on the SQL queue, ``sql_queue``), ``coordination`` (outbox relay + lease
+messages straight on the SQL queue, ``enqueuing``), ``coordination`` (outbox relay + lease
 reaper) over the run queues wrapped by the embedded worker's publish signal,
 and a ``PullWorker`` with ``concurrency=K`` slots on the ``InProcessCoordinatorClient``.
 Runs are created through the controller's use case ``runs.create_run`` (authorization,
@@ -93,7 +93,14 @@ from domain.services.platform import Caller, Platform
 from domain.users import User
 from entrypoints import eventloop
 from entrypoints import settings as settings_module
-from entrypoints.bootstrap import _embedded_stores, _queues, coordination, sql_queue
+from entrypoints.bootstrap import (
+    RELAY_INTERVAL,
+    STANDALONE_RELAY_INTERVAL,
+    _embedded_stores,
+    _queues,
+    coordination,
+    enqueuing,
+)
 from entrypoints.embedded_worker import InProcessCoordinatorClient, PublishSignal
 from entrypoints.settings import Settings
 from entrypoints.version import VERSION
@@ -259,6 +266,7 @@ class Backend:
     open_queues: QueuesFactory
     detail: str = ""
     principal: tuple[Caller, str, str] | None = None  # caller, org code, org id
+    sql_queue: bool = False  # the run queues are the SQL queue on the platform's database
 
 
 async def principal(p: Platform) -> tuple[Caller, str, str]:
@@ -368,17 +376,23 @@ async def opsicle(
         signal_ = PublishSignal()
         queues = await backend.open_queues(engine, [run_topic(org_id)], stack)
         # As standalone: on the SQL queue, units of work enqueue their messages themselves.
+        direct, enqueued = (p, False)
+        if backend.sql_queue:
+            direct, enqueued = enqueuing(p, engine, backend.settings)
+        # The relay polls as standalone's does, or with --poll-only as a coordinator role's,
+        # which looks every 50 ms for what the controllers (other processes) committed.
+        relay_interval = RELAY_INTERVAL if poll_only else STANDALONE_RELAY_INTERVAL
         c = await stack.enter_async_context(
             coordination(
-                p,
+                direct,
                 signal_.wrap(queues),
+                relay_interval=relay_interval,
                 on_queued=signal_.notify,
-                enqueued=sql_queue(backend.settings),
+                enqueued=enqueued,
             )
         )
-        # The controller's use cases run on the platform whose commits wake the outbox relay
-        # (NATS) and the embedded worker, as in standalone; --poll-only gives them the plain
-        # one, as if another process created the runs.
+        # The controller's use cases run on the platform whose commits wake the outbox relay,
+        # as in standalone; --poll-only gives them the plain one (the relay polls every 50 ms).
         base = p if poll_only else c.platform
         controller = attrs.evolve(base, uow=lambda: CommitStamp(base.uow()))
         stamps = Stamps()
@@ -506,14 +520,10 @@ async def split(h: Harness, count: int, limit: float) -> Split:
     )
 
 
-def bench_settings(folder: str, database_url: str | None, nats_url: str | None) -> Settings:
+def bench_settings(folder: str, database_url: str | None) -> Settings:
     loaded = settings_module.load(None, {"XDG_CONFIG_HOME": str(Path(folder) / "config")})
     return loaded.with_flags(
-        data_dir=folder,
-        database_url=database_url,
-        nats_url=nats_url,
-        log_level="warning",
-        migrate=True,
+        data_dir=folder, database_url=database_url, log_level="warning", migrate=True
     )
 
 
@@ -528,9 +538,10 @@ async def embedded_backend() -> AsyncIterator[Backend]:
     with tempfile.TemporaryDirectory(prefix="opsicle-bench-") as folder:
         yield Backend(
             "embedded (SQLite + SQL queue)",
-            bench_settings(folder, None, None),
+            bench_settings(folder, None),
             sql_queues,
             f"SQLite {sqlite3.sqlite_version} file in {folder}",
+            sql_queue=True,
         )
 
 
@@ -561,7 +572,7 @@ async def nats_mariadb_backend(mariadb: str, nats_url: str) -> AsyncIterator[Bac
         with tempfile.TemporaryDirectory(prefix="opsicle-bench-") as folder:
             backend = Backend(
                 "NATS JetStream + MariaDB",
-                bench_settings(folder, f"{mariadb}/{name}", nats_url),
+                bench_settings(folder, f"{mariadb}/{name}"),
                 open_queues,
                 f"MariaDB {version} (database {name}, dropped at the end), NATS "
                 f"{nats_version} (stream {stream}, deleted at the end)",
@@ -752,8 +763,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument(
         "--poll-only", action="store_true",
-        help="runs created without waking the relay (NATS) or the embedded worker: their "
-        "polls find them",
+        help="runs created without waking the outbox relay: it finds them at its 50 ms poll",
     )  # fmt: skip
     args = parser.parse_args()
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -790,10 +800,10 @@ def main() -> None:
     )
     wakeup = "off (--poll-only)" if args.poll_only else "on"
     print(
-        "# settings: lease 30 s, outbox relay poll 50 ms on NATS, 1 s embedded (jittered "
-        f"±20%), wake-up on commit {wakeup} (embedded: runs enqueued in their creating "
-        "transaction, the worker woken; NATS: the relay is woken), embedded worker fallback "
-        "poll 1 s, process runner"
+        f"# settings: lease 30 s, outbox relay poll {'50 ms' if args.poll_only else '1 s'} "
+        f"(jittered ±20%), wake-up on commit {wakeup} (embedded: runs enqueued in their "
+        "creating transaction; NATS: the relay is woken), embedded worker fallback poll 1 s, "
+        "process runner"
     )
     for name, (detail, figures) in opsicle_figures.items():
         print(f"\n## Opsicle, {name}: {detail}")

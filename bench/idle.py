@@ -6,7 +6,7 @@ Each command starts standalone on a fresh data directory (SQLite, embedded queue
 waits for /readyz, lets it settle for 3 s, then reads the process's CPU time (user + system,
 from /proc/PID/stat) and resident set size at the start and the end of S seconds of idling:
 no request and no run, only its own loops (lease reaper, approval expiry, webhook delivery,
-the outbox relay's safety-net look and the embedded worker's scan for runs other processes
+the outbox relay's and the embedded worker's looks, once a second, for runs other processes
 queued). Source and frozen run one after the other, and the load average is printed beside.
 """
 

@@ -68,10 +68,11 @@ from entrypoints.settings import Settings
 if TYPE_CHECKING:
     from adapters.nats.connection import NatsOptions
 
+# How often the outbox relay looks for messages other processes committed (this process's
+# own commits wake it): a coordinator's come from controllers and approvers, which are other
+# processes by design; standalone's only from a process that shares its database.
 RELAY_INTERVAL = 0.05
-# On the SQL queue every role's units of work enqueue their messages themselves
-# (``sql_queue``): the relay is only a safety net for outbox rows left by another version.
-ENQUEUED_RELAY_INTERVAL = 1.0
+STANDALONE_RELAY_INTERVAL = 1.0
 RELAY_BATCH = 100
 
 
@@ -272,8 +273,7 @@ async def _embedded_stores(
             keys = grant_keys(settings, engine, sealer)
             await keys.ring(clock.now())  # the first key exists before any role serves
             platform = Platform(
-                uow=unit_of_work_factory(engine, audit_outbox=audit.outbox is not None,
-                                         enqueue=sql_queue(settings)),
+                uow=unit_of_work_factory(engine, audit_outbox=audit.outbox is not None),
                 clock=clock,
                 ids=UlidIdGenerator(clock),
                 passwords=Argon2PasswordHasher(),
@@ -327,6 +327,7 @@ async def coordination(
     queues: Callable[[str], Queue],
     *,
     lease_seconds: float = 30.0,
+    relay_interval: float = RELAY_INTERVAL,
     reap_interval: float | None = None,
     loop_clock: Clock | None = None,
     on_queued: Callable[[Collection[str]], None] | None = None,
@@ -336,10 +337,10 @@ async def coordination(
 
     ``on_queued`` is called with their topics after a unit of work of the returned platform
     commits queue messages. ``enqueued`` says the platform's outbox puts messages on the queue
-    itself (see ``sql_queue``): its commits do not wake the relay, which then only looks, every
-    ``ENQUEUED_RELAY_INTERVAL``, for outbox rows another version left. On exit, in order:
-    endpoints stop taking work (held claims are answered), then the loops finish their
-    iteration (or are cancelled after a grace period).
+    itself (see ``enqueuing``): its commits do not wake the relay, which then only polls for
+    what other processes left in the outbox. On exit, in order: endpoints stop taking work
+    (held claims are answered), then the loops finish their iteration (or are cancelled after
+    a grace period).
     """
     from domain.services import dispatch
     from entrypoints.loops import service_loop, stop_tasks
@@ -390,7 +391,7 @@ async def coordination(
                 relay,
                 stop=loops_stop,
                 clock=ticks,
-                interval=ENQUEUED_RELAY_INTERVAL if enqueued else RELAY_INTERVAL,
+                interval=relay_interval,
                 wake=announced,
             )
         ),
@@ -421,27 +422,36 @@ async def coordination(
         await stop_tasks(tasks, grace=5.0)
 
 
-def sql_queue(settings: Settings) -> bool:
-    """Whether the run queues are the durable queue on the SQL store (no ``nats-url``). Then
-    every role's units of work put their queue messages straight on it as they commit: no
-    relay hop between commit and claim, and no outbox rows to poll for."""
-    return not settings["nats-url"]
+def enqueuing(
+    platform: Platform, engine: AsyncEngine, settings: Settings
+) -> tuple[Platform, bool]:
+    """``platform`` whose units of work put queue messages straight on the SQL queue when
+    the run queues are that queue (no ``nats-url``): no relay hop between commit and claim.
+    The flag says whether they do (``coordination``'s ``enqueued``)."""
+    if settings["nats-url"]:
+        return platform, False
+    units = unit_of_work_factory(engine, audit_outbox=_audit_in_outbox(settings), enqueue=True)
+    return attrs.evolve(platform, uow=units), True
 
 
 def _coordinating(
     settings: Settings,
     platform: Platform,
+    engine: AsyncEngine,
     queues: Callable[[str], Queue],
     on_queued: Callable[[Collection[str]], None] | None = None,
+    relay_interval: float = RELAY_INTERVAL,
 ) -> AbstractAsyncContextManager[Coordination]:
     """``coordination`` as the coordinator and standalone roles run it: the lease from the
-    settings and, on the SQL queue, a platform whose units of work enqueue themselves."""
+    settings and, on the SQL queue, units of work that enqueue their messages themselves."""
+    direct, enqueued = enqueuing(platform, engine, settings)
     return coordination(
-        platform,
+        direct,
         queues,
         lease_seconds=float(settings["lease-seconds"]),
+        relay_interval=relay_interval,
         on_queued=on_queued,
-        enqueued=sql_queue(settings),
+        enqueued=enqueued,
     )
 
 
@@ -513,7 +523,7 @@ async def coordinator(settings: Settings) -> AsyncIterator[Role]:
     async with (
         _embedded_stores(settings) as (platform, checks, engine, _),
         _run_queues(settings, engine, "coordinator") as (queues, queue_checks),
-        _coordinating(settings, platform, queues) as c,
+        _coordinating(settings, platform, engine, queues) as c,
         _webhook_delivery(settings, c.platform),
     ):
         checks = [*checks, *queue_checks]
@@ -542,7 +552,10 @@ async def standalone(settings: Settings) -> AsyncIterator[Role]:
     async with (
         _embedded_stores(settings) as (platform, checks, engine, keys),
         _run_queues(settings, engine, "standalone") as (queues, queue_checks),
-        _coordinating(settings, platform, signal.wrap(queues), signal.notify) as c,
+        _coordinating(
+            settings, platform, engine, signal.wrap(queues), signal.notify,
+            relay_interval=STANDALONE_RELAY_INTERVAL,
+        ) as c,
         _webhook_delivery(settings, c.platform),
     ):
         checks = [*checks, *queue_checks]

@@ -1,8 +1,14 @@
-"""Where the roles' units of work put queue messages: straight on the SQL queue as they commit
-when it is the run queue (no ``nats-url``), in the outbox for the relay when NATS is."""
+"""Where the roles' units of work put run queue messages, and who takes them from there.
+
+A controller (or approver) leaves them in the outbox whatever it is configured with: it never
+talks to the queue, so a controller without ``nats-url`` hands runs to coordinators on NATS.
+The coordinator and standalone roles put their own straight on the queue when it is the SQL
+queue, and relay what other processes left in the outbox.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,59 +17,84 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sql.queue import SqlQueue
-from adapters.sql.repositories import unit_of_work_factory
+from domain.automations import RunStatus, new_run
+from domain.orgs import Organisation
 from domain.outbox import OutboxMessage
-from domain.services.dispatch import run_topic
+from domain.resources import AutomationSpec, Phase
+from domain.services.dispatch import announce, run_topic
 from domain.services.platform import Platform
 from entrypoints import bootstrap, settings
+from entrypoints.settings import Settings
+
+# Nothing listens on port 9: building a platform does not connect to NATS.
+QUEUES = pytest.mark.parametrize(
+    "nats_url", [None, "nats://127.0.0.1:9"], ids=["sql-queue", "nats"]
+)
+
+
+def configured(tmp_path: Path, nats_url: str | None) -> Settings:
+    return settings.load(
+        None, {"XDG_CONFIG_HOME": str(tmp_path)}, data_dir=str(tmp_path / "data")
+    ).with_flags(nats_url=nats_url)
 
 
 @asynccontextmanager
-async def stores(
-    tmp_path: Path, nats_url: str | None
-) -> AsyncIterator[tuple[Platform, AsyncEngine]]:
-    resolved = settings.load(
-        None, {"XDG_CONFIG_HOME": str(tmp_path)}, data_dir=str(tmp_path / "data")
-    ).with_flags(nats_url=nats_url)
+async def stores(resolved: Settings) -> AsyncIterator[tuple[Platform, AsyncEngine]]:
     async with bootstrap._embedded_stores(resolved) as (platform, _, engine, _):
         yield platform, engine
 
 
-def message(p: Platform) -> OutboxMessage:
-    return OutboxMessage(p.ids.new_id(), run_topic(p.ids.new_id()), b"{}", p.clock.now())
+async def where_it_went(p: Platform, engine: AsyncEngine) -> tuple[int, bool]:
+    """Commit one run queue message through ``p``: the SQL queue's depth, and whether the
+    message waits in the outbox."""
+    sent = OutboxMessage(p.ids.new_id(), run_topic(p.ids.new_id()), b"{}", p.clock.now())
+    async with p.uow() as uow:
+        await uow.outbox.add(sent)
+        await uow.commit()
+    async with p.uow() as uow:
+        pending = [m.id for m in await uow.outbox.pending(100)]
+    return await SqlQueue(engine, sent.topic).depth(), sent.id in pending
 
 
-@pytest.mark.parametrize(
-    ("nats_url", "queued"),
-    # Nothing listens on port 9: building the platform does not connect to NATS.
-    [(None, True), ("nats://127.0.0.1:9", False)],
-    ids=["sql-queue", "nats"],
-)
-async def test_a_committed_message_is_queued_at_once_only_on_the_sql_queue(
-    tmp_path: Path, nats_url: str | None, queued: bool
+@QUEUES
+async def test_a_controller_leaves_queue_messages_in_the_outbox(
+    tmp_path: Path, nats_url: str | None
 ) -> None:
-    async with stores(tmp_path, nats_url) as (p, engine):
-        sent = message(p)
-        async with p.uow() as uow:
-            await uow.outbox.add(sent)
-            await uow.commit()
-        async with p.uow() as uow:
-            pending = [m.id for m in await uow.outbox.pending(100)]
-        depth = await SqlQueue(engine, sent.topic).depth()
-    assert (depth, pending) == ((1, []) if queued else (0, [sent.id]))
+    async with stores(configured(tmp_path, nats_url)) as (p, engine):
+        assert await where_it_went(p, engine) == (0, True)
 
 
-async def test_on_the_sql_queue_the_relay_still_publishes_what_another_version_left(
-    tmp_path: Path,
+@QUEUES
+async def test_a_coordinator_puts_its_own_on_the_sql_queue_at_once(
+    tmp_path: Path, nats_url: str | None
 ) -> None:
-    async with stores(tmp_path, None) as (p, engine):
-        left = message(p)
-        async with unit_of_work_factory(engine)() as uow:  # a unit of work that does not enqueue
-            await uow.outbox.add(left)
+    resolved = configured(tmp_path, nats_url)
+    async with stores(resolved) as (p, engine):
+        direct, enqueued = bootstrap.enqueuing(p, engine, resolved)
+        assert enqueued is (nats_url is None)
+        assert await where_it_went(direct, engine) == ((1, False) if enqueued else (0, True))
+
+
+async def test_standalone_runs_what_another_process_left_in_the_outbox(tmp_path: Path) -> None:
+    resolved = configured(tmp_path, None).with_flags(runner="process")
+    spec = AutomationSpec(phases=(Phase("greet", "busybox", ("echo from elsewhere",)),))
+    async with (
+        bootstrap.standalone(resolved),
+        # Another process on the same database: its commits cannot wake standalone's relay.
+        bootstrap.embedded_platform(resolved) as (other, _),
+    ):
+        org_id = other.ids.new_id()
+        run, _ = new_run(other.ids.new_id(), spec, other.clock.now(), name="e", org_id=org_id)
+        async with other.uow() as uow:
+            await uow.orgs.add(Organisation(org_id, "Elsewhere", "elsewhere", other.clock.now()))
+            await uow.runs.add(run)
+            await announce(uow, other.ids, run, other.clock.now())
             await uow.commit()
-        async with bootstrap.coordination(p, bootstrap._queues(engine), enqueued=True):
-            queue = SqlQueue(engine, left.topic)
-            delivery = await queue.pull(3 * bootstrap.ENQUEUED_RELAY_INTERVAL)
-        assert delivery is not None and delivery.message.id == left.id
-        async with p.uow() as uow:
-            assert await uow.outbox.pending(100) == []
+        for _ in range(200):
+            async with other.uow() as uow:
+                found = await uow.runs.get(run.id)
+            if found.status.terminal:
+                break
+            await asyncio.sleep(0.05)
+    assert found.status is RunStatus.SUCCEEDED, found.reason
+    assert b"from elsewhere" in await other.logs.read(run.id)
