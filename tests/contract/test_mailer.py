@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -124,6 +125,8 @@ class SmtpServer:
 
 
 def _serve(**kwargs: Any) -> Iterator[SmtpServer]:
+    # aiosmtpd logs every connection at INFO, from its own thread, whatever test runs then.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     inbox = _Inbox()
     port = _free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port, **kwargs)
