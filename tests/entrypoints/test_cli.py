@@ -173,3 +173,25 @@ def test_help_and_version_do_not_load_the_server_stacks(args: list[str]) -> None
 def test_version_output_is_plain(args: list[str]) -> None:
     loaded = modules_loaded_by(args)
     assert loaded.isdisjoint(HEAVY + PLAIN), sorted(loaded & set(HEAVY + PLAIN))
+
+
+def test_standalone_takes_its_embedded_workers_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    served: dict[str, settings.Settings] = {}
+
+    async def serve_role(role: str, resolved: settings.Settings) -> int:
+        served[role] = resolved
+        return 0
+
+    monkeypatch.setattr("entrypoints.serve.serve_role", serve_role)
+    flags = ["--lease-seconds", "90", "--concurrency", "3", "--runner", "process",
+             "--drain-seconds", "5", "--docker-host", "unix:///run/elsewhere.sock"]  # fmt: skip
+    assert run(["start", "standalone", "--data-dir", str(tmp_path), *flags]) == 0
+    resolved = served["standalone"]
+    names = ("lease-seconds", "concurrency", "runner", "drain-seconds", "docker-host")
+    assert [resolved[name] for name in names] == [
+        90.0, 3, "process", 5.0, "unix:///run/elsewhere.sock"
+    ]
+    assert {resolved.origin(name) for name in names} == {f"flag --{name}" for name in names}

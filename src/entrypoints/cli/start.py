@@ -128,6 +128,28 @@ SlackApiUrl = Annotated[
 ]
 
 
+LeaseSeconds = Annotated[
+    float | None,
+    Parameter(help="How long a claimed run's lease lasts without a heartbeat. Default: 30"),
+]
+Concurrency = Annotated[int | None, Parameter(help="Runs executed at once. Default: 1")]
+Runner = Annotated[
+    str | None,
+    Parameter(
+        help="auto (Docker when every image is present, else a process), process, "
+        "or docker. Default: auto"
+    ),
+]
+DrainSeconds = Annotated[
+    float | None,
+    Parameter(
+        help="On SIGTERM, how long running runs may finish before they are handed "
+        "back. Default: 30"
+    ),
+]
+DockerHost = Annotated[str | None, Parameter(help="Docker engine URL for --runner docker")]
+
+
 @app.command
 def standalone(
     *,
@@ -142,12 +164,19 @@ def standalone(
     tls_key: TlsKey = None,
     webhook_timeout: WebhookTimeout = None,
     migrate: Migrate = None,
+    lease_seconds: LeaseSeconds = None,
+    concurrency: Concurrency = None,
+    runner: Runner = None,
+    drain_seconds: DrainSeconds = None,
+    docker_host: DockerHost = None,
 ) -> int:
     """Every role in one process on embedded stores (SQLite, in-process cache): no servers needed.
 
-    Serves the controller's /api/v1, /healthz, /readyz (checks the stores) and /metrics.
-    Telegram and Slack approvals run here as in 'opsicle start approver' when their tokens
-    are set (OPSICLE_* variables or the config file).
+    Serves the controller's /api/v1, the workers' /api/v1/worker, /healthz, /readyz (checks
+    the stores) and /metrics, and runs one embedded worker (--concurrency, --runner,
+    --drain-seconds) for the runs of every org. Telegram and Slack approvals run here as in
+    'opsicle start approver' when their tokens are set (OPSICLE_* variables or the config
+    file).
     """
     from entrypoints import eventloop
     from entrypoints.serve import serve_role
@@ -164,14 +193,13 @@ def standalone(
         tls_key=tls_key,
         webhook_timeout=webhook_timeout,
         migrate=migrate,
+        lease_seconds=lease_seconds,
+        concurrency=concurrency,
+        runner=runner,
+        drain_seconds=drain_seconds,
+        docker_host=docker_host,
     )
     return eventloop.run(serve_role("standalone", resolved))
-
-
-LeaseSeconds = Annotated[
-    float | None,
-    Parameter(help="How long a claimed run's lease lasts without a heartbeat. Default: 30"),
-]
 
 
 @app.command
@@ -269,28 +297,14 @@ def worker(
         str | None,
         Parameter(help="A file 'opsicle create org token --output-dir' wrote: ID.env or ID.token"),
     ] = None,
-    concurrency: Annotated[int | None, Parameter(help="Runs executed at once. Default: 1")] = None,
+    concurrency: Concurrency = None,
     labels: Annotated[
         str | None, Parameter(help="Labels shown in the worker registry: k=v,k2=v2")
     ] = None,
-    runner: Annotated[
-        str | None,
-        Parameter(
-            help="auto (Docker when every image is present, else a process), process, "
-            "or docker. Default: auto"
-        ),
-    ] = None,
+    runner: Runner = None,
     name: Annotated[str | None, Parameter(help="The worker's name. Default: the host name")] = None,
-    drain_seconds: Annotated[
-        float | None,
-        Parameter(
-            help="On SIGTERM, how long running runs may finish before they are handed "
-            "back. Default: 30"
-        ),
-    ] = None,
-    docker_host: Annotated[
-        str | None, Parameter(help="Docker engine URL for --runner docker")
-    ] = None,
+    drain_seconds: DrainSeconds = None,
+    docker_host: DockerHost = None,
     metrics_listen: Annotated[
         str | None,
         Parameter(help="Serve /healthz and /metrics (runs by outcome) on host:port, e.g. "
