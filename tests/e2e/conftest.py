@@ -67,6 +67,20 @@ def docker_host() -> str | None:
     return f"unix://{project_socket}" if project_socket.exists() else None
 
 
+def sleepers(marker: str) -> list[int]:
+    """The PIDs of the processes whose command line holds ``marker``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if marker in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
 class Processes:
     """Server roles started as real processes, each logging to ``<data_dir>/<name>.log``."""
 

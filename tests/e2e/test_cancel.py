@@ -3,7 +3,7 @@ it at once (not at its next heartbeat), the run says who cancelled it, no proces
 
 from __future__ import annotations
 
-import subprocess
+import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Processes, User
+from tests.e2e.conftest import Processes, User, sleepers
 from tests.support import free_port
 
 pytestmark = pytest.mark.e2e
@@ -49,11 +49,6 @@ def standalone(opsicle: list[str], tmp_path: Path) -> Iterator[tuple[Processes, 
         processes.stop_all()
 
 
-def sleepers(pattern: str) -> list[str]:
-    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
-    return found.stdout.split()
-
-
 def test_a_cancelled_run_stops_at_once_and_says_who_cancelled_it(
     standalone: tuple[Processes, str], tmp_path: Path
 ) -> None:
@@ -62,7 +57,8 @@ def test_a_cancelled_run_stops_at_once_and_says_who_cancelled_it(
     ada.sign_up()
     org = f"cancel-{uuid.uuid4().hex[:6]}"
     ada("create", "org", "Cancellations", "--code", org)
-    seconds = 1000 + int(uuid.uuid4().int % 1000)  # a command line no other test runs
+    # A command line no other test runs (six digits, as theirs: none is a prefix of another).
+    seconds = random.randint(100_000, 999_999)
     path = tmp_path / "long-wait.yaml"
     path.write_text(TEMPLATE.format(seconds=seconds))
     ada("create", "template", "-f", str(path), "--org", org)

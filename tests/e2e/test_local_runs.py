@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, docker_host
+from tests.e2e.conftest import ROOT, docker_host, sleepers
 from tests.support import require_service
 
 EXAMPLES = ROOT / "examples"
@@ -62,19 +62,6 @@ def test_every_example_runs(opsicle: list[str], runner: str, example: str) -> No
         assert line in result.stdout, result.stdout + result.stderr
     assert "hunter2" not in result.stdout + result.stderr
     assert f"runner: {runner}" in result.stderr
-
-
-def sleepers(marker: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if marker in cmdline:
-                found.append(int(proc.name))
-    return found
 
 
 def long_runbook(tmp_path: Path, seconds: int, timeout: int) -> Path:
