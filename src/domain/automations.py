@@ -266,6 +266,6 @@ def request_cancel(
 
 def cancel_reason(run: Run, how: str) -> str:
     """Why a running run whose cancel was asked for ended cancelled: the reason given with
-    the request, then ``how`` it stopped."""
-    asked = run.reason if run.cancel_requested and run.reason else "cancelled"
+    the request (``request_cancel`` keeps it), then ``how`` it stopped."""
+    asked = run.reason or "cancelled"
     return f"{asked}: {how}" if how else asked
