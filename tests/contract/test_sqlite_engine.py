@@ -341,6 +341,27 @@ async def test_the_connection_given_back_last_is_taken_first(engine: AsyncEngine
         assert (await again.get_raw_connection()).driver_connection is raw_first
 
 
+
+async def test_a_closed_connection_is_taken_again_as_it_was_given(engine: AsyncEngine) -> None:
+    async with engine.connect() as first:
+        sync_first = first.sync_connection
+        await first.execution_options(**{engine_module.SQLITE_BEGIN: "IMMEDIATE"})
+        await first.execute(sa.text("SELECT 1"))
+        await first.commit()
+    # Closed, it cannot be used any more, though its connection lives on.
+    with pytest.raises(sa.exc.InvalidRequestError):
+        await first.execute(sa.text("SELECT 1"))
+    async with engine.connect() as again:
+        assert again.sync_connection is sync_first
+        # Without the options its last user set.
+        assert sqlite_driver.BEGIN_OPTION not in again.sync_connection.get_execution_options()
+        await again.begin()
+        await again.execute(sa.text("SELECT 1"))
+        # Closed inside a transaction, it is rolled back and given back to the pool instead.
+    async with engine.connect() as third:
+        assert third.sync_connection is not sync_first
+        assert not (await third.get_raw_connection()).driver_connection.in_transaction
+
 async def test_a_new_connection_waits_while_another_holds_a_new_databases_lock(
         tmp_path: Path) -> None:
     """Before its journal is a write-ahead log, SQLite answers a new connection's switch to

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import weakref
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
 from typing import Any
 
 import attrs
@@ -29,6 +31,7 @@ def is_sqlite(engine_or_url: AsyncEngine | URL | str) -> bool:
     return make_url(engine_or_url).get_backend_name() == "sqlite"
 
 
+@functools.lru_cache(maxsize=64)
 def store_name(url: URL | str) -> str:
     """How errors name the store: backend and location, never the password."""
     u = make_url(url)
@@ -98,6 +101,10 @@ class WriteGate:
     async def acquire(self) -> asyncio.Lock:
         """Wait for the gate as long as SQLite would wait for its lock; return it, held."""
         lock = self._current()
+        if not lock.locked() and not getattr(lock, "_waiters", None):
+            # Free and nobody waiting: taken at once, without arming a timeout.
+            await lock.acquire()
+            return lock
         try:
             async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_MS / 1000):
                 await lock.acquire()
@@ -142,16 +149,26 @@ async def connect(engine: AsyncEngine, *, write: bool) -> AsyncIterator[AsyncCon
             lock.release()
 
 
-@contextmanager
-def translate_errors(store: str) -> Iterator[None]:
-    """Turn driver exceptions into domain errors naming ``store``."""
-    try:
-        yield
-    except exc.IntegrityError as e:
-        raise Conflict(f"{store}: the change conflicts with stored data ({_reason(e)})") from e
-    except (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError,
-            exc.TimeoutError, OSError) as e:
-        raise Unavailable(f"{store} is unavailable: {_reason(e)}") from e
+class translate_errors:
+    """Turn driver exceptions into domain errors naming ``store`` (a class rather than
+    ``@contextmanager``: it wraps every statement, and a generator costs more to run)."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: str) -> None:
+        self.store = store
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if isinstance(e, exc.IntegrityError):
+            raise Conflict(
+                f"{self.store}: the change conflicts with stored data ({_reason(e)})") from e
+        if isinstance(e, (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError,
+                          exc.TimeoutError, OSError)):
+            raise Unavailable(f"{self.store} is unavailable: {_reason(e)}") from e
 
 
 def _reason(e: BaseException) -> str:

@@ -198,6 +198,9 @@ def _plan_of(compiled: compiler.SQLCompiler, dialect: Dialect) -> _Plan | None:
     return cast("_Plan | None", plan)
 
 
+# Per engine, its connections closed by their users but not given back to the pool: taking one
+# again costs less than SQLAlchemy's checkout (events, a new ``Connection``, a reset at checkin).
+_parked: weakref.WeakKeyDictionary[Engine, list[Connection]] = weakref.WeakKeyDictionary()
 _UNPLANNED = object()
 # Per statement and its parameters' names: its compiled form, plan, and the values written
 # into it, found again without building SQLAlchemy's cache key (a statement never changes).
@@ -360,6 +363,10 @@ class InlineConnection(AsyncConnection):
         if self.sync_connection:
             raise exc.InvalidRequestError("connection is already started")
         engine = self.sync_engine
+        parked = _parked.get(engine)
+        if parked:
+            self.sync_connection = self._assign_proxied(parked.pop())
+            return self
         idle = getattr(engine.pool, "checkedin", None)
         if idle is None or idle() > 0:
             conn = engine.connect()
@@ -391,7 +398,16 @@ class InlineConnection(AsyncConnection):
         self._proxied.rollback()
 
     async def close(self) -> None:
-        self._proxied.close()
+        conn = self._proxied
+        parked = _parked.setdefault(conn.engine, [])
+        if (len(parked) < POOL_SIZE and not conn.invalidated and not conn.in_transaction()
+                and not _driver(conn).in_transaction):
+            # Kept for the next ``start``, with the options it had when it was taken.
+            conn._execution_options = conn.engine._execution_options
+            parked.append(conn)
+            self.sync_connection = None
+            return
+        conn.close()
 
     async def execute(
         self,
@@ -442,6 +458,8 @@ class InlineEngine(AsyncEngine):
         return self.sync_engine.raw_connection()
 
     async def dispose(self, close: bool = True) -> None:
+        for conn in _parked.pop(self.sync_engine, []):
+            conn.close()
         # Closing a database's last connection checkpoints its write-ahead log.
         await on_thread(lambda: self.sync_engine.dispose(close=close))
 
