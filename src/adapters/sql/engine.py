@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import ssl
 import weakref
 from collections.abc import AsyncIterator
@@ -31,7 +30,6 @@ def is_sqlite(engine_or_url: AsyncEngine | URL | str) -> bool:
     return make_url(engine_or_url).get_backend_name() == "sqlite"
 
 
-@functools.lru_cache(maxsize=64)
 def store_name(url: URL | str) -> str:
     """How errors name the store: backend and location, never the password."""
     u = make_url(url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -12,14 +13,20 @@ from typing import Any, Generic, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, sqlite
-from sqlalchemy.engine import CursorResult, RowMapping
+from sqlalchemy.engine import CursorResult, Engine, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
 from adapters.sql import mapping as m
 from adapters.sql import tables as t
 from adapters.sql.audit import SqlAuditChain, SqlAuditOutboxWriter
-from adapters.sql.engine import SQLITE_BEGIN, store_name, translate_errors, write_gate
+from adapters.sql.engine import (
+    SQLITE_BEGIN,
+    WriteGate,
+    store_name,
+    translate_errors,
+    write_gate,
+)
 from adapters.sql.mapping import MAX_PAGE, check_limit
 from adapters.sql.queue import enqueue_statement, enqueued, take_message
 from domain.approvals import Approval, ApprovalSettings, ApprovalStatus, StoredPolicy
@@ -76,6 +83,11 @@ def unit_of_work_factory(engine: AsyncEngine, *, audit_outbox: bool = False,
     return lambda: SqlUnitOfWork(engine, audit_outbox=audit_outbox, enqueue=enqueue)
 
 
+# Per engine, what its units of work name it in errors and its write gate.
+_engines: weakref.WeakKeyDictionary[Engine, tuple[str, WriteGate | None]] = (
+    weakref.WeakKeyDictionary())
+
+
 class SqlUnitOfWork:
     """One database transaction; leaving without ``commit`` rolls it back.
 
@@ -86,9 +98,11 @@ class SqlUnitOfWork:
     def __init__(self, engine: AsyncEngine, *, audit_outbox: bool = False,
                  enqueue: bool = False) -> None:
         self._engine = engine
-        self.store = store_name(engine.url)
+        known = _engines.get(engine.sync_engine)
+        if known is None:
+            known = _engines[engine.sync_engine] = (store_name(engine.url), write_gate(engine))
+        self.store, self._gate = known
         self._conn: AsyncConnection | None = None
-        self._gate = write_gate(engine)
         self._held: asyncio.Lock | None = None
         # Topics this transaction put messages on, to wake their pulls once it commits.
         self.enqueued: set[str] = set()
