@@ -38,8 +38,9 @@ DEFAULT_LOG_PAGE = 64 * 1024
 MAX_RUN_PAGE = 200
 # A worker that has not been heard from for this long no longer counts as present.
 WORKER_SILENCE = timedelta(seconds=90)
-# Runs ahead in the queue are counted up to this many (then "... or more").
-AHEAD_COUNTED = 1000
+# Runs ahead in the queue are counted up to this many (then "... or more"): every run created
+# or looked at while queued counts them, so the bound is what a deep queue costs it.
+AHEAD_COUNTED = 100
 
 
 @attrs.frozen
