@@ -253,6 +253,29 @@ async def test_the_worker_registry_records_who_was_seen(d: Dispatch) -> None:
     assert [w.id for w in seen] == ["w9"]
 
 
+async def test_claims_rewrite_an_unchanged_registry_entry_once_a_second(
+        d: Dispatch, clock: FakeClock) -> None:
+    async def entry() -> tuple[object, int]:
+        async with d.uow() as uow:
+            (w,) = await uow.workers.of_org("org-a")
+        return w.last_seen_at, w.runs_in_progress
+
+    await queued(d)
+    await queued(d)
+    await queued(d)
+    await queued(d)
+    assert await dispatch.claim_next(d, worker("w1"), 0, busy=0) is not None
+    first = await entry()
+    clock.advance(0.5)
+    assert await dispatch.claim_next(d, worker("w1"), 0, busy=0) is not None
+    assert await entry() == first  # unchanged and recent: not written again
+    assert await dispatch.claim_next(d, worker("w1"), 0, busy=1) is not None
+    assert await entry() == (clock.now(), 1)  # a change is written at once
+    clock.advance(1)
+    assert await dispatch.claim_next(d, worker("w1"), 0, busy=1) is not None
+    assert await entry() == (clock.now(), 1)  # and the entry is refreshed after a second
+
+
 async def test_a_failed_run_is_audited_with_its_reason(
     d: Dispatch, audit: InMemoryAuditLog
 ) -> None:

@@ -48,6 +48,8 @@ FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, Ru
 
 
 RUN_TOPIC_PREFIX = "runs."
+# How often a claim rewrites an unchanged registry entry of the claiming worker.
+REGISTRY_REFRESH_SECONDS = 1.0
 
 
 def run_topic(org_id: str) -> str:
@@ -71,6 +73,9 @@ class Dispatch:
     logs: RunLogStore
     lease_seconds: float = 30.0
     queues_in_store: bool = False
+    # Per worker, the runs in progress this process last wrote into its registry entry at a
+    # claim, and when (monotonic): see ``_claim``.
+    registered: dict[str, tuple[int, float]] = attrs.field(factory=dict, eq=False)
 
 
 @attrs.frozen
@@ -207,7 +212,13 @@ async def _claim(
         await uow.runs.update(held, expected=RunStatus.QUEUED, expected_attempts=run.attempts)
     except Conflict:
         return None
-    await uow.workers.save(_registry_entry(d, worker, busy))
+    # A worker that claims run after run with as many runs in progress is written once a
+    # second: its entry would only have "last seen" moved by a fraction of that.
+    now = d.clock.monotonic()
+    last = d.registered.get(worker.worker_id)
+    if last is None or last[0] != busy or now - last[1] >= REGISTRY_REFRESH_SECONDS:
+        await uow.workers.save(_registry_entry(d, worker, busy))
+        d.registered[worker.worker_id] = (busy, now)
     stripped = not held.grant and await _has_approval(uow, held.id)
     return Lease(held, held.attempts, d.lease_seconds, approval_requested=stripped)
 
