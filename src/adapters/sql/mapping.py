@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -275,6 +276,13 @@ def spec_data(spec: AutomationSpec) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=256)
+def _spec_of_text(text: str) -> AutomationSpec:
+    """A stored spec, read once per text: the runs of a template version share theirs, and
+    every claim, heartbeat and completion reads its run (a spec is immutable)."""
+    return spec_of(json.loads(text))
+
+
 def spec_of(data: Mapping[str, Any]) -> AutomationSpec:
     return AutomationSpec(
         phases=tuple(Phase(name=p["name"], image=p["image"], commands=tuple(p["commands"]),
@@ -325,7 +333,7 @@ def run_state_row(r: Run) -> dict[str, Any]:
 
 def run_of(r: RowMapping) -> Run:
     variables: dict[str, VariableValue] = json.loads(r["variables"])
-    return Run(id=r["id"], spec=spec_of(json.loads(r["spec"])), status=RunStatus(r["status"]),
+    return Run(id=r["id"], spec=_spec_of_text(r["spec"]), status=RunStatus(r["status"]),
                created_at=r["created_at"], name=r["name"], org_id=r["org_id"],
                template_id=r["template_id"], template_version=r["template_version"],
                requested_by=r["requested_by"], comment=r["comment"], variables=variables,
