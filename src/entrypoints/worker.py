@@ -306,10 +306,18 @@ class PullWorker:
             held.beat.set()
 
     async def _slot(self, stop: asyncio.Event) -> None:
+        # One task waits for the stop while the slot lives; each claim races it.
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await self._claims(stop, stopping)
+        finally:
+            stopping.cancel()
+
+    async def _claims(self, stop: asyncio.Event, stopping: asyncio.Task[bool]) -> None:
         failures = 0
         while not stop.is_set():
             try:
-                claim = await self._claim(stop)
+                claim = await self._claim(stopping)
             except (Unauthenticated, Forbidden) as exc:
                 self.failure = exc
                 log.error("the coordinator refused this worker: %s", exc.message)
@@ -324,11 +332,9 @@ class PullWorker:
             if claim is not None:
                 await self._execute(claim)
 
-    async def _claim(self, stop: asyncio.Event) -> Claim | None:
+    async def _claim(self, stopping: asyncio.Task[bool]) -> Claim | None:
         claiming = asyncio.create_task(self.client.claim(self.options.claim_wait))
-        stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({claiming, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
         if not claiming.done():
             # Stopping: a claim the coordinator grants after this returns to the queue when
             # its lease runs out.
