@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import threading
+import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -382,3 +384,14 @@ async def test_a_new_connection_waits_while_another_holds_a_new_databases_lock(
         releasing.join()
         holder.close()
         await made.dispose()
+
+
+async def test_an_engine_dropped_without_dispose_is_not_kept_alive_by_its_connections(
+        sqlite_url: str) -> None:
+    made = create_engine(sqlite_url)
+    async with made.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))
+    gone = weakref.ref(made.sync_engine)
+    del made, conn
+    gc.collect()
+    assert gone() is None

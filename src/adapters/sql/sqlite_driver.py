@@ -198,9 +198,14 @@ def _plan_of(compiled: compiler.SQLCompiler, dialect: Dialect) -> _Plan | None:
     return cast("_Plan | None", plan)
 
 
-# Per engine, its connections closed by their users but not given back to the pool: taking one
-# again costs less than SQLAlchemy's checkout (events, a new ``Connection``, a reset at checkin).
-_parked: weakref.WeakKeyDictionary[Engine, list[Connection]] = weakref.WeakKeyDictionary()
+def _parked(engine: Engine) -> list[Connection]:
+    """The engine's connections closed by their users but not given back to the pool: taking
+    one again costs less than SQLAlchemy's checkout (events, a new ``Connection``, a reset at
+    checkin). Kept on the engine itself: they refer to it, and must not keep it alive."""
+    parked: list[Connection] = vars(engine).setdefault("_opsicle_parked", [])
+    return parked
+
+
 _UNPLANNED = object()
 # Per statement and its parameters' names: its compiled form, plan, and the values written
 # into it, found again without building SQLAlchemy's cache key (a statement never changes).
@@ -363,7 +368,7 @@ class InlineConnection(AsyncConnection):
         if self.sync_connection:
             raise exc.InvalidRequestError("connection is already started")
         engine = self.sync_engine
-        parked = _parked.get(engine)
+        parked = _parked(engine)
         if parked:
             self.sync_connection = self._assign_proxied(parked.pop())
             return self
@@ -399,7 +404,7 @@ class InlineConnection(AsyncConnection):
 
     async def close(self) -> None:
         conn = self._proxied
-        parked = _parked.setdefault(conn.engine, [])
+        parked = _parked(conn.engine)
         if (len(parked) < POOL_SIZE and not conn.invalidated and not conn.in_transaction()
                 and not _driver(conn).in_transaction):
             # Kept for the next ``start``, with the options it had when it was taken.
@@ -458,8 +463,9 @@ class InlineEngine(AsyncEngine):
         return self.sync_engine.raw_connection()
 
     async def dispose(self, close: bool = True) -> None:
-        for conn in _parked.pop(self.sync_engine, []):
-            conn.close()
+        parked = _parked(self.sync_engine)
+        while parked:
+            parked.pop().close()
         # Closing a database's last connection checkpoints its write-ahead log.
         await on_thread(lambda: self.sync_engine.dispose(close=close))
 
