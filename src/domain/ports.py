@@ -182,6 +182,11 @@ class OrgRepository(Protocol):
 
     async def member(self, org_id: str, user_id: str) -> Membership: ...
 
+    async def find_member(self, ref: str, user_id: str) -> tuple[Organisation, Membership]:
+        """``find(ref)`` and the user's membership in that org, read together; raises
+        ``NotFound`` when there is no such org or the user is not a member."""
+        ...
+
     async def update_member(self, membership: Membership) -> None: ...
 
     async def remove_member(self, org_id: str, user_id: str) -> None:

@@ -182,6 +182,28 @@ async def test_orgs_are_found_by_id_or_code_and_an_id_wins(uow: UnitOfWork) -> N
         await uow.orgs.find(uid("org"))
 
 
+async def test_an_org_is_found_with_a_members_membership_by_id_or_code(
+        uow: UnitOfWork) -> None:
+    org, alice, bob = b.org(code=uid("Acme")), b.user(), b.user()
+    # Another org whose code reads like the first one's id, alice a member of both: the id wins.
+    other = b.org(code=org.id)
+    await uow.orgs.add(other)
+    await uow.orgs.add(org)
+    await uow.users.add(alice)
+    await uow.users.add(bob)
+    mine = b.membership(org.id, alice.id, MemberType.ADMIN, joined=1)
+    await uow.orgs.add_member(mine)
+    await uow.orgs.add_member(b.membership(other.id, alice.id, joined=2))
+    assert await uow.orgs.find_member(org.id, alice.id) == (org, mine)
+    assert await uow.orgs.find_member(org.code.lower(), alice.id) == (org, mine)
+    # Bob is a member of the org the code names, not of the one the id names.
+    await uow.orgs.add_member(b.membership(other.id, bob.id, joined=3))
+    with pytest.raises(NotFound):
+        await uow.orgs.find_member(org.id, bob.id)
+    with pytest.raises(NotFound, match="not found"):
+        await uow.orgs.find_member(uid("org"), alice.id)
+
+
 async def test_members_add_update_list_and_remove(uow: UnitOfWork) -> None:
     org, alice, bob = b.org(), b.user(), b.user()
     await uow.orgs.add(org)

@@ -337,6 +337,10 @@ class InMemoryOrgRepository(_Repository):
         return _get(self._s.members, (org_id, user_id),
                     f"user {user_id} is not a member of organisation {org_id}")
 
+    async def find_member(self, ref: str, user_id: str) -> tuple[Organisation, Membership]:
+        org = await self.find(ref)
+        return org, await self.member(org.id, user_id)
+
     async def update_member(self, membership: Membership) -> None:
         await self.member(membership.org_id, membership.user_id)
         self._s.members[(membership.org_id, membership.user_id)] = membership

@@ -118,7 +118,7 @@ def membership_row(m: Membership) -> dict[str, Any]:
             "joined_at": m.joined_at}
 
 
-def membership_of(r: RowMapping) -> Membership:
+def membership_of(r: Mapping[Any, Any]) -> Membership:
     return Membership(org_id=r["org_id"], user_id=r["user_id"], type=MemberType(r["type"]),
                       joined_at=r["joined_at"])
 

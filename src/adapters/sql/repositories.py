@@ -263,6 +263,13 @@ _ORG_BY_REF = (
     sa.select(t.orgs)
     .where(sa.or_(t.orgs.c.id == sa.bindparam("ref"), t.orgs.c.code_key == sa.bindparam("key")))
     .order_by(sa.case((t.orgs.c.id == sa.bindparam("ref"), 0), else_=1)).limit(1))
+# The org as ``_ORG_BY_REF`` finds it, with the membership of user ``user`` (NULLs when none).
+_MEMBER_COLUMNS = ("org_id", "user_id", "type", "joined_at")
+_ORG_MEMBER_BY_REF = (
+    _ORG_BY_REF.add_columns(*(t.memberships.c[name].label(f"member_{name}")
+                              for name in _MEMBER_COLUMNS))
+    .outerjoin(t.memberships, sa.and_(t.memberships.c.org_id == t.orgs.c.id,
+                                      t.memberships.c.user_id == sa.bindparam("user"))))
 _ORG_LOCK = sa.select(t.orgs.c.id).where(t.orgs.c.id == sa.bindparam("id")).with_for_update()
 
 
@@ -288,6 +295,14 @@ class SqlOrgRepository(_Repository):
     async def find(self, ref: str) -> Organisation:
         return m.org_of(await self._uow.one(
             _ORG_BY_REF, f"organisation {ref} not found", {"ref": ref, "key": ref.lower()}))
+
+    async def find_member(self, ref: str, user_id: str) -> tuple[Organisation, Membership]:
+        row = await self._uow.one(_ORG_MEMBER_BY_REF, f"organisation {ref} not found",
+                                  {"ref": ref, "key": ref.lower(), "user": user_id})
+        if row["member_user_id"] is None:
+            raise NotFound(f"user {user_id} is not a member of organisation {ref}")
+        return m.org_of(row), m.membership_of(
+            {name: row[f"member_{name}"] for name in _MEMBER_COLUMNS})
 
     async def delete(self, org_id: str) -> None:
         # Members, roles (with grants and assignments), tokens (with their role assignments)

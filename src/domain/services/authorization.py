@@ -120,14 +120,6 @@ async def unit_of_work(p: Platform) -> AsyncIterator[UnitOfWork]:
         raise
 
 
-async def find_org(uow: UnitOfWork, ref: str) -> Organisation:
-    """An org by id or by code (case-insensitive)."""
-    try:
-        return await uow.orgs.find(ref)
-    except NotFound:
-        raise NotFound(f"organisation {ref} not found", code="org_not_found") from None
-
-
 def user_of(caller: Caller) -> str:
     if caller.user_id is None:
         raise Unauthenticated("log in first")
@@ -158,8 +150,7 @@ async def authorize(
     """
     user_id = user_of(caller)
     try:
-        org = await find_org(uow, org_ref)
-        member = await uow.orgs.member(org.id, user_id)
+        org, member = await uow.orgs.find_member(org_ref, user_id)
     except NotFound:
         raise Hidden(
             f"organisation {org_ref} not found",
