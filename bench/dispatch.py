@@ -233,8 +233,8 @@ class CountingClient:
     async def heartbeat(self, claim: Claim) -> bool:
         return await self._inner.heartbeat(claim)
 
-    async def send_log(self, claim: Claim, offset: int, data: bytes) -> None:
-        await self._inner.send_log(claim, offset, data)
+    async def send_log(self, claim: Claim, offset: int, data: bytes) -> bool:
+        return await self._inner.send_log(claim, offset, data)
 
     async def report_phase(self, claim: Claim, result: PhaseResult) -> None:
         await self._inner.report_phase(claim, result)

@@ -222,10 +222,11 @@ class InProcessCoordinatorClient:
         )
         return not cancel
 
-    async def send_log(self, claim: Claim, offset: int, data: bytes) -> None:
-        await dispatch.append_log(
+    async def send_log(self, claim: Claim, offset: int, data: bytes) -> bool:
+        _, cancel = await dispatch.append_log(
             self._d, self._worker(claim), claim.run.id, claim.fencing_token, offset, data
         )
+        return not cancel
 
     async def report_phase(self, claim: Claim, result: PhaseResult) -> None:
         await dispatch.report_phase(

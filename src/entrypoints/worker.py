@@ -350,13 +350,12 @@ class PullWorker:
         run_id = claim.run.id
         held = _Held(claim, self.clock.monotonic() + claim.lease_seconds)
         self.held[run_id] = held
-        uploader = LogUploader(
-            lambda offset, data: self._call(
-                held, lambda: self.client.send_log(claim, offset, data)
-            ),
-            claim.log_offset,
-            self.options.chunk_bytes,
-        )
+        async def send_log(offset: int, data: bytes) -> None:
+            keep = await self._call(held, lambda: self.client.send_log(claim, offset, data))
+            if not keep:
+                self._cancelled(held)
+
+        uploader = LogUploader(send_log, claim.log_offset, self.options.chunk_bytes)
         workdir = Path(
             tempfile.mkdtemp(prefix=f"opsicle-run-{run_id}-", dir=self.options.work_root)
         )
@@ -494,9 +493,15 @@ class PullWorker:
                 delay = min(interval, max(0.05, held.lease_deadline - self.clock.monotonic()) / 3)
                 continue
             held.lease_deadline = self.clock.monotonic() + claim.lease_seconds
-            if not keep and not held.cancel.is_set():
-                log.info("run %s: cancelled by the coordinator", claim.run.id)
-                held.cancel.set()
+            if not keep:
+                self._cancelled(held)
+
+    @staticmethod
+    def _cancelled(held: _Held) -> None:
+        """The coordinator answered that the run was cancelled: stop its phase."""
+        if not held.cancel.is_set():
+            log.info("run %s: cancelled by the coordinator", held.claim.run.id)
+            held.cancel.set()
 
     async def _flushes(self, held: _Held, uploader: LogUploader) -> None:
         try:

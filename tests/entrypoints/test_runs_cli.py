@@ -210,7 +210,7 @@ def test_logs_follow(cli: CliRunner, controller_process: RunningController, tmp_
             for i in range(3):
                 await asyncio.sleep(0.4)
                 data = line("greet", f"step {i}")
-                offset = await dispatch.append_log(d, who, run_id, token, offset, data)
+                offset, _ = await dispatch.append_log(d, who, run_id, token, offset, data)
             await dispatch.complete(d, who, run_id, token, RunStatus.FAILED, "exit 3")
 
         time.sleep(0.2)

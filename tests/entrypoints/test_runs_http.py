@@ -189,7 +189,7 @@ async def test_following_resumes_at_the_last_offset_after_a_disconnect(
         offset = 0
         for i in range(6):
             data = json.dumps({"t": f"2026-01-01T10:00:0{i}Z", "p": "greet", "m": f"n{i}"})
-            offset = await dispatch.append_log(
+            offset, _ = await dispatch.append_log(
                 d, worker, made.id, lease.fencing_token, offset, (data + "\n").encode()
             )
             await asyncio.sleep(0.05)

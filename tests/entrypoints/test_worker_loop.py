@@ -18,7 +18,7 @@ from adapters.runners.process import ProcessRunner
 from adapters.system import SystemClock, UlidIdGenerator
 from domain.automations import PhaseResult, PhaseStatus, Run, RunStatus, new_run
 from domain.errors import Forbidden, Invalid, RateLimited, Unauthenticated, Unavailable
-from domain.ports import Claim
+from domain.ports import Claim, LineSink, OutputLine, PhaseJob, PhaseOutcome, Stream
 from domain.resources import AutomationSpec, Phase
 from entrypoints.loops import Backoff
 from entrypoints.settings import load as load_settings
@@ -218,12 +218,13 @@ class CountingCoordinator(InMemoryCoordinator):
         self.chunks = 0
         self.largest = 0
 
-    async def send_log(self, claim: Claim, offset: int, data: bytes) -> None:
+    async def send_log(self, claim: Claim, offset: int, data: bytes) -> bool:
         self._current(claim)
         assert offset == self.size
         self.size += len(data)
         self.chunks += 1
         self.largest = max(self.largest, len(data))
+        return True
 
 
 async def test_a_50_mb_output_streams_in_bounded_chunks() -> None:
@@ -280,6 +281,46 @@ async def test_cancellation_from_the_heartbeat_stops_the_phase() -> None:
     assert status is RunStatus.CANCELLED
     assert runner.stopped == ["hang"]
     assert [j.phase.name for j in runner.jobs] == ["hang"]
+
+
+async def test_a_phase_that_prints_is_cancelled_by_a_log_reply_before_any_heartbeat() -> None:
+    # A lease of 300 s: the first heartbeat would go out after 100 s.
+    coordinator = InMemoryCoordinator(IDS, CLOCK, lease_seconds=300)
+    run = queued(spec("talk"))
+    coordinator.offer(run)
+    talker = Talker()
+    worker = worker_for(coordinator, InMemoryRunner(), flush_seconds=0.05)
+    worker.runner_for = talker.runner_for
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await until(lambda: talker.lines > 3)
+    coordinator.cancel(run.id)
+    await until(lambda: coordinator.completion(run.id) is not None, 5)
+    stop.set()
+    await task
+    assert coordinator.completion(run.id) == (RunStatus.CANCELLED, "phase 'talk' was cancelled")
+    assert talker.stopped and coordinator.heartbeats == 0
+
+
+class Talker(InMemoryRunner):
+    """A phase that prints a line every 10 ms until it is stopped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines = 0
+
+    async def runner_for(self, spec: AutomationSpec) -> Talker:
+        return self
+
+    async def run_phase(self, job: PhaseJob, sink: LineSink) -> PhaseOutcome:
+        try:
+            while True:
+                self.lines += 1
+                await sink(OutputLine(Stream.STDOUT, f"line {self.lines}"))
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            self.stopped.append(job.phase.name)
+            raise
 
 
 async def test_a_lost_lease_stops_the_run_here_without_reporting() -> None:

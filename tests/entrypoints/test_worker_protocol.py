@@ -222,12 +222,15 @@ async def test_cancellation_reaches_the_worker_at_its_heartbeat(stack: Stack) ->
     claim = await client.claim(5)
     assert claim is not None
     assert await client.heartbeat(claim) is True
+    assert await client.send_log(claim, 0, b"one\n") is True
     async with stack.p.uow() as uow:
         current = await uow.runs.get(run.id)
         cancelled, _ = request_cancel(current, stack.clock.now())
         await uow.runs.update(cancelled)
         await uow.commit()
     assert await client.heartbeat(claim) is False
+    # And in the reply to a chunk of output, which a phase that prints sends sooner.
+    assert await client.send_log(claim, 4, b"two\n") is False
     await client.complete(claim, RunStatus.CANCELLED, "cancelled")
     assert (await stored(stack, run.id)).status is RunStatus.CANCELLED
     await client.aclose()

@@ -146,8 +146,8 @@ async def test_fenced_writes_and_completion(d: Dispatch) -> None:
     assert lease is not None
     w1, token = worker("w1"), lease.fencing_token
     assert await dispatch.heartbeat(d, w1, run.id, token) is False
-    assert await dispatch.append_log(d, w1, run.id, token, 0, b"line\n") == 5
-    assert await dispatch.append_log(d, w1, run.id, token, 0, b"line\n") == 5  # resent: once
+    assert await dispatch.append_log(d, w1, run.id, token, 0, b"line\n") == (5, False)
+    assert await dispatch.append_log(d, w1, run.id, token, 0, b"line\n") == (5, False)  # resent
     with pytest.raises(Conflict):
         await dispatch.heartbeat(d, worker("w2"), run.id, token)
     with pytest.raises(Conflict):

@@ -213,6 +213,15 @@ async def test_cancel_is_seen_at_the_next_heartbeat(coordinator: InMemoryCoordin
     assert coordinator.completion("run-1") == (RunStatus.CANCELLED, "cancelled by a user")
 
 
+async def test_cancel_is_seen_in_the_reply_to_a_log_chunk(coordinator: InMemoryCoordinator,
+                                                           port: CoordinatorClient) -> None:
+    coordinator.offer(queued_run())
+    claim = await claim_one(port)
+    assert await port.send_log(claim, 0, b"one\n") is True
+    coordinator.cancel("run-1")
+    assert await port.send_log(claim, 4, b"two\n") is False
+
+
 async def test_cancelled_queued_run_is_never_claimed(coordinator: InMemoryCoordinator,
                                                      port: CoordinatorClient) -> None:
     coordinator.offer(queued_run("run-1"))

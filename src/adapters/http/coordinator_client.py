@@ -21,6 +21,7 @@ from adapters.http.schemas.worker import (
     Fenced,
     HeartbeatReply,
     HeartbeatRequest,
+    LogReply,
     PhaseReport,
     format_labels,
 )
@@ -139,8 +140,8 @@ class HttpCoordinatorClient:
         reply = await self._fenced(claim, "POST", "heartbeat", json=to_json(body))
         return not from_json(reply.json(), HeartbeatReply).cancel
 
-    async def send_log(self, claim: Claim, offset: int, data: bytes) -> None:
-        await self._fenced(
+    async def send_log(self, claim: Claim, offset: int, data: bytes) -> bool:
+        reply = await self._fenced(
             claim,
             "PUT",
             "logs",
@@ -148,6 +149,7 @@ class HttpCoordinatorClient:
             params={"offset": str(offset), "fencingToken": str(claim.fencing_token)},
             headers={"content-type": "application/octet-stream"},
         )
+        return not from_json(reply.json(), LogReply).cancel
 
     async def report_phase(self, claim: Claim, result: PhaseResult) -> None:
         body = PhaseReport(

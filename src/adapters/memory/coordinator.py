@@ -142,7 +142,7 @@ class InMemoryCoordinator:
         lease.expires_at = self._clock.monotonic() + self._lease_seconds
         return claim.run.id not in self._cancelled
 
-    async def send_log(self, claim: Claim, offset: int, data: bytes) -> None:
+    async def send_log(self, claim: Claim, offset: int, data: bytes) -> bool:
         self._current(claim)
         log = self._logs.setdefault(claim.run.id, bytearray())
         # The RunLogStore rule: a resent chunk (offset already stored) is ignored, a gap is
@@ -152,6 +152,7 @@ class InMemoryCoordinator:
                            f"not {offset}")
         if offset == len(log):
             log.extend(data)
+        return claim.run.id not in self._cancelled
 
     async def report_phase(self, claim: Claim, result: PhaseResult) -> None:
         self._current(claim)

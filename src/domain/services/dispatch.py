@@ -239,10 +239,12 @@ async def heartbeat(
 
 async def append_log(
     d: Dispatch, worker: WorkerIdentity, run_id: str, fencing_token: int, offset: int, data: bytes
-) -> int:
+) -> tuple[int, bool]:
+    """Store a chunk of the run's output; return the log's size and whether the run should be
+    cancelled (a phase that prints learns it from its next chunk, before its next heartbeat)."""
     async with d.uow() as uow:
-        await _held(uow, worker, run_id, fencing_token)
-    return await d.logs.append(run_id, offset, data)
+        run = await _held(uow, worker, run_id, fencing_token)
+    return await d.logs.append(run_id, offset, data), run.cancel_requested
 
 
 async def report_phase(

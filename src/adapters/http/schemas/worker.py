@@ -89,6 +89,8 @@ class HeartbeatReply:
 @attrs.frozen
 class LogReply:
     size: int
+    # The run's cancel was asked for: as a heartbeat's reply says (absent: False).
+    cancel: bool = False
 
 
 @attrs.frozen

@@ -150,7 +150,7 @@ def register(api: Api, p: Platform, d: Dispatch, stopping: asyncio.Event) -> Non
         "PUT",
         f"{RUN}/logs",
         summary="Store a chunk of output (the raw request body) at `offset`; a resent chunk "
-        "is stored once",
+        "is stored once. The reply says whether the run was cancelled, as a heartbeat's does",
         tag="worker",
         response=LogReply,
         query=(
@@ -162,8 +162,10 @@ def register(api: Api, p: Platform, d: Dispatch, stopping: asyncio.Event) -> Non
         offset = _int_param(call, "offset")
         token = _int_param(call, "fencingToken")
         data = await _bounded_body(call.request)
-        size = await dispatch.append_log(d, worker_of(call), call.path["run"], token, offset, data)
-        return LogReply(size=size)
+        size, cancel = await dispatch.append_log(
+            d, worker_of(call), call.path["run"], token, offset, data
+        )
+        return LogReply(size=size, cancel=cancel)
 
     @api.endpoint(
         "POST",
