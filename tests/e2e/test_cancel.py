@@ -1,5 +1,6 @@
-"""Cancelling a running run in the standalone role, through the CLI: the embedded worker stops
-it at once (not at its next heartbeat), the run says who cancelled it, no process is left."""
+"""Cancelling a running run through the CLI: the standalone role's embedded worker stops it at
+once, a remote worker whose phase prints at its next log chunk (neither waits for the next
+heartbeat); the run says who cancelled it, no process is left."""
 
 from __future__ import annotations
 
@@ -30,6 +31,20 @@ spec:
         commands:
           - 'echo waiting'
           - 'sleep {seconds}'
+"""
+# A phase that prints, as most do: a line every fraction of a second.
+TALKER = """\
+apiVersion: v1
+type: AutomationTemplate
+metadata:
+  name: talker
+spec:
+  template:
+    phases:
+      - name: talk
+        image: busybox:latest
+        commands:
+          - 'while true; do echo tick; sleep 0.{digits}; done'
 """
 
 
@@ -83,3 +98,65 @@ def test_a_cancelled_run_stops_at_once_and_says_who_cancelled_it(
     )
     assert [p["status"] for p in run["phases"]] == ["cancelled"]
     assert not sleepers(f"sleep {seconds}"), "a process of the cancelled phase survived"
+
+
+@pytest.fixture
+def roles(opsicle: list[str], tmp_path: Path) -> Iterator[tuple[Processes, str, str]]:
+    """A controller and a coordinator on one data directory; workers come from the test."""
+    processes = Processes(opsicle, tmp_path, {"OPSICLE_RUNNER": "process"})
+    controller, coordinator = (f"127.0.0.1:{free_port()}" for _ in range(2))
+    try:
+        proc = processes.start(
+            "controller", "start", "controller", "--listen", controller,
+            "--data-dir", str(processes.data_dir), "--migrate",
+        )  # fmt: skip
+        processes.wait_ready(f"http://{controller}", proc)
+        proc = processes.start(
+            "coordinator", "start", "coordinator", "--listen", coordinator,
+            "--data-dir", str(processes.data_dir), "--lease-seconds", str(LEASE_SECONDS),
+        )  # fmt: skip
+        processes.wait_ready(f"http://{coordinator}", proc)
+        yield processes, f"http://{controller}", f"http://{coordinator}"
+    finally:
+        processes.stop_all()
+
+
+def test_a_remote_worker_stops_a_phase_that_prints_at_its_next_log_chunk(
+    roles: tuple[Processes, str, str], tmp_path: Path
+) -> None:
+    processes, controller, coordinator = roles
+    ada = User(
+        controller, processes.data_dir, tmp_path / "ada", f"ada-{uuid.uuid4().hex[:6]}@example.com"
+    )
+    ada.sign_up()
+    org = f"cancel-{uuid.uuid4().hex[:6]}"
+    ada("create", "org", "Cancellations", "--code", org)
+    digits = random.randint(100_000, 999_999)
+    path = tmp_path / "talker.yaml"
+    path.write_text(TALKER.format(digits=digits))
+    ada("create", "template", "-f", str(path), "--org", org)
+    token = ada.json("create", "org", "token", "edge", "--org", org)
+    processes.start(
+        "worker", "start", "worker", "--coordinator-url", coordinator,
+        "--token-id", token["id"], "--token", token["token"], "--runner", "process",
+    )  # fmt: skip
+
+    run_id = ada.json("run", "template", "talker", "--org", org)["id"]
+    deadline = time.monotonic() + 60
+    while ada("logs", run_id).count("tick") < 3:
+        assert time.monotonic() < deadline, processes.logs()
+        time.sleep(0.2)
+
+    asked = time.monotonic()
+    ada("cancel", run_id)
+    follow = ada.result("logs", run_id, "--follow")
+    stopped = time.monotonic() - asked
+    assert follow.returncode == 130, follow.stderr
+    # Its heartbeat would come after 100 s; a log chunk goes out every half second.
+    assert stopped < 10, f"stopped after {stopped:.1f} s"
+    run = ada.json("get", "run", run_id)
+    assert (run["status"], run["reason"]) == (
+        "cancelled",
+        f"cancelled by {ada.email}: phase 'talk' was cancelled",
+    )
+    assert not sleepers(f"sleep 0.{digits}"), "a process of the cancelled phase survived"
