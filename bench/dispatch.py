@@ -101,7 +101,7 @@ from entrypoints.bootstrap import (
     coordination,
     enqueuing,
 )
-from entrypoints.embedded_worker import InProcessCoordinatorClient, PublishSignal
+from entrypoints.embedded_worker import POLL_SECONDS, InProcessCoordinatorClient, PublishSignal
 from entrypoints.settings import Settings
 from entrypoints.version import VERSION
 from entrypoints.worker import PullWorker, WorkerOptions, runner_factory
@@ -690,6 +690,10 @@ def bench_celery(
 # --------------------------------------------------------------------------------- printing
 
 
+def seconds(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:g} s"
+
+
 def ms_line(label: str, seconds: Sequence[float]) -> str:
     ms = [s * 1000 for s in seconds]
     return (
@@ -799,11 +803,11 @@ def main() -> None:
         f"throughput {args.runs} runs per K, K = {', '.join(map(str, args.workers))}"
     )
     wakeup = "off (--poll-only)" if args.poll_only else "on"
+    relay = RELAY_INTERVAL if args.poll_only else STANDALONE_RELAY_INTERVAL
     print(
-        f"# settings: lease 30 s, outbox relay poll {'50 ms' if args.poll_only else '1 s'} "
-        f"(jittered ±20%), wake-up on commit {wakeup} (embedded: runs enqueued in their "
-        "creating transaction; NATS: the relay is woken), embedded worker fallback poll 1 s, "
-        "process runner"
+        f"# settings: lease 30 s, outbox relay poll {seconds(relay)} (jittered ±20%), wake-up "
+        f"on commit {wakeup} (embedded: runs enqueued in their creating transaction; NATS: the "
+        f"relay is woken), embedded worker fallback poll {seconds(POLL_SECONDS)}, process runner"
     )
     for name, (detail, figures) in opsicle_figures.items():
         print(f"\n## Opsicle, {name}: {detail}")
