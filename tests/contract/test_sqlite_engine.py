@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import sqlite3
 import threading
-import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -386,12 +384,13 @@ async def test_a_new_connection_waits_while_another_holds_a_new_databases_lock(
         await made.dispose()
 
 
-async def test_an_engine_dropped_without_dispose_is_not_kept_alive_by_its_connections(
-        sqlite_url: str) -> None:
+async def test_disposing_of_the_engine_closes_its_parked_connections(sqlite_url: str) -> None:
     made = create_engine(sqlite_url)
     async with made.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
         await conn.execute(sa.text("SELECT 1"))
-    gone = weakref.ref(made.sync_engine)
-    del made, conn
-    gc.collect()
-    assert gone() is None
+        await conn.commit()
+    raw.execute("SELECT 1").close()  # parked, still open
+    await made.dispose()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        raw.execute("SELECT 1")

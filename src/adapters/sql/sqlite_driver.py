@@ -201,7 +201,8 @@ def _plan_of(compiled: compiler.SQLCompiler, dialect: Dialect) -> _Plan | None:
 def _parked(engine: Engine) -> list[Connection]:
     """The engine's connections closed by their users but not given back to the pool: taking
     one again costs less than SQLAlchemy's checkout (events, a new ``Connection``, a reset at
-    checkin). Kept on the engine itself: they refer to it, and must not keep it alive."""
+    checkin). Like any connection checked out of the pool they stay open, and keep the engine
+    alive, until the engine is disposed of (``InlineEngine.dispose`` closes them)."""
     parked: list[Connection] = vars(engine).setdefault("_opsicle_parked", [])
     return parked
 
@@ -407,7 +408,7 @@ class InlineConnection(AsyncConnection):
         parked = _parked(conn.engine)
         if (len(parked) < POOL_SIZE and not conn.invalidated and not conn.in_transaction()
                 and not _driver(conn).in_transaction):
-            # Kept for the next ``start``, with the options it had when it was taken.
+            # Kept for the next ``start``, with the engine's execution options again.
             conn._execution_options = conn.engine._execution_options
             parked.append(conn)
             self.sync_connection = None
