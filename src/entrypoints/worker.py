@@ -235,6 +235,12 @@ class _Held:
         self.lost.set()
         self.cancel.set()
 
+    def cancelled(self) -> None:
+        """The coordinator answered that the run was cancelled: stop its phase."""
+        if not self.cancel.is_set():
+            log.info("run %s: cancelled by the coordinator", self.claim.run.id)
+            self.cancel.set()
+
     def refuse(self, error: Exception) -> None:
         self.refused = self.refused or error
         self.cancel.set()
@@ -306,31 +312,28 @@ class PullWorker:
             held.beat.set()
 
     async def _slot(self, stop: asyncio.Event) -> None:
+        failures = 0
         # One task waits for the stop while the slot lives; each claim races it.
         stopping = asyncio.create_task(stop.wait())
         try:
-            await self._claims(stop, stopping)
+            while not stop.is_set():
+                try:
+                    claim = await self._claim(stopping)
+                except (Unauthenticated, Forbidden) as exc:
+                    self.failure = exc
+                    log.error("the coordinator refused this worker: %s", exc.message)
+                    return
+                except OpsicleError as exc:
+                    failures += 1
+                    delay = self.options.backoff.delay(failures, self.rng)
+                    log.warning("claim failed: %s; trying again in %.1f s", exc.message, delay)
+                    await pause(self.clock, delay, stop)
+                    continue
+                failures = 0
+                if claim is not None:
+                    await self._execute(claim)
         finally:
             stopping.cancel()
-
-    async def _claims(self, stop: asyncio.Event, stopping: asyncio.Task[bool]) -> None:
-        failures = 0
-        while not stop.is_set():
-            try:
-                claim = await self._claim(stopping)
-            except (Unauthenticated, Forbidden) as exc:
-                self.failure = exc
-                log.error("the coordinator refused this worker: %s", exc.message)
-                return
-            except OpsicleError as exc:
-                failures += 1
-                delay = self.options.backoff.delay(failures, self.rng)
-                log.warning("claim failed: %s; trying again in %.1f s", exc.message, delay)
-                await pause(self.clock, delay, stop)
-                continue
-            failures = 0
-            if claim is not None:
-                await self._execute(claim)
 
     async def _claim(self, stopping: asyncio.Task[bool]) -> Claim | None:
         claiming = asyncio.create_task(self.client.claim(self.options.claim_wait))
@@ -350,10 +353,11 @@ class PullWorker:
         run_id = claim.run.id
         held = _Held(claim, self.clock.monotonic() + claim.lease_seconds)
         self.held[run_id] = held
+
         async def send_log(offset: int, data: bytes) -> None:
             keep = await self._call(held, lambda: self.client.send_log(claim, offset, data))
             if not keep:
-                self._cancelled(held)
+                held.cancelled()
 
         uploader = LogUploader(send_log, claim.log_offset, self.options.chunk_bytes)
         workdir = Path(
@@ -494,14 +498,7 @@ class PullWorker:
                 continue
             held.lease_deadline = self.clock.monotonic() + claim.lease_seconds
             if not keep:
-                self._cancelled(held)
-
-    @staticmethod
-    def _cancelled(held: _Held) -> None:
-        """The coordinator answered that the run was cancelled: stop its phase."""
-        if not held.cancel.is_set():
-            log.info("run %s: cancelled by the coordinator", held.claim.run.id)
-            held.cancel.set()
+                held.cancelled()
 
     async def _flushes(self, held: _Held, uploader: LogUploader) -> None:
         try:

@@ -48,8 +48,10 @@ FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, Ru
 
 
 RUN_TOPIC_PREFIX = "runs."
-# How often a claim rewrites an unchanged registry entry of the claiming worker.
+# How often a claim rewrites an unchanged registry entry of the claiming worker; past so many
+# workers, those not written for that long are forgotten (see ``Dispatch.registered``).
 REGISTRY_REFRESH_SECONDS = 1.0
+REGISTERED_KEPT = 1000
 
 
 def run_topic(org_id: str) -> str:
@@ -218,6 +220,10 @@ async def _claim(
     last = d.registered.get(worker.worker_id)
     if last is None or last[0] != busy or now - last[1] >= REGISTRY_REFRESH_SECONDS:
         await uow.workers.save(_registry_entry(d, worker, busy))
+        if len(d.registered) >= REGISTERED_KEPT:
+            for known, (_, at) in list(d.registered.items()):
+                if now - at >= REGISTRY_REFRESH_SECONDS:
+                    del d.registered[known]
         d.registered[worker.worker_id] = (busy, now)
     stripped = not held.grant and await _has_approval(uow, held.id)
     return Lease(held, held.attempts, d.lease_seconds, approval_requested=stripped)
