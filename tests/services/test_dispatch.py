@@ -276,6 +276,17 @@ async def test_claims_rewrite_an_unchanged_registry_entry_once_a_second(
     assert await entry() == (clock.now(), 1)  # and the entry is refreshed after a second
 
 
+async def test_claims_forget_the_registry_writes_of_workers_long_gone(
+        d: Dispatch, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dispatch, "REGISTERED_KEPT", 2)
+    for name in ("w1", "w2", "w3"):
+        await queued(d)
+        assert await dispatch.claim_next(d, worker(name), 0) is not None
+        clock.advance(1)
+    # w1 and w2 were forgotten when w3 came: only workers written within the second are kept.
+    assert set(d.registered) == {"w3"}
+
+
 async def test_a_failed_run_is_audited_with_its_reason(
     d: Dispatch, audit: InMemoryAuditLog
 ) -> None:
