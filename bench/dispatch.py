@@ -33,7 +33,12 @@ that polling loops are met at random phases, after a warm-up. Throughput is N ru
 back to back by one producer while K worker slots execute them: N / (time from the first
 create to the last completion reported by the worker), every run checked to have succeeded;
 a figure that takes longer than ``--limit`` is cut off and says so. The producer's own rate
-is printed beside it: when the two are close, run creation is what limits the figure. Beside
+is printed beside it: when the two are close, run creation is what limits the figure. The
+producer shares the worker's event loop and, the embedded store's statements being calls in
+that loop's thread (``adapters.sql.sqlite_driver``), does not let it run while it creates runs
+back to back: embedded, the runs are mostly created first and executed after, so with K=1 the
+figure is about 1 / (the CPU time to create one run + one run's turn through the one slot,
+its phase process included). Beside
 each throughput figure, per run: this process's CPU time (``time.process_time``: every
 thread; not the phases' processes) and the SQL statements (BEGIN not counted) and
 transactions the engine sent, figures the host's load skews less than rates and latencies.
