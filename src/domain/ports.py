@@ -318,6 +318,11 @@ class TemplateRepository(Protocol):
         self, name: str, *, org_id: str | None = None, owner_id: str | None = None
     ) -> Template: ...
 
+    async def in_org(self, ref: str, org_id: str) -> Template:
+        """The template whose id is ``ref`` or, failing that, the org's template named ``ref``
+        (``get`` then ``by_name`` in one read); raises ``NotFound``."""
+        ...
+
     async def update(self, template: Template) -> None: ...
 
     async def delete(self, template_id: str) -> None:

@@ -849,6 +849,25 @@ async def test_template_names_are_unique_per_owner(uow: UnitOfWork) -> None:
     assert await uow.templates.list(org_id=org_id) == [org_tpl]
 
 
+async def test_a_template_in_an_org_is_found_by_id_or_name_and_an_id_wins(
+        uow: UnitOfWork) -> None:
+    org_id = uid("org")
+    ours, v1 = b.template(org_id=org_id)
+    await uow.templates.add(ours, v1)
+    # Another org's template, and one of ours named like it: its id still finds it.
+    theirs, v1 = b.template(org_id=uid("org"))
+    await uow.templates.add(theirs, v1)
+    named_like, v1 = b.template(org_id=org_id, name=theirs.id)
+    await uow.templates.add(named_like, v1)
+    assert await uow.templates.in_org(ours.id, org_id) == ours
+    assert await uow.templates.in_org(ours.name, org_id) == ours
+    assert await uow.templates.in_org(theirs.id, org_id) == theirs
+    with pytest.raises(NotFound):
+        await uow.templates.in_org(theirs.name, org_id)  # a name only counts in the org
+    with pytest.raises(NotFound, match="not found"):
+        await uow.templates.in_org(uid("tpl"), org_id)
+
+
 async def test_template_versions_conflict_on_a_taken_number(uow: UnitOfWork) -> None:
     template, first = b.template(org_id=uid("org"))
     await uow.templates.add(template, first)

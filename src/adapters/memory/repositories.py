@@ -577,6 +577,11 @@ class InMemoryTemplateRepository(_Repository):
     async def get(self, template_id: str) -> Template:
         return _get(self._s.templates, template_id, f"template {template_id} not found")
 
+    async def in_org(self, ref: str, org_id: str) -> Template:
+        if ref in self._s.templates:
+            return self._s.templates[ref]
+        return await self.by_name(ref, org_id=org_id)
+
     async def by_name(self, name: str, *, org_id: str | None = None,
                       owner_id: str | None = None) -> Template:
         owner = _owner(org_id, owner_id)

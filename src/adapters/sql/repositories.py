@@ -657,6 +657,15 @@ class SqlInvitationRepository(_Repository):
             invitation, f"a pending invitation of {invitation.email} to the org already exists")
 
 
+# The template whose id is ``ref``, else the one named ``ref`` of the owner ``owner_key``.
+_TEMPLATE_IN_ORG = (
+    sa.select(t.templates)
+    .where(sa.or_(t.templates.c.id == sa.bindparam("ref"),
+                  sa.and_(t.templates.c.owner_key == sa.bindparam("owner_key"),
+                          t.templates.c.name == sa.bindparam("ref"))))
+    .order_by(sa.case((t.templates.c.id == sa.bindparam("ref"), 0), else_=1)).limit(1))
+
+
 class SqlTemplateRepository(_Repository):
     def __init__(self, uow: SqlUnitOfWork) -> None:
         super().__init__(uow)
@@ -685,6 +694,11 @@ class SqlTemplateRepository(_Repository):
         return m.template_of(await self._uow.one(
             _where(t.templates, "owner_key", "name"), f"template {name!r} not found",
             {"owner_key": m.owner_key(org_id, owner_id), "name": name}))
+
+    async def in_org(self, ref: str, org_id: str) -> Template:
+        return m.template_of(await self._uow.one(
+            _TEMPLATE_IN_ORG, f"template {ref!r} not found",
+            {"ref": ref, "owner_key": m.owner_key(org_id, None)}))
 
     async def update(self, template: Template) -> None:
         result = await self._uow.execute(

@@ -146,12 +146,18 @@ async def resolve_template(
         )
 
     template: Template | None = None
-    with contextlib.suppress(NotFound):
-        template = await uow.templates.get(ref)
-    if template is None and org_ref is not None:
-        org = known(org_ref) or await authorize(p, uow, caller, org_ref, None, None, verb=verb)
+    authorised = known(org_ref) if org_ref is not None else None
+    if authorised is not None:
+        # The org is authorised already: the id and a name in it are looked up at once.
         with contextlib.suppress(NotFound):
-            template = await uow.templates.by_name(ref, org_id=org.org.id)
+            template = await uow.templates.in_org(ref, authorised.org.id)
+    else:
+        with contextlib.suppress(NotFound):
+            template = await uow.templates.get(ref)
+        if template is None and org_ref is not None:
+            org = await authorize(p, uow, caller, org_ref, None, None, verb=verb)
+            with contextlib.suppress(NotFound):
+                template = await uow.templates.by_name(ref, org_id=org.org.id)
     if template is None:
         try:
             template = await uow.templates.by_name(ref, owner_id=user_id)
