@@ -695,7 +695,7 @@ def bench_celery(
 # --------------------------------------------------------------------------------- printing
 
 
-def seconds(value: float) -> str:
+def duration(value: float) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:g} s"
 
 
@@ -810,9 +810,9 @@ def main() -> None:
     wakeup = "off (--poll-only)" if args.poll_only else "on"
     relay = RELAY_INTERVAL if args.poll_only else STANDALONE_RELAY_INTERVAL
     print(
-        f"# settings: lease 30 s, outbox relay poll {seconds(relay)} (jittered ±20%), wake-up "
+        f"# settings: lease 30 s, outbox relay poll {duration(relay)} (jittered ±20%), wake-up "
         f"on commit {wakeup} (embedded: runs enqueued in their creating transaction; NATS: the "
-        f"relay is woken), embedded worker fallback poll {seconds(POLL_SECONDS)}, process runner"
+        f"relay is woken), embedded worker fallback poll {duration(POLL_SECONDS)}, process runner"
     )
     for name, (detail, figures) in opsicle_figures.items():
         print(f"\n## Opsicle, {name}: {detail}")
