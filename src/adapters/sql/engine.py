@@ -100,7 +100,9 @@ class WriteGate:
         """Wait for the gate as long as SQLite would wait for its lock; return it, held."""
         lock = self._current()
         if not lock.locked() and not getattr(lock, "_waiters", None):
-            # Free and nobody waiting: taken at once, without arming a timeout.
+            # Free and nobody waiting: taken at once, without arming a timeout. (A lock just
+            # released to a waiter that has not run yet is unlocked but not free: asyncio.Lock
+            # keeps its waiters in ``_waiters``, None or empty when there are none.)
             await lock.acquire()
             return lock
         try:
