@@ -64,19 +64,43 @@ def standalone(opsicle: list[str], tmp_path: Path) -> Iterator[tuple[Processes, 
         processes.stop_all()
 
 
-def test_a_cancelled_run_stops_at_once_and_says_who_cancelled_it(
-    standalone: tuple[Processes, str], tmp_path: Path
-) -> None:
-    processes, url = standalone
+def member_with_template(
+    url: str, processes: Processes, tmp_path: Path, template: str
+) -> tuple[User, str]:
+    """A signed-up user who founded an org holding ``template``; the user and the org code."""
     ada = User(url, processes.data_dir, tmp_path / "ada", f"ada-{uuid.uuid4().hex[:6]}@example.com")
     ada.sign_up()
     org = f"cancel-{uuid.uuid4().hex[:6]}"
     ada("create", "org", "Cancellations", "--code", org)
+    path = tmp_path / "template.yaml"
+    path.write_text(template)
+    ada("create", "template", "-f", str(path), "--org", org)
+    return ada, org
+
+
+def cancel_and_follow(ada: User, run_id: str, phase: str) -> float:
+    """Cancel the run, follow its log to the end; the seconds that took. The run must have
+    ended cancelled, its reason naming who cancelled it."""
+    asked = time.monotonic()
+    ada("cancel", run_id)
+    follow = ada.result("logs", run_id, "--follow")
+    stopped = time.monotonic() - asked
+    assert follow.returncode == 130, follow.stderr  # the run ended cancelled
+    run = ada.json("get", "run", run_id)
+    assert (run["status"], run["reason"]) == (
+        "cancelled",
+        f"cancelled by {ada.email}: phase '{phase}' was cancelled",
+    )
+    return stopped
+
+
+def test_a_cancelled_run_stops_at_once_and_says_who_cancelled_it(
+    standalone: tuple[Processes, str], tmp_path: Path
+) -> None:
+    processes, url = standalone
     # A command line no other test runs (six digits, as theirs: none is a prefix of another).
     seconds = random.randint(100_000, 999_999)
-    path = tmp_path / "long-wait.yaml"
-    path.write_text(TEMPLATE.format(seconds=seconds))
-    ada("create", "template", "-f", str(path), "--org", org)
+    ada, org = member_with_template(url, processes, tmp_path, TEMPLATE.format(seconds=seconds))
 
     run_id = ada.json("run", "template", "long-wait", "--org", org)["id"]
     deadline = time.monotonic() + 60
@@ -85,18 +109,9 @@ def test_a_cancelled_run_stops_at_once_and_says_who_cancelled_it(
         time.sleep(0.2)
     assert ada.json("get", "run", run_id)["status"] == "running"
 
-    asked = time.monotonic()
-    ada("cancel", run_id)
-    follow = ada.result("logs", run_id, "--follow")
-    stopped = time.monotonic() - asked
-    assert follow.returncode == 130, follow.stderr  # the run ended cancelled
+    stopped = cancel_and_follow(ada, run_id, "wait")
     assert stopped < LEASE_SECONDS / 3, f"stopped after {stopped:.1f} s: at a heartbeat"
-    run = ada.json("get", "run", run_id)
-    assert (run["status"], run["reason"]) == (
-        "cancelled",
-        f"cancelled by {ada.email}: phase 'wait' was cancelled",
-    )
-    assert [p["status"] for p in run["phases"]] == ["cancelled"]
+    assert [p["status"] for p in ada.json("get", "run", run_id)["phases"]] == ["cancelled"]
     assert not sleepers(f"sleep {seconds}"), "a process of the cancelled phase survived"
 
 
@@ -125,16 +140,8 @@ def test_a_remote_worker_stops_a_phase_that_prints_at_its_next_log_chunk(
     roles: tuple[Processes, str, str], tmp_path: Path
 ) -> None:
     processes, controller, coordinator = roles
-    ada = User(
-        controller, processes.data_dir, tmp_path / "ada", f"ada-{uuid.uuid4().hex[:6]}@example.com"
-    )
-    ada.sign_up()
-    org = f"cancel-{uuid.uuid4().hex[:6]}"
-    ada("create", "org", "Cancellations", "--code", org)
     digits = random.randint(100_000, 999_999)
-    path = tmp_path / "talker.yaml"
-    path.write_text(TALKER.format(digits=digits))
-    ada("create", "template", "-f", str(path), "--org", org)
+    ada, org = member_with_template(controller, processes, tmp_path, TALKER.format(digits=digits))
     token = ada.json("create", "org", "token", "edge", "--org", org)
     processes.start(
         "worker", "start", "worker", "--coordinator-url", coordinator,
@@ -147,16 +154,7 @@ def test_a_remote_worker_stops_a_phase_that_prints_at_its_next_log_chunk(
         assert time.monotonic() < deadline, processes.logs()
         time.sleep(0.2)
 
-    asked = time.monotonic()
-    ada("cancel", run_id)
-    follow = ada.result("logs", run_id, "--follow")
-    stopped = time.monotonic() - asked
-    assert follow.returncode == 130, follow.stderr
+    stopped = cancel_and_follow(ada, run_id, "talk")
     # Its heartbeat would come after 100 s; a log chunk goes out every half second.
     assert stopped < 10, f"stopped after {stopped:.1f} s"
-    run = ada.json("get", "run", run_id)
-    assert (run["status"], run["reason"]) == (
-        "cancelled",
-        f"cancelled by {ada.email}: phase 'talk' was cancelled",
-    )
     assert not sleepers(f"sleep 0.{digits}"), "a process of the cancelled phase survived"
