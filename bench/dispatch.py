@@ -271,7 +271,6 @@ class Backend:
     open_queues: QueuesFactory
     detail: str = ""
     principal: tuple[Caller, str, str] | None = None  # caller, org code, org id
-    sql_queue: bool = False  # the run queues are the SQL queue on the platform's database
 
 
 async def principal(p: Platform) -> tuple[Caller, str, str]:
@@ -381,9 +380,7 @@ async def opsicle(
         signal_ = PublishSignal()
         queues = await backend.open_queues(engine, [run_topic(org_id)], stack)
         # As standalone: on the SQL queue, units of work enqueue their messages themselves.
-        direct, enqueued = (p, False)
-        if backend.sql_queue:
-            direct, enqueued = enqueuing(p, engine, backend.settings)
+        direct, enqueued = enqueuing(p, engine, backend.settings)
         # The relay polls as standalone's does, or with --poll-only as a coordinator role's,
         # which looks every 50 ms for what the controllers (other processes) committed.
         relay_interval = RELAY_INTERVAL if poll_only else STANDALONE_RELAY_INTERVAL
@@ -525,10 +522,14 @@ async def split(h: Harness, count: int, limit: float) -> Split:
     )
 
 
-def bench_settings(folder: str, database_url: str | None) -> Settings:
+def bench_settings(folder: str, database_url: str | None, nats_url: str | None) -> Settings:
     loaded = settings_module.load(None, {"XDG_CONFIG_HOME": str(Path(folder) / "config")})
     return loaded.with_flags(
-        data_dir=folder, database_url=database_url, log_level="warning", migrate=True
+        data_dir=folder,
+        database_url=database_url,
+        nats_url=nats_url,
+        log_level="warning",
+        migrate=True,
     )
 
 
@@ -543,10 +544,9 @@ async def embedded_backend() -> AsyncIterator[Backend]:
     with tempfile.TemporaryDirectory(prefix="opsicle-bench-") as folder:
         yield Backend(
             "embedded (SQLite + SQL queue)",
-            bench_settings(folder, None),
+            bench_settings(folder, None, None),
             sql_queues,
             f"SQLite {sqlite3.sqlite_version} file in {folder}",
-            sql_queue=True,
         )
 
 
@@ -577,7 +577,7 @@ async def nats_mariadb_backend(mariadb: str, nats_url: str) -> AsyncIterator[Bac
         with tempfile.TemporaryDirectory(prefix="opsicle-bench-") as folder:
             backend = Backend(
                 "NATS JetStream + MariaDB",
-                bench_settings(folder, f"{mariadb}/{name}"),
+                bench_settings(folder, f"{mariadb}/{name}", nats_url),
                 open_queues,
                 f"MariaDB {version} (database {name}, dropped at the end), NATS "
                 f"{nats_version} (stream {stream}, deleted at the end)",
