@@ -64,7 +64,8 @@ class InMemoryCoordinator:
         self._offered.put_nowait(run.id)
 
     def cancel(self, run_id: str) -> None:
-        """Cancel a run: a queued one at once, a running one at its worker's next heartbeat."""
+        """Cancel a run: a queued one at once, a running one at its worker's next log
+        chunk or heartbeat."""
         run = self.run(run_id)
         if run.status is RunStatus.QUEUED:
             self._runs[run_id], _ = transition(run, RunStatus.CANCELLED, self._clock.now(),

@@ -209,7 +209,7 @@ async def _why(p: Platform, uow: UnitOfWork, run: Run) -> str:
             except NotFound:
                 pass
         if run.cancel_requested:
-            return f"cancelling: worker {worker} stops it at its next heartbeat"
+            return f"cancelling: worker {worker} stops it at its next log chunk or heartbeat"
         return f"running on worker {worker}"
     if run.status is RunStatus.QUEUED:
         ahead = await uow.runs.queued_ahead(run, AHEAD_COUNTED)

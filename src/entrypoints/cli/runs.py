@@ -378,7 +378,8 @@ def cancel(
     reason: Annotated[str, Parameter(help="Why (kept with the run).")] = "",
     controller_url: ControllerUrl = None,
 ) -> int:
-    """Cancel a run: at once when queued; a running one stops at its worker's next heartbeat."""
+    """Cancel a run: at once when queued; a running one stops at its worker's next log chunk
+    or heartbeat."""
     done = run(controller_url, lambda c: _runs(c).cancel(run_id, reason))
     say(f"run {done.id} is {done.status.value}: {done.waiting}")
     if current()["output"] != "text":

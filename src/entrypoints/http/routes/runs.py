@@ -111,7 +111,7 @@ def register(api: Api, p: Platform) -> None:
     @api.endpoint(
         "POST",
         f"{RUN}/cancel",
-        summary="Cancel a run (a running one stops at its worker's next heartbeat)",
+        summary="Cancel a run (a running one stops at its worker's next log chunk or heartbeat)",
         tag="runs",
         body=RunCancel,
         response=RunInfo,
