@@ -134,8 +134,14 @@ def test_run_file_still_runs_locally(cli: CliRunner, tmp_path: Path) -> None:
 def test_get_run(cli: CliRunner, controller_process: RunningController, tmp_path: Path) -> None:
     code = org_with(cli, controller_process, tmp_path, simple_text("deploy"))
     made = queued(cli, code)
+    email = str(made["requestedByEmail"])
+    assert email.startswith("runner") and email.endswith("@example.com")
     shown = ok(cli("get", "run", str(made["id"])))
     assert "queued with" in shown.out and "greet" in shown.out and "pending" in shown.out
+    # Who asked is shown by email, not by user id.
+    assert email in shown.out and str(made["requestedBy"]) not in shown.out
+    listed = ok(cli("list", "runs", "--org", code))
+    assert email in listed.out and str(made["requestedBy"]) not in listed.out
     assert cli("get", "run", "no-such-run").code == ExitCode.NOT_FOUND
     signup(cli, controller_process, "stranger")
     assert cli("get", "run", str(made["id"]), user="stranger").code == ExitCode.NOT_FOUND

@@ -77,16 +77,20 @@ async def test_create_get_list_and_cancel(login: Login) -> None:
     assert made.status is RunStatus.QUEUED and made.template_version == 1
     assert made.variables == {"times": 2, "api-token": "***", "who": "Ada"}
     assert made.comment == "release" and made.requested_by == me.user_id
+    assert made.requested_by_email == me.email
     assert [p.status for p in made.phases] == [PhaseStatus.PENDING, PhaseStatus.PENDING]
     assert "no worker of this org has ever been seen" in made.waiting
     got = await runs.get(made.id)
     assert got.id == made.id and got.waiting == made.waiting
+    assert got.requested_by_email == me.email
     second = await runs.create("deploy", code, {"times": "1", "api-token": "x"})
     page = await runs.list_runs(org=code, limit=1)
     assert [r.id for r in page.items] == [second.id] and page.next_cursor
     rest = await runs.list_runs(org=code, cursor=page.next_cursor)
     assert [r.id for r in rest.items] == [made.id]
+    assert [r.requested_by_email for r in rest.items] == [me.email]
     cancelled = await runs.cancel(made.id, "not today")
+    assert cancelled.requested_by_email == me.email
     assert cancelled.status is RunStatus.CANCELLED and cancelled.reason == "not today"
     only = await runs.list_runs(org=code, statuses=["cancelled"], template="deploy")
     assert [r.id for r in only.items] == [made.id]

@@ -80,7 +80,10 @@ async def test_a_run_snapshots_the_default_version_and_hides_secrets(p: Platform
     run = view.run
     assert run.status is RunStatus.QUEUED and run.template_version == 1
     assert run.name == "deploy" and run.comment == "because"
-    assert run.requested_by == admin.user_id
+    assert run.requested_by == admin.user_id and view.requester == admin.email
+    assert (await runs.get_run(p, admin, run.id)).requester == admin.email
+    [listed] = (await runs.list_runs(p, admin, runs.RunQuery(org=code))).items
+    assert listed.requester == admin.email
     assert 'echo "one $WHO"' in run.spec.phases[0].commands[0]
     assert run.variables == {"times": 3, "api-token": MASK, "who": "world"}
     assert "s3cr3t" not in repr(run.variables) and "s3cr3t" not in run.sealed_secrets

@@ -48,6 +48,8 @@ class RunView:
     run: Run
     waiting: str
     template_name: str = ""
+    # The email of the user who asked for the run ("" when no account is found).
+    requester: str = ""
 
 
 @attrs.frozen
@@ -156,7 +158,7 @@ async def create_run(
         await uow.commit()
     if approval is not None:
         await announce_request(p, caller, approval, run)
-    return RunView(run, waiting, template.name)
+    return RunView(run, waiting, template.name, caller.email)
 
 
 async def _visible(
@@ -188,7 +190,20 @@ async def get_run(p: Platform, caller: Caller, run_id: str) -> RunView:
         run, _ = await _visible(
             p, uow, caller, run_id, Action.VIEW, Resource.AUTOMATIONS, "run.get"
         )
-        return RunView(run, await _why(p, uow, run))
+        return RunView(run, await _why(p, uow, run), requester=await _requester(uow, run, {}))
+
+
+async def _requester(uow: UnitOfWork, run: Run, known: dict[str, str]) -> str:
+    """The email of who asked for ``run``; ``known`` keeps those already read."""
+    user_id = run.requested_by
+    if user_id is None:
+        return ""
+    if user_id not in known:
+        try:
+            known[user_id] = (await uow.users.get(user_id)).email
+        except NotFound:
+            known[user_id] = ""
+    return known[user_id]
 
 
 async def _why(p: Platform, uow: UnitOfWork, run: Run) -> str:
@@ -287,13 +302,15 @@ async def list_runs(
         page = await uow.runs.list(flt, limit=limit, cursor=cursor)
         views = []
         allowed: dict[str, bool] = {}
+        emails: dict[str, str] = {}
         for run in page.items:
             if run.org_id is None:
                 continue
             if run.org_id not in allowed:
                 allowed[run.org_id] = await _may_view(uow, run.org_id, user_id)
             if allowed[run.org_id]:
-                views.append(RunView(run, await _why(p, uow, run)))
+                why = await _why(p, uow, run)
+                views.append(RunView(run, why, requester=await _requester(uow, run, emails)))
         return Page(tuple(views), page.next_cursor)
 
 
@@ -365,8 +382,9 @@ async def cancel_run(p: Platform, caller: Caller, run_id: str, reason: str = "")
                 f"run {run_id} changed meanwhile; try again", code="run_changed"
             ) from None
         waiting = await _why(p, uow, cancelled)
+        requester = await _requester(uow, cancelled, {})
         await record(p, caller, "run.cancel", "run", run.id, org_id=run.org_id, uow=uow)
         await uow.commit()
     if cancelled.cancel_requested and p.on_cancel_asked is not None:
         p.on_cancel_asked(cancelled)
-    return RunView(cancelled, waiting)
+    return RunView(cancelled, waiting, requester=requester)

@@ -286,6 +286,8 @@ def _run_row(info: RunInfo) -> dict[str, Any]:
 
     row = dict(to_json(info))
     row["variables"] = ", ".join(f"{k}={v}" for k, v in info.variables.items())
+    row["requestedBy"] = info.requested_by_email or info.requested_by
+    row.pop("requestedByEmail", None)
     row.pop("phases", None)
     return row
 

@@ -57,6 +57,7 @@ class RunInfo:
     template_name: str = ""
     template_version: int | None = None
     requested_by: str | None = None
+    requested_by_email: str = ""
     comment: str = ""
     reason: str = ""
     attempts: int = 0
@@ -105,6 +106,7 @@ def run_out(view: RunView) -> RunInfo:
         template_name=view.template_name or r.name,
         template_version=r.template_version,
         requested_by=r.requested_by,
+        requested_by_email=view.requester,
         comment=r.comment,
         reason=r.reason,
         attempts=r.attempts,
