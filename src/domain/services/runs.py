@@ -366,8 +366,8 @@ async def read_logs(
 
 
 async def cancel_run(p: Platform, caller: Caller, run_id: str, reason: str = "") -> RunView:
-    """Cancel at once when not running; a running run's worker learns it at its heartbeat
-    (or at once, when ``on_cancel_asked`` tells it)."""
+    """Cancel at once when not running; a running run's worker learns it from the reply to its
+    next log chunk or heartbeat (or at once, when ``on_cancel_asked`` tells it)."""
     now = p.clock.now()
     async with unit_of_work(p) as uow:
         run, _ = await _visible(
