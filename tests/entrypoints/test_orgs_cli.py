@@ -499,7 +499,7 @@ def test_rotate_org_token(
 
 
 def test_list_audit_logs(cli: CliRunner, controller_process: RunningController) -> None:
-    _, bob, code = with_member(cli, controller_process)
+    admin, bob, code = with_member(cli, controller_process)
     for name in ("w1", "w2", "w3"):
         ok(cli("create", "org", "token", name, "--org", code, user="admin"))
     page = data(
@@ -561,10 +561,16 @@ def test_list_audit_logs(cli: CliRunner, controller_process: RunningController) 
         )
     )
     assert [e["data"]["name"] for e in window["items"]] == ["w2", "w3"]
+    by_bob = data(
+        cli("list", "audit-logs", "--org", code, "--actor", bob, "-o", "json", user="admin")
+    )
+    assert [(e["verb"], e["actorEmail"]) for e in by_bob["items"]] == [("invitation.accept", bob)]
     text = ok(cli("list", "audit-logs", "--limit", "1", user="admin")).out
     assert "more: --cursor" in text
+    # The text table names the actor by email (its first event, the sign-up, is about
+    # the account itself, so the user id is still there as the resource).
+    assert admin in text
     assert cli("list", "audit-logs", "--org", code, user="bob").code == 7
-    del bob
 
 
 def test_audit_verify(cli: CliRunner, controller_process: RunningController) -> None:

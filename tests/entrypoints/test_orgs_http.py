@@ -225,6 +225,7 @@ async def test_audit_trails_and_verification(
     mine = await admin.audit_logs(verb="token.create", limit=2)
     assert len(mine.items) == 2
     assert mine.items[0].actor == admin_user.user_id
+    assert mine.items[0].actor_email == admin_user.email
     assert mine.items[0].user_agent == "opsicle-cli"
     more = await admin.audit_logs(verb="token.create", cursor=mine.next_cursor)
     assert [e.data["name"] for e in more.items] == ["w2"]

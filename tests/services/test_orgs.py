@@ -630,5 +630,11 @@ async def test_trails_are_filtered_paged_and_scoped(
         ("invitation.accept", Outcome.SUCCESS),
         ("audit.org", Outcome.FAILURE),
     ]
+    by_email = await audit.org_trail(p, admin, code, audit.Query(actor=member.email))
+    assert by_email.items == by_actor.items
+    assert await audit.actor_emails(p, by_actor.items) == {member.user_id: member.email}
+    # Actors that are not users (an anonymous caller here) have no email.
+    anonymous = attrs.evolve(by_actor.items[0], actor="anonymous@127.0.0.1")
+    assert await audit.actor_emails(p, [anonymous]) == {}
     by_type = await audit.org_trail(p, admin, code, audit.Query(resource_type="invitation"))
     assert [e.verb for e in by_type.items] == ["org.invite", "invitation.accept"]

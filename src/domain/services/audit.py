@@ -7,15 +7,15 @@ import base64
 import binascii
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 
 import attrs
 
 from domain.audit import GENESIS, AuditEvent, digest
-from domain.errors import Conflict, FieldError, Invalid
+from domain.errors import Conflict, FieldError, Invalid, NotFound
 from domain.permissions import Action, Resource
-from domain.ports import AuditFilter, AuditLog, AuditOutbox, Clock, Page
+from domain.ports import AuditFilter, AuditLog, AuditOutbox, Clock, Page, UnitOfWork
 from domain.services.authorization import authorize, unit_of_work, user_of
 from domain.services.platform import Caller, Platform
 
@@ -54,11 +54,13 @@ async def my_trail(p: Platform, caller: Caller, q: Query) -> Page[AuditEvent]:
 
 
 async def org_trail(p: Platform, caller: Caller, ref: str, q: Query) -> Page[AuditEvent]:
-    """Every event in the org, for members allowed to view the org (``org:view``)."""
+    """Every event in the org, for members allowed to view the org (``org:view``); the
+    ``actor`` filter takes a user's email or any actor as recorded (a user id, ...)."""
     async with unit_of_work(p) as uow:
         access = await authorize(p, uow, caller, ref, Action.VIEW, Resource.ORG, verb="audit.org")
+        actor = await _actor(uow, q.actor) if q.actor else q.actor
     flt = AuditFilter(
-        actor=q.actor,
+        actor=actor,
         org_id=access.org.id,
         verb=q.verb,
         resource_type=q.resource_type,
@@ -66,6 +68,25 @@ async def org_trail(p: Platform, caller: Caller, ref: str, q: Query) -> Page[Aud
         until=q.until,
     )
     return await p.audit.list(flt, limit=q.limit, cursor=q.cursor)
+
+
+async def _actor(uow: UnitOfWork, ref: str) -> str:
+    # Anonymous callers are recorded as anonymous@ADDRESS: an address no account has.
+    if "@" in ref:
+        with contextlib.suppress(NotFound):
+            return (await uow.users.by_email(ref.strip())).id
+    return ref
+
+
+async def actor_emails(p: Platform, events: Iterable[AuditEvent]) -> dict[str, str]:
+    """The emails of the users among the events' actors, by user id; other actors (workers,
+    anonymous callers, the platform itself) have none."""
+    emails = {}
+    async with unit_of_work(p) as uow:
+        for actor in {e.actor for e in events}:
+            with contextlib.suppress(NotFound):
+                emails[actor] = (await uow.users.get(actor)).email
+    return emails
 
 
 async def verify_chain(p: Platform, caller: Caller) -> Verification:

@@ -576,7 +576,9 @@ def list_audit_logs(
     org: Annotated[
         str | None, Parameter(help="An org's trail (needs org:view) instead of your own.")
     ] = None,
-    actor: Annotated[str | None, Parameter(help="Only events by this user id.")] = None,
+    actor: Annotated[
+        str | None, Parameter(help="Only events by this user (email or id), with --org.")
+    ] = None,
     verb: Annotated[str | None, Parameter(help="Only this verb, e.g. token.create.")] = None,
     resource: Annotated[str | None, Parameter(help="Only this resource type, e.g. token.")] = None,
     since: Annotated[datetime | None, Parameter(help="From this time (ISO 8601).")] = None,
@@ -600,7 +602,10 @@ def list_audit_logs(
         ),
     )
     if current()["output"] == "text":
-        show(_rows(list(page.items)), columns=AUDIT_COLUMNS)
+        rows = _rows(list(page.items))
+        for row in rows:
+            row["actor"] = row.pop("actorEmail", "") or row["actor"]
+        show(rows, columns=AUDIT_COLUMNS)
         if page.next_cursor:
             say(f"more: --cursor {page.next_cursor}")
     else:

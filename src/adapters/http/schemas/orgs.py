@@ -188,6 +188,7 @@ class AuditEntry:
     data: dict[str, str]
     hash: str
     previous_hash: str
+    actor_email: str = ""
 
 
 @attrs.frozen
@@ -305,7 +306,7 @@ def can_out(answer: Answer) -> CanAnswer:
     )
 
 
-def audit_out(e: AuditEvent) -> AuditEntry:
+def audit_out(e: AuditEvent, emails: Mapping[str, str]) -> AuditEntry:
     return AuditEntry(
         e.id,
         e.at,
@@ -320,4 +321,5 @@ def audit_out(e: AuditEvent) -> AuditEntry:
         dict(e.data),
         e.hash,
         e.previous_hash,
+        emails.get(e.actor, ""),
     )

@@ -35,7 +35,9 @@ from adapters.http.schemas.orgs import (
     role_out,
     token_out,
 )
+from domain.audit import AuditEvent
 from domain.errors import FieldError, Invalid
+from domain.ports import Page
 from domain.services import audit, orgs, roles, tokens
 from domain.services.authorization import action_named, resource_named
 from domain.services.platform import Platform
@@ -44,7 +46,7 @@ from entrypoints.http.api import Api, Call, QueryParam
 V1 = "/api/v1"
 ORG = f"{V1}/orgs/{{org}}"
 AUDIT_QUERY = (
-    QueryParam("actor", "only events by this actor (a user id)"),
+    QueryParam("actor", "only events by this actor (a user's email or id; an org's trail)"),
     QueryParam("verb", "only events with this verb, such as token.create"),
     QueryParam("resource", "only events about this resource type, such as token"),
     QueryParam("since", "only events at or after this time (ISO 8601)"),
@@ -445,7 +447,7 @@ def _audit(api: Api, p: Platform) -> None:
     )
     async def my_audit_logs(call: Call) -> AuditPage:
         page = await audit.my_trail(p, call.caller, _audit_query(call.query))
-        return AuditPage([audit_out(e) for e in page.items], page.next_cursor)
+        return await _audit_page(p, page)
 
     @api.endpoint(
         "GET",
@@ -457,7 +459,7 @@ def _audit(api: Api, p: Platform) -> None:
     )
     async def org_audit_logs(call: Call) -> AuditPage:
         page = await audit.org_trail(p, call.caller, call.path["org"], _audit_query(call.query))
-        return AuditPage([audit_out(e) for e in page.items], page.next_cursor)
+        return await _audit_page(p, page)
 
     @api.endpoint(
         "POST",
@@ -485,6 +487,11 @@ def _required(query: Mapping[str, str], name: str) -> str:
             f"the query parameter {name} is required", errors=(FieldError(name, "is required"),)
         )
     return value
+
+
+async def _audit_page(p: Platform, page: Page[AuditEvent]) -> AuditPage:
+    emails = await audit.actor_emails(p, page.items)
+    return AuditPage([audit_out(e, emails) for e in page.items], page.next_cursor)
 
 
 def _audit_query(query: Mapping[str, str]) -> audit.Query:
