@@ -28,7 +28,7 @@ def _make() -> cattrs.Converter:
     # JSON types are taken as they are: "5" is not a number and 5 is not a string.
     conv.register_structure_hook(str, _structure_str)
     conv.register_structure_hook(bool, lambda v, _: _strict(v, bool, "true or false"))
-    conv.register_structure_hook(int, lambda v, _: _strict(v, int, "a whole number"))
+    conv.register_structure_hook(int, lambda v, _: _whole(v))
     conv.register_structure_hook(float, lambda v, _: float(_strict(v, (int, float), "a number")))
 
     def renames(cls: type) -> dict[str, Any]:
@@ -59,6 +59,14 @@ def _strict(value: Any, kind: type | tuple[type, ...], expected: str) -> Any:
     if isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
         return value
     raise ValueError(f"expected {expected}")
+
+
+def _whole(value: Any) -> int:
+    number: int = _strict(value, int, "a whole number")
+    # Stores keep whole numbers in 64 bits.
+    if not -(2**63) <= number < 2**63:
+        raise ValueError("expected a whole number from -2^63 to 2^63-1")
+    return number
 
 
 def _parse_datetime(value: object) -> datetime:

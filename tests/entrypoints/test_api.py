@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
 import attrs
 import httpx
+import pytest
 from starlette.requests import Request
 
-from domain.errors import Conflict, Unauthenticated
+from domain.errors import Conflict, FieldError, Invalid, Unauthenticated
 from domain.services.platform import Caller
-from entrypoints.http.api import Api, Call, QueryParam
+from entrypoints.http.api import MAX_BODY, Api, Call, QueryParam, whole_number
 from entrypoints.http.common import build_app
 
 
@@ -94,6 +96,61 @@ async def test_bad_bodies_get_field_errors() -> None:
         headers={"authorization": "Bearer good"},
     )
     assert broken.status_code == 422 and "not valid JSON" in broken.json()["errors"]["body"]
+
+
+async def post_greeting(content: bytes, **headers: str) -> httpx.Response:
+    return await request(
+        "POST",
+        "/api/v1/greetings/bob",
+        content=content,
+        headers={"authorization": "Bearer good", **headers},
+    )
+
+
+async def test_bodies_json_cannot_hold_are_refused_by_name() -> None:
+    # A lone surrogate (JSON's \u escapes can write one) is refused where it is.
+    surrogate = await post_greeting(b'{"name": "a\\ud800b"}')
+    assert surrogate.status_code == 422
+    assert "lone UTF-16 surrogate" in surrogate.json()["errors"]["name"]
+    for constant in (b"NaN", b"Infinity", b"-Infinity"):
+        reply = await post_greeting(b'{"name": "a", "times": ' + constant + b"}")
+        assert reply.status_code == 422
+        assert "is not a JSON number" in reply.json()["errors"]["body"]
+    deep = await post_greeting(b"[" * 100_000 + b"]" * 100_000)
+    assert deep.status_code == 422 and "nests too deeply" in deep.json()["errors"]["body"]
+    huge = await post_greeting(b'{"name": "a", "times": ' + b"9" * 30 + b"}")
+    assert huge.status_code == 422 and "2^63" in huge.json()["errors"]["times"]
+
+
+async def test_an_oversized_body_is_refused_before_it_is_read_whole() -> None:
+    too_large = {"body": f"at most {MAX_BODY} bytes"}
+    declared = await post_greeting(b"{}", **{"content-length": str(MAX_BODY + 1)})
+    assert declared.status_code == 422 and declared.json()["errors"] == too_large
+    sent: list[int] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        # Sent without a length: the body is refused once it passes the limit.
+        for _ in range(64):
+            sent.append(1)
+            yield b" " * (64 * 1024)
+
+    app = build_app("test", make_api().routes(), [])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        streamed = await client.post(
+            "/api/v1/greetings/bob", content=chunks(), headers={"authorization": "Bearer good"}
+        )
+    assert streamed.status_code == 422 and streamed.json()["errors"] == too_large
+    assert len(sent) < 64
+
+
+def test_whole_numbers_in_queries_are_ascii_digits_that_fit_a_store() -> None:
+    assert whole_number("042", "limit", "expected a whole number") == 42
+    for bad in ("²", "٣", "-1", "1.5", "", " 1", "9" * 19):
+        with pytest.raises(Invalid) as caught:
+            whole_number(bad, "limit", "expected a whole number")
+        assert caught.value.errors == (FieldError("limit", "expected a whole number"),)
 
 
 async def test_auth_is_required_where_declared() -> None:

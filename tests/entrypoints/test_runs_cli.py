@@ -143,6 +143,8 @@ def test_get_run(cli: CliRunner, controller_process: RunningController, tmp_path
     listed = ok(cli("list", "runs", "--org", code))
     assert email in listed.out and str(made["requestedBy"]) not in listed.out
     assert cli("get", "run", "no-such-run").code == ExitCode.NOT_FOUND
+    empty = cli("get", "run", "")
+    assert empty.code == ExitCode.INVALID and "a name or id is empty" in empty.err
     signup(cli, controller_process, "stranger")
     assert cli("get", "run", str(made["id"]), user="stranger").code == ExitCode.NOT_FOUND
 

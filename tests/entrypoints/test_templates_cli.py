@@ -54,6 +54,12 @@ def test_create_template(
     refused = cli("create", "template", "-f", str(bad))
     assert refused.code == ExitCode.INVALID
     assert f"{bad}:12:9: spec.template.phases[0].image" in refused.err
+    # A file larger than a template may be is refused here, by its name.
+    large = tmp_path / "large.yaml"
+    large.write_text(simple_text("large") + "#" * (1 << 20) + "\n")
+    too_large = cli("create", "template", "-f", str(large))
+    assert too_large.code == ExitCode.INVALID
+    assert f"{large} is too large" in too_large.err and "at most 524288 bytes" in too_large.err
 
 
 def test_list_templates(

@@ -70,6 +70,14 @@ async def test_submit_list_get_versions_default_and_delete(login: Login) -> None
         await t.set_default_version("web", 7)
     with pytest.raises(Invalid):
         await t.get("web", version=0)
+    # Numbers no store can hold, and digits of other scripts, are refused by name.
+    for version in (10**20, "²"):
+        with pytest.raises(Invalid) as caught:
+            await t.get("web", version=version)  # type: ignore[arg-type]
+        assert caught.value.errors[0].field == "version"
+    with pytest.raises(Invalid) as overflow:
+        await t.set_default_version("web", 10**23)
+    assert overflow.value.errors[0].field == "version"
     deleted = await t.delete("web")
     assert deleted.id == first.template.id
     with pytest.raises(NotFound):

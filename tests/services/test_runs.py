@@ -172,6 +172,9 @@ async def test_runs_of_another_org_are_not_found(p: Platform) -> None:
         await runs.read_logs(p, stranger, run.id)
     with pytest.raises(NotFound):
         await runs.cancel_run(p, stranger, run.id)
+    with pytest.raises(Invalid) as long_reason:
+        await runs.cancel_run(p, admin, run.id, "x" * (runs.MAX_COMMENT + 1))
+    assert long_reason.value.errors[0].field == "reason"
     with pytest.raises(NotFound):
         await runs.list_runs(p, stranger, runs.RunQuery(org=code))
     assert (await runs.list_runs(p, stranger, runs.RunQuery(org=their_code))).items == ()

@@ -73,6 +73,12 @@ class ControllerClient:
         response: type[T] | None = None,
     ) -> Any:
         """Send one request; return the response structured as ``response`` (or None)."""
+        if "//" in path or path.endswith("/"):
+            # An empty name or id would address another resource (or a redirect to it).
+            raise Invalid(
+                "a name or id is empty",
+                errors=(FieldError("path", f"{method} {path}: every name and id is needed"),),
+            )
         headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         try:
@@ -87,7 +93,7 @@ class ControllerClient:
             raise Unavailable(
                 f"the controller at {self.base_url} did not answer ({type(exc).__name__}: {exc})"
             ) from exc
-        if reply.status_code >= 400:
+        if not reply.is_success:
             raise problem_error(reply)
         if response is None or reply.status_code == 204:
             return None

@@ -36,6 +36,8 @@ from domain.variables import Redactor, resolve
 MAX_LOG_PAGE = 256 * 1024
 DEFAULT_LOG_PAGE = 64 * 1024
 MAX_RUN_PAGE = 200
+# A run's comment and a cancel's reason, in characters.
+MAX_COMMENT = 1000
 # A worker that has not been heard from for this long no longer counts as present.
 WORKER_SILENCE = timedelta(seconds=90)
 # Runs ahead in the queue are counted up to this many (then "... or more"): every run created
@@ -89,10 +91,10 @@ async def create_run(
             "a run needs an org: its workers execute it",
             errors=(FieldError("org", "is required (--org)"),),
         )
-    if len(comment) > 1000:
+    if len(comment) > MAX_COMMENT:
         raise Invalid(
             "the comment is too long",
-            errors=(FieldError("comment", "at most 1000 characters"),),
+            errors=(FieldError("comment", f"at most {MAX_COMMENT} characters"),),
         )
     now = p.clock.now()
     async with unit_of_work(p) as uow:
@@ -368,6 +370,11 @@ async def read_logs(
 async def cancel_run(p: Platform, caller: Caller, run_id: str, reason: str = "") -> RunView:
     """Cancel at once when not running; a running run's worker learns it from the reply to its
     next log chunk or heartbeat (or at once, when ``on_cancel_asked`` tells it)."""
+    if len(reason) > MAX_COMMENT:
+        raise Invalid(
+            "the reason is too long",
+            errors=(FieldError("reason", f"at most {MAX_COMMENT} characters"),),
+        )
     now = p.clock.now()
     async with unit_of_work(p) as uow:
         run, _ = await _visible(

@@ -210,6 +210,15 @@ def hidden(message: str, code: str, pending: Pending) -> Hidden:
 # ---------------------------------------------------------------- templates
 
 
+def check_size(text: str, source: str) -> None:
+    """Refuse a template text larger than a template may be."""
+    if len(text.encode()) > MAX_CONTENT:
+        raise Invalid(
+            f"{source} is too large",
+            errors=(FieldError("content", f"at most {MAX_CONTENT} bytes", source),),
+        )
+
+
 async def submit_template(
     p: Platform,
     caller: Caller,
@@ -226,11 +235,7 @@ async def submit_template(
     new version).
     """
     user_id = user_of(caller)
-    if len(text.encode()) > MAX_CONTENT:
-        raise Invalid(
-            f"{source} is too large",
-            errors=(FieldError("content", f"at most {MAX_CONTENT} bytes", source),),
-        )
+    check_size(text, source)
     resource = read(text, source)
     name = resource.metadata.name
     now = p.clock.now()

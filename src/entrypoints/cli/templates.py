@@ -97,6 +97,7 @@ def create_template(
     """Submit a template: a new one (version 1, the default), or a new version of the template
     of the same metadata.name. The file is checked here first; problems name FILE:LINE."""
     from adapters.template_reader import read_template
+    from domain.services.templates import check_size
 
     try:
         text = file.read_text(encoding="utf-8")
@@ -104,6 +105,7 @@ def create_template(
         raise Invalid(
             f"{file} cannot be read", errors=(FieldError("", f"cannot be read: {exc}", str(file)),)
         ) from exc
+    check_size(text, str(file))
     read_template(text, str(file))
     made = run(controller_url, lambda c: _templates(c).submit(text, source=file.name, org=org))
     t = made.template

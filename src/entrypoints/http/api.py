@@ -20,6 +20,8 @@ from domain.errors import FieldError, Invalid, Unauthenticated
 from domain.services.platform import Caller
 
 MAX_BODY = 1 << 20
+# Query parameters' whole numbers: 18 digits always fit a signed 64-bit integer.
+MAX_DIGITS = 18
 
 
 @attrs.frozen
@@ -220,22 +222,77 @@ class Api:
         }
 
 
+async def bounded_body(request: Request, limit: int, title: str) -> bytes:
+    """The request's body, refused (``title``) as soon as it is known to pass ``limit`` bytes:
+    from its declared length, else while it arrives, so an oversized body is never held."""
+
+    def too_large() -> Invalid:
+        return Invalid(title, errors=(FieldError("body", f"at most {limit} bytes"),))
+
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise too_large()
+    data = bytearray()
+    async for part in request.stream():
+        data += part
+        if len(data) > limit:
+            raise too_large()
+    return bytes(data)
+
+
 async def _read_body(request: Request, kind: type | None) -> Any:
     if kind is None:
         return None
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise Invalid(
-            "the request body is too large",
-            errors=(FieldError("body", f"at most {MAX_BODY} bytes"),),
-        )
+    raw = await bounded_body(request, MAX_BODY, "the request body is too large")
     try:
-        data = json.loads(raw or b"{}")
-    except ValueError as exc:
+        data = json.loads(raw or b"{}", parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        why = "it nests too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise Invalid(
-            "the request body is not JSON", errors=(FieldError("body", f"not valid JSON: {exc}"),)
-        ) from exc
+            "the request body is not JSON", errors=(FieldError("body", f"not valid JSON: {why}"),)
+        ) from None
+    where = _lone_surrogate(data)
+    if where is not None:
+        raise Invalid(
+            "the request body is not valid text",
+            errors=(FieldError(where, "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)"),),
+        )
     return from_json(data, kind)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _lone_surrogate(data: Any) -> str | None:
+    """Where in ``data`` (JSON as parsed) a string holds a lone surrogate, which JSON's
+    \\u escapes can write but no store can keep; None when nowhere."""
+    stack: list[tuple[str, Any]] = [("body", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return where
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                inner = key if where == "body" else f"{where}.{key}"
+                stack += [(inner, key), (inner, item)]
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
+def whole_number(raw: str, name: str, expected: str) -> int:
+    """The query parameter ``name``, ``raw``, as a whole number: ASCII digits only (``int``
+    takes other scripts' digits too), and few enough for a 64-bit column."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_DIGITS:
+        raise Invalid(
+            f"the query parameter {name} is not valid", errors=(FieldError(name, expected),)
+        )
+    return int(raw)
 
 
 def _path_params(path: str) -> list[str]:

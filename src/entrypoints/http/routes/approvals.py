@@ -20,7 +20,7 @@ from domain.approvals import ApprovalStatus, Verdict
 from domain.errors import FieldError, Invalid
 from domain.services import approvals
 from domain.services.platform import Platform
-from entrypoints.http.api import Api, Call, QueryParam
+from entrypoints.http.api import Api, Call, QueryParam, whole_number
 
 V1 = "/api/v1"
 APPROVAL = f"{V1}/approvals/{{approval}}"
@@ -54,11 +54,9 @@ def register(api: Api, p: Platform) -> None:
             raise Invalid("unknown approval status", errors=(FieldError(
                 "status", f"expected some of: {', '.join(s.value for s in ApprovalStatus)}"),),
             ) from None
-        limit = q.get("limit") or "50"
-        if not str(limit).isdigit():
-            raise Invalid("the limit is not a number", errors=(FieldError("limit", "1 to 200"),))
+        limit = whole_number(q.get("limit") or "50", "limit", "1 to 200")
         page = await approvals.list_approvals(
-            p, call.caller, org_ref=q.get("org") or None, statuses=statuses, limit=int(limit),
+            p, call.caller, org_ref=q.get("org") or None, statuses=statuses, limit=limit,
             cursor=q.get("cursor") or None)
         return approval_page_out(page)
 

@@ -41,7 +41,7 @@ from domain.ports import Page
 from domain.services import audit, orgs, roles, tokens
 from domain.services.authorization import action_named, resource_named
 from domain.services.platform import Platform
-from entrypoints.http.api import Api, Call, QueryParam
+from entrypoints.http.api import Api, Call, QueryParam, whole_number
 
 V1 = "/api/v1"
 ORG = f"{V1}/orgs/{{org}}"
@@ -495,19 +495,17 @@ async def _audit_page(p: Platform, page: Page[AuditEvent]) -> AuditPage:
 
 
 def _audit_query(query: Mapping[str, str]) -> audit.Query:
-    limit = query.get("limit", "50")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-        raise Invalid(
-            "the limit is not valid",
-            errors=(FieldError("limit", "expected a whole number from 1 to 1000"),),
-        )
+    expected = "expected a whole number from 1 to 1000"
+    limit = whole_number(query.get("limit", "50"), "limit", expected)
+    if not 1 <= limit <= 1000:
+        raise Invalid("the limit is not valid", errors=(FieldError("limit", expected),))
     return audit.Query(
         actor=query.get("actor") or None,
         verb=query.get("verb") or None,
         resource_type=query.get("resource") or None,
         since=_time(query, "since"),
         until=_time(query, "until"),
-        limit=int(limit),
+        limit=limit,
         cursor=query.get("cursor") or None,
     )
 

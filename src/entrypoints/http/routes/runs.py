@@ -20,7 +20,7 @@ from domain.automations import RunStatus
 from domain.errors import FieldError, Invalid
 from domain.services import runs
 from domain.services.platform import Platform
-from entrypoints.http.api import Api, Call, QueryParam
+from entrypoints.http.api import Api, Call, QueryParam, whole_number
 
 V1 = "/api/v1"
 RUN = f"{V1}/runs/{{run}}"
@@ -144,11 +144,7 @@ def _int(query: Mapping[str, str], name: str, default: int) -> int:
     raw = query.get(name, "")
     if raw == "":
         return default
-    if not raw.isdigit():
-        raise Invalid(
-            f"{name} is not a number", errors=(FieldError(name, "expected a whole number"),)
-        )
-    return int(raw)
+    return whole_number(raw, name, "expected a whole number ≥ 0")
 
 
 def _time(query: Mapping[str, str], name: str) -> datetime | None:

@@ -24,7 +24,7 @@ from adapters.template_reader import read_template
 from domain.errors import FieldError, Invalid
 from domain.services import templates
 from domain.services.platform import Platform
-from entrypoints.http.api import Api, Call, QueryParam
+from entrypoints.http.api import Api, Call, QueryParam, whole_number
 
 V1 = "/api/v1"
 TEMPLATE = f"{V1}/templates/{{template}}"
@@ -195,8 +195,9 @@ def _org(query: Mapping[str, str]) -> str | None:
 def _version(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or int(raw) < 1:
+    version = whole_number(raw, "version", "expected 1 or more")
+    if version < 1:
         raise Invalid(
             "the version is not valid", errors=(FieldError("version", "expected 1 or more"),)
         )
-    return int(raw)
+    return version

@@ -12,7 +12,7 @@ from domain.errors import FieldError, Invalid
 from domain.services import webhooks
 from domain.services.platform import Platform
 from domain.webhooks import DeliveryStatus
-from entrypoints.http.api import Api, Call, QueryParam
+from entrypoints.http.api import Api, Call, QueryParam, whole_number
 
 DELIVERIES = "/api/v1/orgs/{org}/webhook-deliveries"
 DELIVERY = f"{DELIVERIES}/{{delivery}}"
@@ -32,10 +32,7 @@ def _status(raw: str) -> DeliveryStatus | None:
 def _limit(raw: str) -> int:
     if not raw:
         return 50
-    if not raw.isdigit():
-        raise Invalid("the limit is not a number",
-                      errors=(FieldError("limit", "expected a whole number from 1 to 1000"),))
-    return int(raw)
+    return whole_number(raw, "limit", "expected a whole number from 1 to 1000")
 
 
 def register(api: Api, p: Platform) -> None:

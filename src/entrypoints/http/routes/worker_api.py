@@ -33,7 +33,7 @@ from domain.services.dispatch import Dispatch, WorkerIdentity
 from domain.services.handover import claim_for_worker
 from domain.services.platform import Caller, Platform
 from domain.services.tokens import authenticate_token
-from entrypoints.http.api import Api, Authenticator, Call, QueryParam
+from entrypoints.http.api import Api, Authenticator, Call, QueryParam, bounded_body, whole_number
 
 V1 = "/api/v1/worker"
 RUN = f"{V1}/runs/{{run}}"
@@ -161,7 +161,7 @@ def register(api: Api, p: Platform, d: Dispatch, stopping: asyncio.Event) -> Non
     async def put_logs(call: Call) -> LogReply:
         offset = _int_param(call, "offset")
         token = _int_param(call, "fencingToken")
-        data = await _bounded_body(call.request)
+        data = await bounded_body(call.request, MAX_LOG_CHUNK, "the log chunk is too large")
         size, cancel = await dispatch.append_log(
             d, worker_of(call), call.path["run"], token, offset, data
         )
@@ -220,22 +220,7 @@ def _no_run(retry_after: int) -> Response:
 
 
 def _int_param(call: Call, name: str) -> int:
-    value = call.query.get(name, "")
-    if not value.isdigit():
-        raise Invalid(
-            f"the query parameter {name} is missing or not a whole number",
-            errors=(FieldError(name, "expected a whole number ≥ 0"),),
-        )
-    return int(value)
+    return whole_number(call.query.get(name, ""), name, "expected a whole number ≥ 0")
 
 
-async def _bounded_body(request: Request) -> bytes:
-    data = bytearray()
-    async for part in request.stream():
-        data += part
-        if len(data) > MAX_LOG_CHUNK:
-            raise Invalid(
-                "the log chunk is too large",
-                errors=(FieldError("body", f"at most {MAX_LOG_CHUNK} bytes per chunk"),),
-            )
-    return bytes(data)
+
