@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -75,6 +75,11 @@ def _parse_datetime(value: object) -> datetime:
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError("expected a time zone (for example 2026-01-01T00:00:00Z)")
+    try:
+        # Stores keep times in UTC, which must still fall in years 1 to 9999.
+        parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("expected a time whose UTC falls in years 1 to 9999") from None
     return parsed
 
 

@@ -242,14 +242,15 @@ def lease_expired(run: Run, at: datetime) -> bool:
     )
 
 
-def reclaim(run: Run, at: datetime) -> tuple[Run, RunEvent]:
-    """A run whose worker vanished or handed it back: cancelled when a cancel was asked for
-    (it must not run again), else back to the queue while attempts remain, else failed."""
+def reclaim(run: Run, at: datetime, why: str = "worker lost") -> tuple[Run, RunEvent]:
+    """A run whose worker vanished or handed it back (``why``): cancelled when a cancel was
+    asked for (it must not run again), else back to the queue while attempts remain, else
+    failed."""
     if run.cancel_requested:
         return transition(run, RunStatus.CANCELLED, at, cancel_reason(run, "its worker stopped"))
     if run.attempts < MAX_ATTEMPTS:
-        return transition(run, RunStatus.QUEUED, at, "worker lost; queued again")
-    return transition(run, RunStatus.FAILED, at, f"worker lost ({run.attempts} attempts)")
+        return transition(run, RunStatus.QUEUED, at, f"{why}; queued again")
+    return transition(run, RunStatus.FAILED, at, f"{why} ({run.attempts} attempts)")
 
 
 def request_cancel(

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from adapters.http.coordinator_client import HttpCoordinatorClient
+from adapters.http.schemas.worker import MAX_LABEL, MAX_LABELS, WORKER_LABELS_HEADER
 from adapters.memory.clock import FakeClock
 from adapters.memory.queue import InMemoryQueue
 from adapters.memory.runner import InMemoryRunner, Script
@@ -255,6 +256,90 @@ async def test_a_revoked_or_rotated_token_is_refused_at_its_next_request(stack: 
         )
         assert no_worker.status_code == 422
     await client.aclose()
+
+
+async def test_a_claim_held_by_a_revoked_token_takes_no_run(stack: Stack) -> None:
+    client = stack.client()
+    waiting = asyncio.create_task(client.claim(20))
+    await asyncio.sleep(0.3)
+    async with stack.p.uow() as uow:
+        token = await uow.tokens.get("tok-org-a")
+        await uow.tokens.update(attrs.evolve(token, revoked_at=stack.clock.now()))
+        await uow.commit()
+    run = await queue_run(stack)
+    with pytest.raises(Unauthenticated):
+        await asyncio.wait_for(waiting, 5)
+    assert (await stored(stack, run.id)).status is RunStatus.QUEUED
+    # Its message went back: a worker with a valid token of the org gets the run.
+    stack.tokens["org-a"] = await new_token(stack, "org-a")
+    other = stack.client(worker_id="w2")
+    claim = await other.claim(5)
+    assert claim is not None and claim.run.id == run.id and claim.fencing_token == 1
+    await asyncio.gather(client.aclose(), other.aclose())
+
+
+async def test_a_claim_whose_worker_went_away_takes_no_run(stack: Stack) -> None:
+    token_id, secret = stack.tokens["org-a"]
+    headers = [
+        (b"authorization", f"Bearer {secret}".encode()),
+        (b"x-opsicle-token-id", token_id.encode()),
+        (b"x-opsicle-worker-id", b"gone"),
+        (b"content-type", b"application/json"),
+    ]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/api/v1/worker/claim", "raw_path": b"/api/v1/worker/claim",
+        "query_string": b"", "root_path": "", "headers": headers,
+        "client": ("127.0.0.1", 50000), "server": ("coordinator", 80),
+    }  # fmt: skip
+    left = asyncio.Event()
+    messages = [{"type": "http.request", "body": b'{"wait": 20}', "more_body": False}]
+
+    async def receive() -> dict[str, object]:
+        if messages:
+            return messages.pop(0)
+        await left.wait()  # the worker hangs up, as a stopped worker's connection does
+        return {"type": "http.disconnect"}
+
+    answers: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        answers.append(message)
+
+    held = asyncio.create_task(stack.app(scope, receive, send))  # type: ignore[operator]
+    await asyncio.sleep(0.3)
+    left.set()
+    run = await queue_run(stack)
+    await asyncio.wait_for(held, 5)
+    assert answers[0]["status"] == 204
+    assert (await stored(stack, run.id)).status is RunStatus.QUEUED
+    async with stack.raw(worker_id="w2") as raw:
+        reply = await raw.post("/api/v1/worker/claim", json={"wait": 5})
+    assert reply.status_code == 200 and reply.json()["runId"] == run.id
+
+
+async def test_a_worker_gives_a_few_short_labels(stack: Stack) -> None:
+    many = ",".join(f"k{i}=v" for i in range(MAX_LABELS + 1))
+    long = f"zone={'a' * MAX_LABEL}"
+    async with stack.raw() as raw:
+        for labels, why in ((many, f"at most {MAX_LABELS}"), (long, "characters per k=v")):
+            reply = await raw.post(
+                "/api/v1/worker/claim", json={"wait": 0}, headers={WORKER_LABELS_HEADER: labels}
+            )
+            assert reply.status_code == 422 and why in reply.json()["errors"]["labels"]
+        fine = await raw.post(
+            "/api/v1/worker/claim", json={"wait": 0}, headers={WORKER_LABELS_HEADER: "zone=a"}
+        )
+        assert fine.status_code == 204
+
+
+async def new_token(s: Stack, org: str) -> tuple[str, str]:
+    secret = s.p.secrets.new_token()
+    token = WorkerToken(s.p.ids.new_id(), org, "worker-2", s.p.secrets.hash(secret), s.clock.now())
+    async with s.p.uow() as uow:
+        await uow.tokens.add(token)
+        await uow.commit()
+    return token.id, secret
 
 
 async def test_a_run_of_one_org_never_reaches_a_worker_of_another(stack: Stack) -> None:

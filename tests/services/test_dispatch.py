@@ -208,6 +208,7 @@ async def test_a_draining_worker_hands_its_run_back(d: Dispatch) -> None:
     assert lease is not None
     back = await dispatch.release(d, worker("w1"), run.id, lease.fencing_token)
     assert back.status is RunStatus.QUEUED
+    assert back.reason == "handed back by its worker; queued again"
     await dispatch.relay_outbox(d)
     again = await dispatch.claim_next(d, worker("w2"), 1)
     assert again is not None and again.fencing_token == 2

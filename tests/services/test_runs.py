@@ -304,8 +304,20 @@ async def test_logs_are_read_in_whole_lines_from_an_offset(p: Platform, d: Dispa
     assert small.data == lines[2]
     rest = await runs.read_logs(p, admin, run.id, small.next_offset)
     assert rest.data == "".join(lines[3:]) and rest.next_offset == len(blob)
+    # A line longer than the page comes whole, as the page's only line (its characters
+    # are never cut in two), and the next page starts after it.
+    long = json.dumps({"t": "2026-01-01T00:00:09Z", "p": "greet", "s": "stdout",
+                       "m": "é" * 40_000}, ensure_ascii=False) + "\n"  # fmt: skip
+    after = lines[0]
+    await dispatch.append_log(
+        d, worker, run.id, lease.fencing_token, len(blob), (long + after).encode()
+    )
+    whole = await runs.read_logs(p, admin, run.id, len(blob), limit=1000)
+    assert whole.data == long and whole.next_offset == len(blob) + len(long.encode())
+    assert (await runs.read_logs(p, admin, run.id, whole.next_offset)).data == after
+    blob += (long + after).encode()
     await dispatch.complete(d, worker, run.id, lease.fencing_token, RunStatus.SUCCEEDED)
-    end = await runs.read_logs(p, admin, run.id, rest.next_offset)
+    end = await runs.read_logs(p, admin, run.id, len(blob))
     assert end.data == "" and end.ended and end.status is RunStatus.SUCCEEDED
     with pytest.raises(Invalid):
         await runs.read_logs(p, admin, run.id, -1)

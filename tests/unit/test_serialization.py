@@ -61,6 +61,14 @@ def test_keys_are_camel_case_on_the_wire() -> None:
                 "inner.colour": "expected one of: red, blue",
             },
         ),
+        (
+            {"displayName": "x", "inner": {"when": "9999-12-31T23:59:59-23:59"}},
+            {"inner.when": "expected a time whose UTC falls in years 1 to 9999"},
+        ),
+        (
+            {"displayName": "x", "retryCount": 2**63},
+            {"retryCount": "expected a whole number from -2^63 to 2^63-1"},
+        ),
         ([1, 2], {"body": "expected a JSON object"}),
     ],
 )
@@ -73,7 +81,7 @@ def test_every_problem_names_its_field(body: object, errors: dict[str, str]) -> 
 values = st.builds(
     Outer,
     display_name=st.text(),
-    retry_count=st.integers(),
+    retry_count=st.integers(min_value=-(2**63), max_value=2**63 - 1),
     ratio=st.floats(allow_nan=False, allow_infinity=False),
     enabled=st.booleans(),
     tags=st.lists(st.text()).map(tuple),

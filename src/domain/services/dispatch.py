@@ -9,7 +9,7 @@ write to it. A run is announced through the outbox in the transaction that queue
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import attrs
@@ -129,14 +129,19 @@ async def relay_outbox(d: Dispatch, limit: int = 100) -> int:
 
 
 async def claim_next(
-    d: Dispatch, worker: WorkerIdentity, wait_seconds: float, busy: int = 0
+    d: Dispatch,
+    worker: WorkerIdentity,
+    wait_seconds: float,
+    busy: int = 0,
+    wanted: Callable[[], Awaitable[bool]] | None = None,
 ) -> Lease | None:
     """Hold the next queued run of the worker's org, waiting up to ``wait_seconds``.
 
     The worker's registry entry is written by every call: in the claim's own transaction when
     a run is ready at once, else before the wait. Where the store keeps the run queues, a
     ready message is taken and its run claimed in one transaction; the queue is pulled only
-    to wait for one.
+    to wait for one. A run that arrives after a wait is claimed only if ``wanted`` still
+    says so (the claimer may have gone meanwhile); if not, its message goes back at once.
     """
     topic = run_topic(worker.org_id)
     queue = d.queues(topic)
@@ -157,6 +162,9 @@ async def claim_next(
                 deadline = d.clock.monotonic() + max(0.0, wait_seconds)
             delivery = await queue.pull(max(0.0, deadline - d.clock.monotonic()))
             if delivery is None:
+                return None
+            if wanted is not None and not await wanted():
+                await delivery.nak()
                 return None
         lease = await _take(d, worker, delivery.message.body, busy)
         # Acked whatever happened: a run that was not queued any more needs no delivery.
@@ -327,7 +335,7 @@ async def release(d: Dispatch, worker: WorkerIdentity, run_id: str, fencing_toke
     now = d.clock.now()
     async with d.uow() as uow:
         run = await _held(uow, worker, run_id, fencing_token)
-        back, _ = reclaim(run, now)
+        back, _ = reclaim(run, now, "handed back by its worker")
         await uow.runs.update(back, expected=RunStatus.RUNNING, expected_attempts=fencing_token)
         if back.status is RunStatus.QUEUED:
             await announce(uow, d.ids, back, now)

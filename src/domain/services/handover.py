@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import attrs
 
@@ -68,7 +68,12 @@ MISSING_GRANT = "the run needed approval but carries no approval grant: refused 
 
 
 async def claim_for_worker(
-    d: Dispatch, sealer: Sealer, worker: WorkerIdentity, wait_seconds: float, busy: int = 0
+    d: Dispatch,
+    sealer: Sealer,
+    worker: WorkerIdentity,
+    wait_seconds: float,
+    busy: int = 0,
+    wanted: Callable[[], Awaitable[bool]] | None = None,
 ) -> Handover | None:
     """The next run of the worker's org, ready to execute, or None after ``wait_seconds``.
 
@@ -79,7 +84,7 @@ async def claim_for_worker(
     deadline = d.clock.monotonic() + max(0.0, wait_seconds)
     while True:
         remaining = deadline - d.clock.monotonic()
-        lease = await dispatch.claim_next(d, worker, max(remaining, 0.0), busy)
+        lease = await dispatch.claim_next(d, worker, max(remaining, 0.0), busy, wanted)
         if lease is None:
             return None
         try:

@@ -35,6 +35,9 @@ from domain.variables import Redactor, resolve
 
 MAX_LOG_PAGE = 256 * 1024
 DEFAULT_LOG_PAGE = 64 * 1024
+# The longest log line a page returns whole; a worker's lines are far shorter (64 KiB of
+# output, at most six bytes each once escaped as JSON).
+MAX_LOG_LINE = 1 << 20
 MAX_RUN_PAGE = 200
 # A run's comment and a cancel's reason, in characters.
 MAX_COMMENT = 1000
@@ -353,9 +356,17 @@ async def read_logs(
     size = await p.logs.size(run_id)
     data = await p.logs.read(run_id, offset, limit) if offset < size else b""
     cut = data.rfind(b"\n")
+    while cut < 0 and len(data) >= limit and len(data) < MAX_LOG_LINE:
+        # A line longer than the page (a long line of output, escaped as JSON): read on to
+        # its end, so that it comes whole, as the page's only line.
+        more = await p.logs.read(run_id, offset + len(data), limit)
+        if not more:
+            break
+        data += more
+        cut = data.find(b"\n")
     if cut >= 0:
         data = data[: cut + 1]
-    elif len(data) < limit and not run.status.terminal:
+    elif not run.status.terminal and len(data) < MAX_LOG_LINE:
         data = b""  # a partial last line of a live run: wait until it is whole
     return LogPage(
         run_id=run.id,

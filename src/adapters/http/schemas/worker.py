@@ -18,6 +18,9 @@ MAX_CLAIM_WAIT = 30.0
 WORKER_NAME_HEADER = "x-opsicle-worker-name"
 WORKER_VERSION_HEADER = "x-opsicle-worker-version"
 WORKER_LABELS_HEADER = "x-opsicle-worker-labels"
+# A worker's labels are for people and for routing: a few short ones.
+MAX_LABELS = 32
+MAX_LABEL = 256
 
 
 @attrs.frozen
@@ -34,7 +37,8 @@ def format_labels(labels: dict[str, str]) -> str:
 
 
 def parse_labels(text: str) -> dict[str, str]:
-    """``k=v,k2=v2``; raises ``Invalid`` naming the first entry that is not key=value."""
+    """``k=v,k2=v2``; raises ``Invalid`` naming the first entry that is not key=value, or
+    when there are more than ``MAX_LABELS`` or one is longer than ``MAX_LABEL`` characters."""
     labels: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
@@ -43,7 +47,17 @@ def parse_labels(text: str) -> dict[str, str]:
                 f"label {part!r} is not key=value",
                 errors=(FieldError("labels", f"expected k=v,k2=v2; got '{part}'"),),
             )
+        if len(part) > MAX_LABEL:
+            raise Invalid(
+                f"label {key.strip()!r} is too long",
+                errors=(FieldError("labels", f"at most {MAX_LABEL} characters per k=v"),),
+            )
         labels[key.strip()] = value.strip()
+    if len(labels) > MAX_LABELS:
+        raise Invalid(
+            "a worker has too many labels",
+            errors=(FieldError("labels", f"at most {MAX_LABELS}"),),
+        )
     return labels
 
 

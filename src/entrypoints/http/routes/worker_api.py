@@ -57,6 +57,7 @@ def worker_authenticator(p: Platform) -> Authenticator:
                 code="token_invalid",
             )
         view = await authenticate_token(p, token_id, secret.strip())
+        request.state.secret = secret.strip()
         worker_id = request.headers.get(WORKER_ID_HEADER, "").strip()
         if not _WORKER_ID.match(worker_id):
             raise Invalid(
@@ -103,11 +104,35 @@ def register(api: Api, p: Platform, d: Dispatch, stopping: asyncio.Event) -> Non
         wait = min(max(body.wait, 0.0), MAX_CLAIM_WAIT)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        # Why a run that came during the wait was not taken: the worker went away (None) or
+        # its token was revoked or rotated meanwhile (the error).
+        gone: list[Unauthenticated | None] = []
+
+        async def wanted() -> bool:
+            if await call.request.is_disconnected():
+                gone.append(None)
+                return False
+            try:
+                await authenticate_token(p, worker.token_id, call.request.state.secret)
+            except Unauthenticated as exc:
+                gone.append(exc)
+                return False
+            return True
+
         while not stopping.is_set():
             remaining = deadline - loop.time()
             handover = await claim_for_worker(
-                d, p.sealer, worker, min(max(remaining, 0.0), CLAIM_SLICE_SECONDS), body.busy
+                d,
+                p.sealer,
+                worker,
+                min(max(remaining, 0.0), CLAIM_SLICE_SECONDS),
+                max(body.busy, 0),
+                wanted,
             )
+            if gone:
+                if gone[0] is not None:
+                    raise gone[0]
+                return _no_run(0)
             if handover is not None:
                 run = handover.lease.run
                 return ClaimedRun(
