@@ -13,6 +13,16 @@ from domain.errors import FieldError, Invalid
 from domain.resources import Kind, Resource, parse_resource, to_data
 
 Position = tuple[int, int]
+# Far beyond any real runbook; they bound the work an alias-laden or deeply nested text causes.
+MAX_DEPTH = 100
+MAX_VALUES = 100_000
+MAX_PATH_CHARS = 10_000_000
+_SCALAR_KINDS = {
+    "timestamp": "date or time",
+    "int": "whole number",
+    "float": "number",
+    "bool": "boolean",
+}
 
 
 @attrs.frozen
@@ -25,36 +35,126 @@ class Document:
     text: str
 
 
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing nodes nested deeper than ``MAX_DEPTH``."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.depth >= MAX_DEPTH and parent is not None:
+            raise yaml.composer.ComposerError(
+                None, None, f"nests deeper than {MAX_DEPTH} levels", parent.start_mark
+            )
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 class _Builder:
-    """Turns a composed YAML node tree into plain data, remembering each field's position."""
+    """Turns a composed YAML node tree into plain data, remembering each field's position.
+
+    ``build`` raises ``Invalid`` for a scalar its tag cannot make (``2024-13-45``), for a
+    document of more than ``MAX_VALUES`` values once its aliases are expanded, and for one
+    whose field paths (long keys, deep nesting) add up to more than ``MAX_PATH_CHARS``.
+    """
 
     def __init__(self, loader: yaml.SafeLoader) -> None:
         self.loader = loader
         self.positions: dict[str, Position] = {}
         self.errors: list[FieldError] = []
+        self.merged: dict[yaml.MappingNode, int] = {}
+        self.values = 0
+        self.path_chars = 0
+
+    def build_document(self, node: yaml.Node) -> Any:
+        try:
+            return self.build(node, "")
+        except RecursionError:
+            # Nesting is bounded while composing, so only an alias inside itself gets here.
+            raise Invalid(
+                "the document refers to itself",
+                errors=(FieldError("", "an alias refers to a mapping or list it is inside"),),
+            ) from None
 
     def build(self, node: yaml.Node, path: str) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise Invalid(
+                "the document is too big",
+                errors=(
+                    FieldError(
+                        "",
+                        f"has more than {MAX_VALUES} values once its aliases are expanded",
+                    ),
+                ),
+            )
         if isinstance(node, yaml.MappingNode):
-            self.loader.flatten_mapping(node)
+            merged = self.flatten(node)
             out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = self.loader.construct_object(key_node, deep=True)
+            own: set[Any] = set()
+            for i, (key_node, value_node) in enumerate(node.value):
+                key = self.build(key_node, path)
                 child = f"{path}.{key}" if path else str(key)
                 if isinstance(key, list | dict):
                     key = str(key)
-                self.positions[child] = _position(key_node)
-                if key in out:
+                self.place(child, key_node)
+                if key in own:
                     self.errors.append(FieldError(child, "appears twice in the same mapping"))
+                if i >= merged:
+                    own.add(key)
                 out[key] = self.build(value_node, child)
             return out
         if isinstance(node, yaml.SequenceNode):
             items = []
             for i, item in enumerate(node.value):
                 child = f"{path}[{i}]"
-                self.positions[child] = _position(item)
+                self.place(child, item)
                 items.append(self.build(item, child))
             return items
-        return self.loader.construct_object(node, deep=True)
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (ValueError, LookupError, AttributeError):  # e.g. !!bool 2, !!timestamp x
+            kind = node.tag.rpartition(":")[2]
+            shown = node.value if len(node.value) <= 40 else node.value[:37] + "..."
+            raise Invalid(
+                "a value is not valid",
+                errors=(
+                    FieldError(
+                        path,
+                        f"'{shown}' is not a valid {_SCALAR_KINDS.get(kind, kind)}; "
+                        "quote it if it is text",
+                    ),
+                ),
+            ) from None
+
+    def place(self, path: str, node: yaml.Node) -> None:
+        self.path_chars += len(path)
+        if self.path_chars > MAX_PATH_CHARS:
+            raise Invalid(
+                "the document is too big",
+                errors=(
+                    FieldError(
+                        "",
+                        f"is too big to read: the paths of its fields add up to more than "
+                        f"{MAX_PATH_CHARS} characters",
+                    ),
+                ),
+            )
+        self.positions[path] = _position(node)
+
+    def flatten(self, node: yaml.MappingNode) -> int:
+        """Put the pairs of ``<<`` merge keys first in ``node``; how many pairs they are.
+
+        The mapping's own keys override merged ones. An alias brings the same node again,
+        already flattened, so the count is kept.
+        """
+        if node not in self.merged:
+            own = sum(1 for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge")
+            self.loader.flatten_mapping(node)
+            self.merged[node] = len(node.value) - own
+        return self.merged[node]
 
     def locate(self, field: str) -> Position | None:
         """The position of ``field``, or of its nearest ancestor that exists in the file."""
@@ -79,7 +179,7 @@ def parse_text(
     errors: list[FieldError] = []
     index = 0
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         raise Invalid(
@@ -96,10 +196,10 @@ def parse_text(
             if node is None:
                 continue
             builder = _Builder(loader)
-            data = builder.build(node, "")
             start = node.start_mark.line + 1
             prefix = f"document {index + 1}: " if index else ""
             try:
+                data = builder.build_document(node)
                 if builder.errors:
                     raise Invalid("duplicate keys", errors=tuple(builder.errors))
                 resource = parse_resource(data, expected=expected)

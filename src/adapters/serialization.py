@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import typing
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeVar
@@ -129,6 +130,8 @@ def _describe(exc: BaseException, kind: type | None) -> str:
         return f"unknown field: {', '.join(sorted(exc.extra_fields))}"
     if isinstance(exc, ValueError) and str(exc).startswith("expected"):
         return str(exc)
+    if dict in (kind, typing.get_origin(kind)):
+        return "expected a JSON object"
     if isinstance(exc, ValueError | TypeError) and kind is not None:
         if isinstance(kind, type) and issubclass(kind, Enum):
             return f"expected one of: {', '.join(str(m.value) for m in kind)}"

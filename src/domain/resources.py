@@ -6,8 +6,10 @@ reports every problem with the dotted path of the field, so the adapter can add 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import ipaddress
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
@@ -22,6 +24,8 @@ API_VERSION = "v1"
 DEFAULT_PHASE_TIMEOUT = 60
 MAX_PHASE_TIMEOUT = 7 * 24 * 3600
 DESCRIPTION_LABEL = "opsicle.io/description"
+# A value becomes one environment string of a phase, which Linux caps at 128 KiB with its name.
+MAX_VALUE_BYTES = 64 * 1024
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?$", re.IGNORECASE)
 _VARIABLE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
@@ -447,15 +451,18 @@ def _describe(value: object) -> str:
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, int | float):
-        return f"a number ({value})"
+        return f"a number ({_shorten(str(value))})"
     if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        return f"a string ('{shown}')"
+        return f"a string ('{_shorten(value)}')"
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, list):
         return "a list"
     return type(value).__name__
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_resource(data: object, *, expected: Sequence[Kind] = ()) -> Resource:
@@ -475,7 +482,7 @@ def parse_resource(data: object, *, expected: Sequence[Kind] = ()) -> Resource:
     kind: Kind | None = None
     if raw_kind is None:
         r.fail("type", f"is required; expected one of: {kinds}")
-    elif raw_kind not in {k.value for k in Kind}:
+    elif not isinstance(raw_kind, str) or raw_kind not in {k.value for k in Kind}:
         r.fail(kind_key, f"expected one of: {kinds}; got {_describe(raw_kind)}")
     else:
         kind = Kind(raw_kind)
@@ -616,8 +623,17 @@ def _variables(r: _Reader, data: Mapping[str, Any], path: str) -> tuple[Variable
     return variables
 
 
+class ValueTooLong(ValueError):
+    """A value bigger than a phase's environment takes; the message never shows the value."""
+
+
 def coerce_value(vtype: VariableType, value: object) -> VariableValue:
     """Turn a YAML value or command-line text into the variable's type, or raise ValueError."""
+    if isinstance(value, str) and len(value.encode()) > MAX_VALUE_BYTES:
+        raise ValueTooLong(
+            f"is too long ({len(value.encode())} bytes as UTF-8); "
+            f"at most {MAX_VALUE_BYTES} bytes (64 KiB) fit in a phase's environment"
+        )
     if vtype is VariableType.STRING:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             return str(value)
@@ -636,19 +652,20 @@ def coerce_value(vtype: VariableType, value: object) -> VariableValue:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-            return int(value)
+            with contextlib.suppress(ValueError):  # more digits than Python converts
+                return int(value)
         raise ValueError(f"expected a whole number, got {_describe(value)}")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            pass
-        else:
-            if number == number and number not in (float("inf"), float("-inf")):
-                return number
-    raise ValueError(f"expected a number, got {_describe(value)}")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a number, got {_describe(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # a whole number beyond any float
+        number = math.inf
+    except ValueError:
+        raise ValueError(f"expected a number, got {_describe(value)}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {_describe(value)}")
+    return number
 
 
 _TRUTHY = frozenset({"true", "yes", "on", "1"})

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 from domain.errors import FieldError, Invalid
-from domain.resources import Variable, VariableValue, coerce_value
+from domain.resources import ValueTooLong, Variable, VariableValue, coerce_value
 
 MASK = "***"
 
@@ -35,7 +35,8 @@ def resolve(declared: Iterable[Variable], given: Mapping[str, object]) -> dict[s
                 values[var.id] = coerce_value(var.type, given[var.id])
             except ValueError as exc:
                 # A secret's value must not reach the error message either.
-                message = f"expected a {var.type.value} value" if var.secret else str(exc)
+                hidden = var.secret and not isinstance(exc, ValueTooLong)
+                message = f"expected a {var.type.value} value" if hidden else str(exc)
                 errors.append(FieldError(field=f"variables.{var.id}", message=message))
         elif var.default is not None:
             values[var.id] = var.default

@@ -44,6 +44,7 @@ EXIT_FOR_STATUS = {
 
 
 def parse_vars(pairs: list[str]) -> dict[str, str]:
+    """The --var key=value pairs; a key given twice is an error, not a silent last-one-wins."""
     given: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -51,6 +52,11 @@ def parse_vars(pairs: list[str]) -> dict[str, str]:
             raise Invalid(
                 f"--var {pair!r} is not key=value",
                 errors=(FieldError("--var", f"expected key=value, got '{pair}'"),),
+            )
+        if key.strip() in given:
+            raise Invalid(
+                f"--var {key.strip()} is given more than once",
+                errors=(FieldError("--var", f"'{key.strip()}' is given more than once"),),
             )
         given[key.strip()] = value
     return given

@@ -244,6 +244,11 @@ def test_errors_name_file_line_field_and_expectation() -> None:
             "x.yaml:7:29: spec.telegram.authorizedResponders[0].userId: "
             "Telegram user ids are numbers",
         ),
+        (
+            "apiVersion: v1\ntype: [a]\nmetadata: {name: a}\nspec: {}\n",
+            "x.yaml:2:1: type: expected one of: Automation, AutomationTemplate, ApprovalPolicy, "
+            "ApprovalRequest; got a list",
+        ),
     ],
 )
 def test_rejections_point_at_the_line(source: str, expected: str) -> None:
@@ -297,3 +302,141 @@ spec:
     assert template.approval_policy == ApprovalPolicyChoice(policy_ref="tg-one")
     assert request.kind is Kind.APPROVAL_REQUEST
     assert parse_text(dump(request))[0].resource == request
+
+
+TEMPLATE = """\
+apiVersion: v1
+type: AutomationTemplate
+metadata: {{name: {name}}}
+spec:
+  variables:
+    - {{id: a, type: {type}, default: {default}}}
+  template: {{phases: [{{name: a, image: b, commands: [c]}}]}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "vtype", "default", "expected"),
+    [
+        (
+            "a",
+            "string",
+            "2024-13-45",
+            "x.yaml:6:29: spec.variables[0].default: '2024-13-45' is not a valid date or time; "
+            "quote it if it is text",
+        ),
+        (
+            "2024-02-30",
+            "string",
+            "x",
+            "x.yaml:3:12: metadata.name: '2024-02-30' is not a valid date or time",
+        ),
+        (
+            "a",
+            "string",
+            "2024-01-01 25:00:00",
+            "x.yaml:6:29: spec.variables[0].default: '2024-01-01 25:00:00' is not a valid date",
+        ),
+        (
+            "a",
+            "float",
+            "!!float abc",
+            "x.yaml:6:28: spec.variables[0].default: 'abc' is not a valid number",
+        ),
+        (
+            "a",
+            "number",
+            "!!int 0x",
+            "x.yaml:6:29: spec.variables[0].default: '0x' is not a valid whole number",
+        ),
+        (
+            "a",
+            "number",
+            "1" * 5000,
+            "x.yaml:6:29: spec.variables[0].default: '1111111111111111111111111111111111111...' "
+            "is not a valid whole number",
+        ),
+        (
+            "a",
+            "float",
+            ".inf",
+            "x.yaml:6:28: spec.variables[0].default: expected a finite number, got a number (inf)",
+        ),
+        ("a", "float", "-.inf", "x.yaml:6:28: spec.variables[0].default: expected a finite"),
+        ("a", "float", ".nan", "x.yaml:6:28: spec.variables[0].default: expected a finite"),
+        ("a", "float", "1" * 400, "x.yaml:6:28: spec.variables[0].default: expected a finite"),
+        (
+            "a",
+            "string",
+            "x" * 70_000,
+            "x.yaml:6:29: spec.variables[0].default: is too long (70000 bytes as UTF-8); "
+            "at most 65536 bytes (64 KiB) fit in a phase's environment",
+        ),
+    ],
+)
+def test_scalars_that_cannot_be_read_are_located(
+    name: str, vtype: str, default: str, expected: str
+) -> None:
+    source = TEMPLATE.format(name=name, type=vtype, default=default)
+    with pytest.raises(Invalid) as info:
+        parse_text(source, "x.yaml")
+    assert any(line.startswith(expected) for line in str(info.value).splitlines()), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("a: &x [*x]\n", "x.yaml:1:1: an alias refers to a mapping or list it is inside"),
+        ("&x {a: *x}\n", "x.yaml:1:1: an alias refers to a mapping or list it is inside"),
+        ("a: &x {b: &y {<<: *x}, <<: *y}\n", "x.yaml:1:1: an alias refers to a mapping or list"),
+        ("[" * 3000, "x.yaml:1:100: not valid YAML: nests deeper than 100 levels"),
+        ("? !!set {a}\n: 1\n", "x.yaml:1:3: {'a': None}: unknown field"),
+    ],
+)
+def test_endless_or_deep_documents_are_refused(source: str, expected: str) -> None:
+    with pytest.raises(Invalid) as info:
+        parse_text(source, "x.yaml")
+    assert any(line.startswith(expected) for line in str(info.value).splitlines()), str(info.value)
+
+
+def test_a_document_that_expands_without_bound_is_refused() -> None:
+    # Six levels of ten aliases each: a million values from a few hundred bytes.
+    source = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 7)
+    )
+    with pytest.raises(Invalid) as info:
+        parse_text(source, "lol.yaml")
+    assert str(info.value) == (
+        "lol.yaml:1:1: has more than 100000 values once its aliases are expanded"
+    )
+
+
+def test_anchors_aliases_and_merge_keys_still_work() -> None:
+    source = """\
+apiVersion: v1
+type: Automation
+metadata: {name: a}
+spec:
+  phases:
+    - &base {name: one, image: busybox, commands: &cmds [echo hi], timeout: 5}
+    - {<<: *base, name: two}
+    - {name: three, image: busybox, commands: *cmds}
+"""
+    [doc] = parse_text(source)
+    assert isinstance(doc.resource, Automation)
+    assert doc.resource.spec.phases == (
+        Phase("one", "busybox", ("echo hi",), 5),
+        Phase("two", "busybox", ("echo hi",), 5),
+        Phase("three", "busybox", ("echo hi",)),
+    )
+
+
+def test_a_long_key_over_many_values_is_refused() -> None:
+    # Every value's path repeats the key: 100 KB times 200 values would be 20 MB of paths.
+    source = "? " + "k" * 100_000 + "\n: [" + "1, " * 200 + "]\n"
+    with pytest.raises(Invalid) as info:
+        parse_text(source, "keys.yaml")
+    assert str(info.value) == (
+        "keys.yaml:1:1: is too big to read: the paths of its fields add up to more than "
+        "10000000 characters"
+    )

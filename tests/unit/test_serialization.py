@@ -69,6 +69,7 @@ def test_keys_are_camel_case_on_the_wire() -> None:
             {"displayName": "x", "retryCount": 2**63},
             {"retryCount": "expected a whole number from -2^63 to 2^63-1"},
         ),
+        ({"displayName": "x", "labels": [1, 2]}, {"labels": "expected a JSON object"}),
         ([1, 2], {"body": "expected a JSON object"}),
     ],
 )

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.errors import Invalid
-from domain.resources import Variable, VariableType, coerce_value, env_name
+from domain.resources import MAX_VALUE_BYTES, Variable, VariableType, coerce_value, env_name
 from domain.variables import MASK, Redactor, environment, missing_required, resolve
 
 DECLARED = (
@@ -93,6 +93,11 @@ def test_coercion(vtype: VariableType, raw: object, expected: object) -> None:
         (VariableType.NUMBER, True),
         (VariableType.FLOAT, "nan"),
         (VariableType.FLOAT, "inf"),
+        (VariableType.FLOAT, float("nan")),
+        (VariableType.FLOAT, float("-inf")),
+        pytest.param(VariableType.FLOAT, 10**400, id="float-beyond-any-float"),
+        (VariableType.FLOAT, True),
+        (VariableType.NUMBER, float("inf")),
         (VariableType.STRING, [1]),
     ],
 )
@@ -107,3 +112,32 @@ def test_a_mistyped_secret_is_not_echoed_in_the_error() -> None:
         resolve((pin,), {"pin": "12ab-secret"})
     assert "12ab-secret" not in str(info.value)
     assert info.value.field_map() == {"variables.pin": "expected a number value"}
+
+
+def test_non_finite_floats_are_refused_by_name() -> None:
+    with pytest.raises(Invalid) as info:
+        resolve(DECLARED, {"target-host": "h", "ratio": float("nan")})
+    assert info.value.field_map() == {
+        "variables.ratio": "expected a finite number, got a number (nan)"
+    }
+
+
+def test_a_number_with_too_many_digits_is_named() -> None:
+    with pytest.raises(Invalid) as info:
+        resolve(DECLARED, {"target-host": "h", "retries": "1" * 5000})
+    assert info.value.field_map() == {
+        "variables.retries": "expected a whole number, got a string "
+        "('1111111111111111111111111111111111111...')"
+    }
+
+
+def test_values_must_fit_in_a_phase_environment() -> None:
+    assert coerce_value(VariableType.STRING, "é" * (MAX_VALUE_BYTES // 2)) == "é" * 32768
+    with pytest.raises(Invalid) as info:
+        resolve(DECLARED, {"target-host": "x" * 200_000, "api-token": "é" * 40_000})
+    too_long = "is too long ({} bytes as UTF-8); at most 65536 bytes (64 KiB) fit in a phase's "
+    assert info.value.field_map() == {
+        "variables.target-host": too_long.format(200_000) + "environment",
+        # A secret's size is no secret; its value still is not shown.
+        "variables.api-token": too_long.format(80_000) + "environment",
+    }
