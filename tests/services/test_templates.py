@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from adapters.memory.clock import FakeClock
@@ -12,7 +14,7 @@ from domain.errors import Conflict, Forbidden, Invalid, NotFound
 from domain.orgs import MemberType
 from domain.permissions import Action, Grant, Resource
 from domain.services import orgs, roles, templates
-from domain.services.platform import Caller, Platform
+from domain.services.platform import PARSE_INLINE_CHARS, Caller, Platform, parse
 from domain.templates import ALL_TEMPLATE_RIGHTS, TemplateRight
 from entrypoints.bootstrap import memory_platform
 from tests.services.org_support import make_user, unique_code
@@ -290,3 +292,15 @@ def test_rights_are_named() -> None:
         "delete",
         "invite",
     ]
+
+
+async def test_a_long_text_is_parsed_off_the_event_loop() -> None:
+    threads: list[int] = []
+
+    def read(text: str, source: str) -> int:
+        threads.append(threading.get_ident())
+        return len(text)
+
+    assert await parse(read, "x" * PARSE_INLINE_CHARS, "short") == PARSE_INLINE_CHARS
+    assert await parse(read, "x" * (PARSE_INLINE_CHARS + 1), "long") == PARSE_INLINE_CHARS + 1
+    assert threads[0] == threading.get_ident() != threads[1]

@@ -42,7 +42,7 @@ from domain.services.authorization import (
     user_of,
 )
 from domain.services.dispatch import announce
-from domain.services.platform import Caller, Platform, record
+from domain.services.platform import Caller, Platform, parse, record
 from domain.services.webhooks import seal_secrets, stage_deliveries
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ async def create_policy(
 ) -> StoredPolicy:
     """Store an ApprovalPolicy in the org (needs org_config:create); names are unique."""
     user_id = user_of(caller)
-    policy = read(text, source)
+    policy = await parse(read, text, source)
     policy = attrs.evolve(policy, spec=seal_secrets(p.sealer, policy.spec, source=source))
     now = p.clock.now()
     async with unit_of_work(p) as uow:
@@ -130,7 +130,7 @@ async def update_policy(
 ) -> StoredPolicy:
     """Replace a policy's content (requests already made keep the policy they were made
     under); needs org_config:update."""
-    policy = read(text, source)
+    policy = await parse(read, text, source)
     async with unit_of_work(p) as uow:
         access = await authorize(
             p, uow, caller, org_ref, Action.UPDATE, Resource.ORG_CONFIG, verb="policy.update"

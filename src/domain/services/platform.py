@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 import attrs
 
@@ -71,6 +73,19 @@ class Platform:
     # Told, after the commit, of a running run whose cancel was asked for: a worker in this
     # process may learn it at once instead of at its next heartbeat.
     on_cancel_asked: Callable[[Run], None] | None = None
+
+
+T = TypeVar("T")
+# Texts longer than this (in characters) are parsed on a thread; see ``parse``.
+PARSE_INLINE_CHARS = 64 * 1024
+
+
+async def parse(read: Callable[[str, str], T], text: str, source: str) -> T:
+    """``read(text, source)``: a long text on a thread, since parsing a large YAML document
+    takes a second or more that the event loop would otherwise not serve anyone else."""
+    if len(text) <= PARSE_INLINE_CHARS:
+        return read(text, source)
+    return await asyncio.to_thread(read, text, source)
 
 
 @attrs.frozen

@@ -28,7 +28,7 @@ from domain.services.authorization import (
     user_of,
 )
 from domain.services.dispatch import announce
-from domain.services.platform import Caller, Platform, record
+from domain.services.platform import Caller, Platform, parse, record
 from domain.services.templates import TemplateReader, hidden, resolve_template
 from domain.templates import TemplateRight
 from domain.variables import Redactor, resolve
@@ -121,7 +121,7 @@ async def create_run(
                 errors=(FieldError("org", "an org template runs in its own org"),),
             )
         version = await uow.templates.version(template.id, template.default_version)
-        resource = read(version.content, f"{template.name} v{version.version}")
+        resource = await parse(read, version.content, f"{template.name} v{version.version}")
         policy = await policy_for(uow, access.org.id, resource)
         values = resolve(resource.variables, dict(variables or {}))
         redactor = Redactor.for_values(resource.variables, values)

@@ -24,7 +24,7 @@ from domain.services.authorization import (
     unit_of_work,
     user_of,
 )
-from domain.services.platform import Caller, Platform, record
+from domain.services.platform import Caller, Platform, parse, record
 from domain.templates import (
     ALL_TEMPLATE_RIGHTS,
     Template,
@@ -236,7 +236,7 @@ async def submit_template(
     """
     user_id = user_of(caller)
     check_size(text, source)
-    resource = read(text, source)
+    resource = await parse(read, text, source)
     name = resource.metadata.name
     now = p.clock.now()
     async with unit_of_work(p) as uow:
