@@ -26,6 +26,7 @@ from domain.services.platform import Platform
 from domain.tokens import WorkerToken
 from entrypoints.bootstrap import Coordination, coordination, memory_platform
 from entrypoints.http.coordinator import create_app
+from entrypoints.http.routes import worker_api
 from entrypoints.worker import PullWorker, WorkerOptions
 
 BASE = "http://coordinator"
@@ -276,6 +277,23 @@ async def test_a_claim_held_by_a_revoked_token_takes_no_run(stack: Stack) -> Non
     claim = await other.claim(5)
     assert claim is not None and claim.run.id == run.id and claim.fencing_token == 1
     await asyncio.gather(client.aclose(), other.aclose())
+
+
+async def test_a_held_claim_hears_of_its_revoked_token_between_slices(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_api, "CLAIM_SLICE_SECONDS", 0.2)
+    client = stack.client()
+    waiting = asyncio.create_task(client.claim(20))
+    await asyncio.sleep(0.1)
+    async with stack.p.uow() as uow:
+        token = await uow.tokens.get("tok-org-a")
+        await uow.tokens.update(attrs.evolve(token, revoked_at=stack.clock.now()))
+        await uow.commit()
+    # No run comes: the claim ends at the next slice, long before its 20 s are up.
+    with pytest.raises(Unauthenticated):
+        await asyncio.wait_for(waiting, 5)
+    await client.aclose()
 
 
 async def test_a_claim_whose_worker_went_away_takes_no_run(stack: Stack) -> None:

@@ -129,6 +129,9 @@ def register(api: Api, p: Platform, d: Dispatch, stopping: asyncio.Event) -> Non
                 max(body.busy, 0),
                 wanted,
             )
+            if handover is None and loop.time() < deadline:
+                # Between slices too: the next one takes a ready run before any wait.
+                await wanted()
             if gone:
                 if gone[0] is not None:
                     raise gone[0]
