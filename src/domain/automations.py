@@ -215,16 +215,22 @@ def claim(run: Run, worker_id: str, at: datetime, lease_seconds: float) -> tuple
 
 
 def check_lease(run: Run, worker_id: str, fencing_token: int) -> None:
-    """Raise ``Conflict`` unless ``worker_id`` holds the run's current lease."""
-    if (
-        run.status is not RunStatus.RUNNING
-        or run.worker_id != worker_id
-        or run.attempts != fencing_token
-    ):
-        raise Conflict(
-            f"run {run.id} is no longer held by this worker under lease {fencing_token}",
-            code="lease_lost",
-        )
+    """Raise ``Conflict`` unless ``worker_id`` holds the run's current lease; the message says
+    what became of the run."""
+    if run.status.terminal:
+        why = f"it has ended ({run.status.value})"
+    elif run.status is not RunStatus.RUNNING:
+        why = f"it is {run.status.value} again"
+    elif run.attempts != fencing_token:
+        why = f"lease {run.attempts} holds it now"
+    elif run.worker_id != worker_id:
+        why = f"worker {run.worker_id} holds it"
+    else:
+        return
+    raise Conflict(
+        f"run {run.id} is no longer held by this worker under lease {fencing_token}: {why}",
+        code="lease_lost",
+    )
 
 
 def extend_lease(

@@ -18,11 +18,13 @@ from domain.automations import (
     Run,
     RunStatus,
     can_transition,
+    check_lease,
+    claim,
     new_run,
     record_phase,
     transition,
 )
-from domain.errors import IllegalTransition
+from domain.errors import Conflict, IllegalTransition
 from domain.resources import AutomationSpec, Phase
 
 SPEC = AutomationSpec(
@@ -119,6 +121,25 @@ def test_a_run_that_keeps_losing_its_worker_ends_failed() -> None:
         transition(run, RunStatus.QUEUED, T0)
     run, _ = transition(run, RunStatus.FAILED, T0, "worker lost")
     assert run.status is RunStatus.FAILED and run.reason == "worker lost"
+
+
+def test_a_lost_lease_says_what_became_of_the_run() -> None:
+    queued, _ = new_run("r3", SPEC, T0)
+    held, _ = claim(queued, "w1", T0, 30)
+    check_lease(held, "w1", 1)
+    again, _ = transition(held, RunStatus.QUEUED, T0, "worker lost")
+    retaken, _ = claim(again, "w2", T0, 30)
+    ended, _ = transition(held, RunStatus.SUCCEEDED, T0)
+    for run, worker, why in [
+        (ended, "w1", "it has ended (succeeded)"),
+        (again, "w1", "it is queued again"),
+        (retaken, "w1", "lease 2 holds it now"),
+        (held, "w2", "worker w1 holds it"),
+    ]:
+        with pytest.raises(Conflict) as lost:
+            check_lease(run, worker, 1)
+        assert lost.value.message.endswith(f"under lease 1: {why}")
+        assert lost.value.code == "lease_lost"
 
 
 def test_terminal_states_have_no_way_out() -> None:
