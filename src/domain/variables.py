@@ -11,6 +11,9 @@ from domain.errors import FieldError, Invalid
 from domain.resources import ValueTooLong, Variable, VariableValue, coerce_value
 
 MASK = "***"
+# All of a run's variables together: Linux gives a new process's arguments and environment
+# 2 MiB in all, typically, and the phase needs some of it for the rest of its environment.
+MAX_TOTAL_BYTES = 1 << 20
 
 
 def resolve(declared: Iterable[Variable], given: Mapping[str, object]) -> dict[str, VariableValue]:
@@ -44,6 +47,15 @@ def resolve(declared: Iterable[Variable], given: Mapping[str, object]) -> dict[s
             errors.append(
                 FieldError(field=f"variables.{var.id}", message=f"is required ({var.type.value})")
             )
+    total = sum(len(name) + len(render(value).encode()) + 2 for name, value in values.items())
+    if total > MAX_TOTAL_BYTES:
+        errors.append(
+            FieldError(
+                field="variables",
+                message=f"are too long together ({total} bytes as UTF-8); at most "
+                f"{MAX_TOTAL_BYTES} bytes (1 MiB) fit in a phase's environment beside the rest",
+            )
+        )
     if errors:
         raise Invalid("the variables are not valid", errors=tuple(errors))
     return values

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from domain.errors import Invalid
 from domain.resources import MAX_VALUE_BYTES, Variable, VariableType, coerce_value, env_name
-from domain.variables import MASK, Redactor, environment, missing_required, resolve
+from domain.variables import MASK, MAX_TOTAL_BYTES, Redactor, environment, missing_required, resolve
 
 DECLARED = (
     Variable("target-host", VariableType.STRING, is_required=True),
@@ -141,3 +141,15 @@ def test_values_must_fit_in_a_phase_environment() -> None:
         # A secret's size is no secret; its value still is not shown.
         "variables.api-token": too_long.format(80_000) + "environment",
     }
+
+
+def test_all_values_together_must_fit_in_a_phase_environment() -> None:
+    declared = tuple(Variable(f"v{i}", VariableType.STRING) for i in range(20))
+    each = "x" * (MAX_VALUE_BYTES - 100)
+    fits = {f"v{i}": each for i in range(15)}
+    assert len(resolve(declared, fits)) == 15
+    with pytest.raises(Invalid) as info:
+        resolve(declared, {f"v{i}": each for i in range(20)})
+    [(field, message)] = info.value.field_map().items()
+    assert field == "variables" and message.startswith("are too long together (")
+    assert f"at most {MAX_TOTAL_BYTES} bytes (1 MiB)" in message
