@@ -111,6 +111,13 @@ async def queue_run(s: Stack, org: str = "org-a", spec: AutomationSpec = SPEC) -
     return run
 
 
+async def revoke(s: Stack, token_id: str) -> None:
+    async with s.p.uow() as uow:
+        token = await uow.tokens.get(token_id)
+        await uow.tokens.update(attrs.evolve(token, revoked_at=s.clock.now()))
+        await uow.commit()
+
+
 async def stored(s: Stack, run_id: str) -> Run:
     async with s.p.uow() as uow:
         return await uow.runs.get(run_id)
@@ -241,10 +248,7 @@ async def test_cancellation_reaches_the_worker_at_its_heartbeat(stack: Stack) ->
 async def test_a_revoked_or_rotated_token_is_refused_at_its_next_request(stack: Stack) -> None:
     client = stack.client()
     assert await client.claim(0.05) is None
-    async with stack.p.uow() as uow:
-        token = await uow.tokens.get("tok-org-a")
-        await uow.tokens.update(attrs.evolve(token, revoked_at=stack.clock.now()))
-        await uow.commit()
+    await revoke(stack, "tok-org-a")
     with pytest.raises(Unauthenticated):
         await client.claim(0.05)
     async with stack.raw(org="org-b") as raw:
@@ -263,10 +267,7 @@ async def test_a_claim_held_by_a_revoked_token_takes_no_run(stack: Stack) -> Non
     client = stack.client()
     waiting = asyncio.create_task(client.claim(20))
     await asyncio.sleep(0.3)
-    async with stack.p.uow() as uow:
-        token = await uow.tokens.get("tok-org-a")
-        await uow.tokens.update(attrs.evolve(token, revoked_at=stack.clock.now()))
-        await uow.commit()
+    await revoke(stack, "tok-org-a")
     run = await queue_run(stack)
     with pytest.raises(Unauthenticated):
         await asyncio.wait_for(waiting, 5)
@@ -286,10 +287,7 @@ async def test_a_held_claim_hears_of_its_revoked_token_between_slices(
     client = stack.client()
     waiting = asyncio.create_task(client.claim(20))
     await asyncio.sleep(0.1)
-    async with stack.p.uow() as uow:
-        token = await uow.tokens.get("tok-org-a")
-        await uow.tokens.update(attrs.evolve(token, revoked_at=stack.clock.now()))
-        await uow.commit()
+    await revoke(stack, "tok-org-a")
     # No run comes: the claim ends at the next slice, long before its 20 s are up.
     with pytest.raises(Unauthenticated):
         await asyncio.wait_for(waiting, 5)
