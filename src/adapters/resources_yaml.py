@@ -10,7 +10,7 @@ import attrs
 import yaml
 
 from domain.errors import FieldError, Invalid
-from domain.resources import Kind, Resource, parse_resource, to_data
+from domain.resources import Kind, Resource, parse_resource, shorten, to_data
 
 Position = tuple[int, int]
 # Far beyond any real runbook; they bound the work an alias-laden or deeply nested text causes.
@@ -117,13 +117,12 @@ class _Builder:
             return self.loader.construct_object(node, deep=True)
         except (ValueError, LookupError, AttributeError):  # e.g. !!bool 2, !!timestamp x
             kind = node.tag.rpartition(":")[2]
-            shown = node.value if len(node.value) <= 40 else node.value[:37] + "..."
             raise Invalid(
                 "a value is not valid",
                 errors=(
                     FieldError(
                         path,
-                        f"'{shown}' is not a valid {_SCALAR_KINDS.get(kind, kind)}; "
+                        f"'{shorten(node.value)}' is not a valid {_SCALAR_KINDS.get(kind, kind)}; "
                         "quote it if it is text",
                     ),
                 ),

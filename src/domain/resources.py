@@ -451,9 +451,9 @@ def _describe(value: object) -> str:
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, int | float):
-        return f"a number ({_shorten(str(value))})"
+        return f"a number ({shorten(str(value))})"
     if isinstance(value, str):
-        return f"a string ('{_shorten(value)}')"
+        return f"a string ('{shorten(value)}')"
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, list):
@@ -461,7 +461,8 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def _shorten(text: str) -> str:
+def shorten(text: str) -> str:
+    """``text`` as an error message quotes it: at most 40 characters."""
     return text if len(text) <= 40 else text[:37] + "..."
 
 

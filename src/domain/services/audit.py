@@ -13,10 +13,16 @@ from datetime import datetime, timedelta
 import attrs
 
 from domain.audit import GENESIS, AuditEvent, digest
-from domain.errors import Conflict, FieldError, Invalid, NotFound
+from domain.errors import Conflict, FieldError, Invalid
 from domain.permissions import Action, Resource
-from domain.ports import AuditFilter, AuditLog, AuditOutbox, Clock, Page, UnitOfWork
-from domain.services.authorization import authorize, unit_of_work, user_of
+from domain.ports import AuditFilter, AuditLog, AuditOutbox, Clock, Page
+from domain.services.authorization import (
+    account_id,
+    authorize,
+    emails_of,
+    unit_of_work,
+    user_of,
+)
 from domain.services.platform import Caller, Platform
 
 
@@ -58,7 +64,8 @@ async def org_trail(p: Platform, caller: Caller, ref: str, q: Query) -> Page[Aud
     ``actor`` filter takes a user's email or any actor as recorded (a user id, ...)."""
     async with unit_of_work(p) as uow:
         access = await authorize(p, uow, caller, ref, Action.VIEW, Resource.ORG, verb="audit.org")
-        actor = await _actor(uow, q.actor) if q.actor else q.actor
+        # Anonymous callers are recorded as anonymous@ADDRESS, an address no account has.
+        actor = q.actor and (await account_id(uow, q.actor) or q.actor)
     flt = AuditFilter(
         actor=actor,
         org_id=access.org.id,
@@ -70,23 +77,11 @@ async def org_trail(p: Platform, caller: Caller, ref: str, q: Query) -> Page[Aud
     return await p.audit.list(flt, limit=q.limit, cursor=q.cursor)
 
 
-async def _actor(uow: UnitOfWork, ref: str) -> str:
-    # Anonymous callers are recorded as anonymous@ADDRESS: an address no account has.
-    if "@" in ref:
-        with contextlib.suppress(NotFound):
-            return (await uow.users.by_email(ref.strip())).id
-    return ref
-
-
 async def actor_emails(p: Platform, events: Iterable[AuditEvent]) -> dict[str, str]:
     """The emails of the users among the events' actors, by user id; other actors (workers,
     anonymous callers, the platform itself) have none."""
-    emails = {}
     async with unit_of_work(p) as uow:
-        for actor in {e.actor for e in events}:
-            with contextlib.suppress(NotFound):
-                emails[actor] = (await uow.users.get(actor)).email
-    return emails
+        return await emails_of(uow, (e.actor for e in events))
 
 
 async def verify_chain(p: Platform, caller: Caller) -> Verification:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager, suppress
 
 import attrs
 
@@ -124,6 +124,26 @@ def user_of(caller: Caller) -> str:
     if caller.user_id is None:
         raise Unauthenticated("log in first")
     return caller.user_id
+
+
+async def account_id(uow: UnitOfWork, ref: str) -> str | None:
+    """The user id ``ref`` names: ``ref`` itself unless it is an email, then the id of the
+    account with that email, or None when there is none."""
+    if "@" not in ref:
+        return ref
+    try:
+        return (await uow.users.by_email(ref.strip())).id
+    except NotFound:
+        return None
+
+
+async def emails_of(uow: UnitOfWork, user_ids: Iterable[str]) -> dict[str, str]:
+    """The email of each of ``user_ids`` that is an account's id (others are left out)."""
+    emails = {}
+    for user_id in set(user_ids):
+        with suppress(NotFound):
+            emails[user_id] = (await uow.users.get(user_id)).email
+    return emails
 
 
 async def roles_of(uow: UnitOfWork, org_id: str, user_id: str) -> list[Role]:

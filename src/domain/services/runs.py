@@ -22,8 +22,10 @@ from domain.services.approvals import (
 from domain.services.authorization import (
     Access,
     Hidden,
+    account_id,
     authorize,
     decision_for,
+    emails_of,
     unit_of_work,
     user_of,
 )
@@ -195,20 +197,14 @@ async def get_run(p: Platform, caller: Caller, run_id: str) -> RunView:
         run, _ = await _visible(
             p, uow, caller, run_id, Action.VIEW, Resource.AUTOMATIONS, "run.get"
         )
-        return RunView(run, await _why(p, uow, run), requester=await _requester(uow, run, {}))
+        return RunView(run, await _why(p, uow, run), requester=await _requester(uow, run))
 
 
-async def _requester(uow: UnitOfWork, run: Run, known: dict[str, str]) -> str:
-    """The email of who asked for ``run``; ``known`` keeps those already read."""
-    user_id = run.requested_by
-    if user_id is None:
+async def _requester(uow: UnitOfWork, run: Run) -> str:
+    """The email of who asked for ``run``."""
+    if run.requested_by is None:
         return ""
-    if user_id not in known:
-        try:
-            known[user_id] = (await uow.users.get(user_id)).email
-        except NotFound:
-            known[user_id] = ""
-    return known[user_id]
+    return (await emails_of(uow, [run.requested_by])).get(run.requested_by, "")
 
 
 async def _why(p: Platform, uow: UnitOfWork, run: Run) -> str:
@@ -287,7 +283,9 @@ async def list_runs(
             org_id = access.org.id
         requested_by = None
         if query.requested_by is not None:
-            requested_by = await _user_id(uow, query.requested_by)
+            # Nobody by that address asked for anything: an empty list, not an error.
+            ref = query.requested_by
+            requested_by = await account_id(uow, ref) or f"unknown:{ref}"
         elif org_id is None:
             requested_by = user_id
         template_id = None
@@ -305,17 +303,20 @@ async def list_runs(
             created_before=query.until,
         )
         page = await uow.runs.list(flt, limit=limit, cursor=cursor)
-        views = []
+        visible = []
         allowed: dict[str, bool] = {}
-        emails: dict[str, str] = {}
         for run in page.items:
             if run.org_id is None:
                 continue
             if run.org_id not in allowed:
                 allowed[run.org_id] = await _may_view(uow, run.org_id, user_id)
             if allowed[run.org_id]:
-                why = await _why(p, uow, run)
-                views.append(RunView(run, why, requester=await _requester(uow, run, emails)))
+                visible.append(run)
+        emails = await emails_of(uow, (r.requested_by for r in visible if r.requested_by))
+        views = [
+            RunView(run, await _why(p, uow, run), requester=emails.get(run.requested_by or "", ""))
+            for run in visible
+        ]
         return Page(tuple(views), page.next_cursor)
 
 
@@ -325,16 +326,6 @@ async def _may_view(uow: UnitOfWork, org_id: str, user_id: str) -> bool:
     except NotFound:
         return False
     return bool(await decision_for(uow, org_id, user_id, Action.VIEW, Resource.AUTOMATIONS))
-
-
-async def _user_id(uow: UnitOfWork, ref: str) -> str:
-    if "@" not in ref:
-        return ref
-    try:
-        return (await uow.users.by_email(ref.strip())).id
-    except NotFound:
-        # Nobody by that address asked for anything: an empty list, not an error.
-        return f"unknown:{ref}"
 
 
 async def read_logs(
@@ -400,7 +391,7 @@ async def cancel_run(p: Platform, caller: Caller, run_id: str, reason: str = "")
                 f"run {run_id} changed meanwhile; try again", code="run_changed"
             ) from None
         waiting = await _why(p, uow, cancelled)
-        requester = await _requester(uow, cancelled, {})
+        requester = await _requester(uow, cancelled)
         await record(p, caller, "run.cancel", "run", run.id, org_id=run.org_id, uow=uow)
         await uow.commit()
     if cancelled.cancel_requested and p.on_cancel_asked is not None:
